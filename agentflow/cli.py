@@ -1,0 +1,219 @@
+"""The `agentflow` command line: a thin shell over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from agentflow._version import __version__
+from agentflow.agent import Agent, RunResult
+from agentflow.context import RunLimits
+from agentflow.exceptions import AgentflowError, ExecutionError
+from agentflow.models import OpenAIModel
+from agentflow.registry import planner_names
+from agentflow.runtime import LocalServer
+from agentflow.settings import Settings
+from agentflow.trace import Trace
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args))
+    except ExecutionError as exc:
+        if getattr(args, "json", False) and isinstance(exc.trace, Trace):
+            print(json.dumps({"error": str(exc), "trace": exc.trace.as_dict()}, indent=2))
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except AgentflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentflow",
+        description="Agentic reasoning and parallel search with LLMs served by vLLM.",
+    )
+    parser.add_argument("--version", action="version", version=f"agentflow {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_ask(commands)
+    _add_model(commands)
+    return parser
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("model server")
+    group.add_argument(
+        "--base-url",
+        help="OpenAI-compatible API root (env AGENTFLOW_BASE_URL; default: the embedded "
+        "model at http://127.0.0.1:$AGENTFLOW_PORT/v1, port 8100)",
+    )
+    group.add_argument(
+        "--model", help="served model name (env AGENTFLOW_MODEL; default SmolLM2-135M-Instruct)"
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds for one model request (env AGENTFLOW_TIMEOUT; default 120)",
+    )
+    return common
+
+
+def _add_ask(commands: Any) -> None:
+    ask = commands.add_parser(
+        "ask",
+        parents=[_connection_options()],
+        help="answer one question",
+        description="Answer one question with a planner, printing the answer.",
+    )
+    ask.add_argument("question", help="the question to answer")
+    ask.add_argument(
+        "--planner",
+        default="direct",
+        help=f"strategy: {', '.join(planner_names())} (default: direct)",
+    )
+    ask.add_argument("--json", action="store_true", help="print answer, usage and trace as JSON")
+    ask.add_argument(
+        "--max-model-calls",
+        type=int,
+        default=RunLimits.max_model_calls,
+        help="hard cap on model calls for the question (default %(default)s)",
+    )
+    ask.add_argument(
+        "--max-tokens",
+        type=int,
+        default=RunLimits.max_tokens,
+        help="hard cap on prompt+completion tokens (default %(default)s)",
+    )
+    ask.add_argument(
+        "--concurrency", type=int, default=16, help="nodes running at once (default %(default)s)"
+    )
+    ask.set_defaults(handler=_ask)
+
+
+def _ask(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(base_url=args.base_url, model=args.model, timeout=args.timeout)
+    limits = RunLimits(max_model_calls=args.max_model_calls, max_tokens=args.max_tokens)
+    result = asyncio.run(_ask_async(args, settings, limits))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(result.answer)
+    return 0
+
+
+async def _ask_async(args: argparse.Namespace, settings: Settings, limits: RunLimits) -> RunResult:
+    model = OpenAIModel(
+        settings.model, settings.base_url, api_key=settings.api_key, timeout=settings.timeout
+    )
+    try:
+        agent = Agent(
+            model=model, planner=args.planner, limits=limits, max_concurrency=args.concurrency
+        )
+        return await agent.run(args.question)
+    finally:
+        await model.aclose()
+
+
+def _add_model(commands: Any) -> None:
+    model = commands.add_parser(
+        "model",
+        help="manage the embedded local model server",
+        description="Start, stop and inspect the embedded SmolLM2-135M-Instruct vLLM server "
+        "(state in $AGENTFLOW_HOME/server, default ~/.cache/agentflow/server).",
+    )
+    actions = model.add_subparsers(title="actions", metavar="ACTION", required=True)
+    up = actions.add_parser(
+        "up",
+        help="prepare the weights once and start the server; reuses a server that is already up",
+    )
+    up.set_defaults(handler=_model_up)
+    down = actions.add_parser("down", help="stop the server that `model up` started")
+    down.set_defaults(handler=_model_down)
+    status = actions.add_parser("status", help="is the server up, and where")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(handler=_model_status)
+    logs = actions.add_parser("logs", help="print the end of the server's log")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="lines to print (default 50)")
+    logs.set_defaults(handler=_model_logs)
+
+
+def _local_server() -> LocalServer:
+    timeout = float(os.environ.get("AGENTFLOW_STARTUP_TIMEOUT", 900))
+    return LocalServer(Settings.from_env(), startup_timeout=timeout)
+
+
+def _model_up(args: argparse.Namespace) -> int:
+    server = _local_server()
+    print(
+        f"starting the embedded model at {server.base_url} (log: {server.log_file})",
+        file=sys.stderr,
+    )
+    status = server.up(on_progress=_ProgressLine())
+    print(file=sys.stderr)
+    print(f"model server up at {status.base_url} serving {status.model}")
+    return 0
+
+
+def _model_down(args: argparse.Namespace) -> int:
+    stopped = _local_server().down()
+    print("model server stopped" if stopped else "no model server started by agentflow is running")
+    return 0
+
+
+def _model_status(args: argparse.Namespace) -> int:
+    status = _local_server().status()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "base_url": status.base_url,
+                    "healthy": status.healthy,
+                    "pid": status.pid,
+                    "model": status.model,
+                    "log_file": str(status.log_file),
+                }
+            )
+        )
+    else:
+        state = "up" if status.healthy else ("starting" if status.pid else "down")
+        owner = f" (pid {status.pid})" if status.pid else ""
+        print(f"{state}{owner}: {status.base_url} {status.model}")
+    return 0 if status.healthy else 3
+
+
+def _model_logs(args: argparse.Namespace) -> int:
+    print(_local_server().log_tail(args.lines))
+    return 0
+
+
+class _ProgressLine:
+    """Start-up progress: a live line on a terminal, a line every 15 s in logs and CI."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last_print = -15.0
+
+    def __call__(self, elapsed: float, last_log_line: str) -> None:
+        line = last_log_line.strip()[-90:]
+        if self.tty:
+            print(f"\r\x1b[K  waiting for vLLM {elapsed:4.0f}s  {line}", end="", file=sys.stderr)
+        elif elapsed - self.last_print >= 15:
+            self.last_print = elapsed
+            print(f"  waiting for vLLM {elapsed:4.0f}s  {line}", file=sys.stderr)

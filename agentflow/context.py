@@ -1,0 +1,77 @@
+"""`RunContext`: what every step of one run shares: the model, the tools, the trace and the caps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from agentflow.exceptions import LimitExceededError
+from agentflow.model import Message, Model, ModelResponse, ModelSettings
+from agentflow.tool import Toolset
+from agentflow.trace import Trace
+
+__all__ = ["RunContext", "RunLimits"]
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunLimits:
+    """Hard caps for one question. A run that reaches one stops with `LimitExceededError`."""
+
+    max_model_calls: int = 64
+    max_tokens: int = 200_000
+    """Prompt plus completion tokens over all calls."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunContext:
+    model: Model
+    tools: Toolset
+    trace: Trace
+    limits: RunLimits = RunLimits()
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings | None = None,
+        *,
+        node_id: str | None = None,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> ModelResponse:
+        """A model call counted against the run's caps and charged to `node_id` in the trace."""
+        self._check_limits()
+        response = await self.model.complete(messages, settings, json_schema=json_schema)
+        self.trace.add_usage(response.usage, node_id)
+        return response
+
+    async def complete_structured(
+        self,
+        messages: Sequence[Message],
+        schema: type[SchemaT],
+        settings: ModelSettings | None = None,
+        *,
+        node_id: str | None = None,
+    ) -> tuple[SchemaT, ModelResponse]:
+        response = await self.complete(
+            messages, settings, node_id=node_id, json_schema=schema.model_json_schema()
+        )
+        return response.parse(schema), response
+
+    def _check_limits(self) -> None:
+        used = self.trace.usage
+        if used.calls >= self.limits.max_model_calls:
+            raise LimitExceededError(
+                f"the run reached its cap of {self.limits.max_model_calls} model calls "
+                "(raise it with --max-model-calls)",
+                trace=self.trace,
+            )
+        if used.total_tokens >= self.limits.max_tokens:
+            raise LimitExceededError(
+                f"the run reached its cap of {self.limits.max_tokens} tokens "
+                "(raise it with --max-tokens)",
+                trace=self.trace,
+            )

@@ -1,0 +1,117 @@
+"""Spreading model requests over one or more OpenAI-compatible servers.
+
+An `EndpointPool` hands out the healthy endpoint with the fewest outstanding requests, throttles
+each endpoint (a concurrency cap, and optionally a rate cap through asyncio-throttle), and takes an
+endpoint out of rotation for a cool-down after it fails to connect, so requests fail over to the
+others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx2
+from asyncio_throttle.throttler import Throttler
+from openai import AsyncOpenAI
+
+from agentflow.exceptions import UserError
+
+__all__ = ["Endpoint", "EndpointPool"]
+
+HttpClientFactory = Callable[[str], httpx2.AsyncClient]
+"""Builds the HTTP client for one base URL; tests inject a `MockTransport` through it."""
+
+
+@dataclass(kw_only=True, eq=False)
+class Endpoint:
+    """One server: its client, its throttle and its health as the pool sees it."""
+
+    base_url: str
+    client: AsyncOpenAI
+    semaphore: asyncio.Semaphore
+    throttler: Throttler | None = None
+    outstanding: int = 0
+    down_until: float = field(default=0.0)
+    """Monotonic time before which the endpoint is skipped; 0 when healthy."""
+
+    def is_up(self, now: float) -> bool:
+        return self.down_until <= now
+
+
+class EndpointPool:
+    """Least-outstanding-requests balancing with failover over several base URLs."""
+
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        *,
+        api_key: str = "EMPTY",
+        max_concurrency: int = 64,
+        rate_limit: int | None = None,
+        cooldown: float = 5.0,
+        http_client_factory: HttpClientFactory | None = None,
+    ) -> None:
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        if not urls:
+            raise UserError("EndpointPool needs at least one base URL")
+        if max_concurrency < 1:
+            raise UserError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        self.cooldown = cooldown
+        self.endpoints = [
+            Endpoint(
+                base_url=url.rstrip("/"),
+                client=AsyncOpenAI(
+                    base_url=url.rstrip("/"),
+                    api_key=api_key,
+                    max_retries=0,  # agentflow retries itself: only on connection errors, 429, 5xx
+                    http_client=http_client_factory(url) if http_client_factory else None,
+                ),
+                semaphore=asyncio.Semaphore(max_concurrency),
+                throttler=Throttler(rate_limit=rate_limit, period=1.0) if rate_limit else None,
+            )
+            for url in urls
+        ]
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [e.base_url for e in self.endpoints]
+
+    def choose(self, avoid: set[str] | frozenset[str] = frozenset()) -> Endpoint:
+        """The endpoint to use next: healthy and not in `avoid` first, fewest outstanding."""
+        now = time.monotonic()
+        fresh = [e for e in self.endpoints if e.base_url not in avoid] or self.endpoints
+        healthy = [e for e in fresh if e.is_up(now)]
+        if healthy:
+            return min(healthy, key=lambda e: e.outstanding)
+        # Every candidate is cooling down: try the one that went down first rather than fail.
+        return min(fresh, key=lambda e: e.down_until)
+
+    @asynccontextmanager
+    async def acquire(
+        self, avoid: set[str] | frozenset[str] = frozenset()
+    ) -> AsyncIterator[Endpoint]:
+        """Reserve an endpoint for one request, waiting for its throttle."""
+        endpoint = self.choose(avoid)
+        endpoint.outstanding += 1
+        try:
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(endpoint.semaphore)
+                if endpoint.throttler is not None:
+                    await stack.enter_async_context(endpoint.throttler)
+                yield endpoint
+        finally:
+            endpoint.outstanding -= 1
+
+    def mark_down(self, endpoint: Endpoint) -> None:
+        endpoint.down_until = time.monotonic() + self.cooldown
+
+    def mark_up(self, endpoint: Endpoint) -> None:
+        endpoint.down_until = 0.0
+
+    async def aclose(self) -> None:
+        for endpoint in self.endpoints:
+            await endpoint.client.close()

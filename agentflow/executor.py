@@ -1,0 +1,197 @@
+"""The executor: runs each node the instant its inputs resolve, all branches concurrently.
+
+One `asyncio.TaskGroup` per round; a future per node; a node's task awaits its dependencies'
+futures (no polling, no waves), then takes a slot of its tool's semaphore and of the global one.
+A node that fails becomes a failed `TaskResult` for the joiner. Errors that doom the whole run
+(the model server is gone, a cap is reached) cancel every other node and end the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentflow.context import RunContext
+from agentflow.exceptions import (
+    ExecutionError,
+    LimitExceededError,
+    ModelConnectionError,
+    ModelHTTPError,
+)
+from agentflow.plan import TaskId, TaskNode, resolve_args
+from agentflow.planner import RunState, TaskResult
+from agentflow.tool import RetryTask, ToolError
+from agentflow.trace import NodeRecord
+
+__all__ = ["Executor", "LLMStepRunner"]
+
+LLMStepRunner = Callable[[TaskNode, dict[str, Any], RunContext], Awaitable[Any]]
+"""Runs an `llm` node given its resolved arguments (the planner's `run_llm_node`)."""
+
+_FATAL = (LimitExceededError, ModelConnectionError, ModelHTTPError)
+"""Errors after which no node can succeed: the run stops instead of limping on."""
+
+
+@dataclass(kw_only=True)
+class Executor:
+    max_concurrency: int = 16
+    """Nodes running at once, over all tools and model steps."""
+    node_timeout: float = 180.0
+    """Seconds for one attempt of an `llm` node; tools use their own `Tool.timeout`."""
+    node_retries: int = 1
+    """Extra attempts after an unexpected error or a timeout (not after a `ToolError`)."""
+    _global: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
+    _per_tool: dict[str, asyncio.Semaphore] = field(default_factory=dict, init=False, repr=False)
+
+    async def execute(
+        self,
+        nodes: AsyncIterable[TaskNode],
+        state: RunState,
+        ctx: RunContext,
+        run_llm: LLMStepRunner,
+    ) -> None:
+        """Run every node `nodes` yields; results land in `state.results` as they finish."""
+        loop = asyncio.get_running_loop()
+        futures: dict[TaskId, asyncio.Future[TaskResult]] = {}
+        for node_id, result in state.results.items():  # finished in earlier rounds: never rerun
+            futures[node_id] = loop.create_future()
+            futures[node_id].set_result(result)
+        try:
+            async with asyncio.TaskGroup() as group:
+                async for node in nodes:
+                    self._register(node, state, ctx)
+                    future = futures.setdefault(node.id, loop.create_future())
+                    deps = [futures.setdefault(d, loop.create_future()) for d in node.deps]
+                    group.create_task(self._run(node, deps, future, state, ctx, run_llm))
+                _fail_orphans(futures)
+        except* _FATAL as group_error:
+            error = group_error.exceptions[0]
+            raise ExecutionError(str(error), trace=ctx.trace) from error
+
+    def _register(self, node: TaskNode, state: RunState, ctx: RunContext) -> None:
+        state.nodes[node.id] = node
+        ctx.trace.nodes[node.id] = NodeRecord(
+            id=node.id,
+            kind=node.kind,
+            deps=sorted(node.deps),
+            tool=node.tool,
+            round=state.round,
+        )
+        ctx.trace.emit("planned", node.id, label=node.describe())
+
+    async def _run(
+        self,
+        node: TaskNode,
+        deps: list[asyncio.Future[TaskResult]],
+        future: asyncio.Future[TaskResult],
+        state: RunState,
+        ctx: RunContext,
+        run_llm: LLMStepRunner,
+    ) -> None:
+        record = ctx.trace.nodes[node.id]
+        try:
+            dep_results = [await dep for dep in deps]
+            result = await self._run_ready(node, dep_results, state, ctx, run_llm)
+        except asyncio.CancelledError:
+            result = TaskResult(node_id=node.id, status="cancelled", error="run cancelled")
+            self._finish(record, result, state, ctx, future)
+            raise
+        except _FATAL as exc:
+            result = TaskResult(node_id=node.id, status="cancelled", error=str(exc))
+            self._finish(record, result, state, ctx, future)
+            raise
+        self._finish(record, result, state, ctx, future)
+
+    async def _run_ready(
+        self,
+        node: TaskNode,
+        dep_results: list[TaskResult],
+        state: RunState,
+        ctx: RunContext,
+        run_llm: LLMStepRunner,
+    ) -> TaskResult:
+        failed = [r for r in dep_results if not r.ok]
+        if failed:
+            reasons = "; ".join(f"{r.node_id}: {r.error}" for r in failed)
+            return TaskResult(node_id=node.id, status="failed", error=f"input failed ({reasons})")
+        async with self._tool_slot(node, ctx), self._global_slot():
+            record = ctx.trace.nodes[node.id]
+            record.status, record.started_at = "running", ctx.trace.now()
+            ctx.trace.emit("started", node.id)
+            return await self._attempts(node, state, ctx, run_llm)
+
+    async def _attempts(
+        self, node: TaskNode, state: RunState, ctx: RunContext, run_llm: LLMStepRunner
+    ) -> TaskResult:
+        args = resolve_args(dict(node.args), state.outputs())
+        error = "not run"
+        for _ in range(self.node_retries + 1):
+            try:
+                output = await self._call(node, args, ctx, run_llm)
+                return TaskResult(node_id=node.id, status="ok", output=output)
+            except (ToolError, RetryTask) as exc:
+                return TaskResult(node_id=node.id, status="failed", error=str(exc))
+            except TimeoutError:
+                error = f"timed out after {self._timeout(node, ctx):g} s"
+            except _FATAL:
+                raise
+            except Exception as exc:  # a tool's own bug: recorded for the joiner, run goes on
+                error = f"{type(exc).__name__}: {exc}"
+        return TaskResult(node_id=node.id, status="failed", error=error)
+
+    async def _call(
+        self, node: TaskNode, args: dict[str, Any], ctx: RunContext, run_llm: LLMStepRunner
+    ) -> Any:
+        async with asyncio.timeout(self._timeout(node, ctx)):
+            if node.kind == "llm":
+                return await run_llm(node, args, ctx)
+            tool = ctx.tools.get(node.tool or "")
+            if tool is None:
+                raise ToolError(f"no tool named {node.tool!r}")
+            return await tool.call(args)
+
+    def _timeout(self, node: TaskNode, ctx: RunContext) -> float:
+        tool = ctx.tools.get(node.tool or "") if node.kind == "tool" else None
+        return tool.timeout if tool else self.node_timeout
+
+    def _finish(
+        self,
+        record: NodeRecord,
+        result: TaskResult,
+        state: RunState,
+        ctx: RunContext,
+        future: asyncio.Future[TaskResult],
+    ) -> None:
+        state.results[result.node_id] = result
+        record.status = result.status
+        record.finished_at = ctx.trace.now()
+        record.error = result.error
+        record.output = result.as_text(300) if result.ok else None
+        event = "finished" if result.ok else result.status
+        ctx.trace.emit(event, result.node_id, error=result.error)  # type: ignore[arg-type]
+        if not future.done():
+            future.set_result(result)
+
+    def _global_slot(self) -> asyncio.Semaphore:
+        if self._global is None:
+            self._global = asyncio.Semaphore(self.max_concurrency)
+        return self._global
+
+    def _tool_slot(self, node: TaskNode, ctx: RunContext) -> asyncio.Semaphore:
+        name = node.tool if node.kind == "tool" and node.tool else "llm"
+        if name not in self._per_tool:
+            tool = ctx.tools.get(name)
+            limit = tool.max_concurrency if tool else self.max_concurrency
+            self._per_tool[name] = asyncio.Semaphore(limit)
+        return self._per_tool[name]
+
+
+def _fail_orphans(futures: dict[TaskId, asyncio.Future[TaskResult]]) -> None:
+    """References to nodes that never arrived: fail them so their dependents do not wait forever."""
+    for node_id, future in futures.items():
+        if not future.done():
+            future.set_result(
+                TaskResult(node_id=node_id, status="failed", error="no such node in the plan")
+            )

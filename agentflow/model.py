@@ -1,0 +1,191 @@
+"""The model abstraction: what agentflow asks of any chat model, and what it gets back.
+
+`Model` is the extension point (one abstract method, `complete`); `OpenAIModel` in
+`agentflow.models` speaks the OpenAI wire format to vLLM, and `agentflow.testing` has fakes.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from agentflow.exceptions import ModelResponseError
+
+__all__ = [
+    "Choice",
+    "Message",
+    "Model",
+    "ModelResponse",
+    "ModelSettings",
+    "Usage",
+    "split_reasoning",
+]
+
+Message = Mapping[str, Any]
+"""One chat message in the OpenAI shape: `{"role": ..., "content": ...}`."""
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings:
+    """Sampling and transport settings for one call. `None` means the server's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    n: int = 1
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    priority: int | None = None
+    """vLLM request priority (lower is served first; needs `--scheduling-policy priority`)."""
+    chat_template_kwargs: Mapping[str, Any] | None = None
+    """vLLM pass-through, e.g. `{"enable_thinking": True}` for Qwen3."""
+    timeout: float | None = None
+    """Seconds for one HTTP attempt; `None` keeps the model's default."""
+
+    def merged(self, other: ModelSettings | None) -> ModelSettings:
+        """These settings with every field `other` sets explicitly taken from `other`."""
+        if other is None:
+            return self
+        defaults = ModelSettings()
+        overrides = {
+            name: getattr(other, name)
+            for name in self.__dataclass_fields__
+            if getattr(other, name) != getattr(defaults, name)
+        }
+        return replace(self, **overrides)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    """Tokens and calls; add two with `+` to sum a run."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            calls=self.calls + other.calls,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "model_calls": self.calls,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice:
+    """One sampled completion, with the model's reasoning kept apart from its answer."""
+
+    text: str
+    """The answer, with any thinking removed. Parse JSON from here, never from `reasoning`."""
+    reasoning: str | None = None
+    finish_reason: str | None = None
+    logprobs: tuple[float, ...] | None = None
+    """Log-probability of each generated token, when asked for."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelResponse:
+    """The server's answer to one call: one or more choices and the tokens they cost."""
+
+    choices: tuple[Choice, ...]
+    usage: Usage
+    model: str
+    raw: str = field(default="", repr=False)
+    """The response body as received, kept for error messages."""
+
+    @property
+    def text(self) -> str:
+        return self.choices[0].text
+
+    def parse(self, schema: type[SchemaT], index: int = 0) -> SchemaT:
+        """Validate choice `index`'s answer text against `schema`."""
+        text = self.choices[index].text
+        try:
+            return schema.model_validate_json(_strip_code_fence(text))
+        except ValidationError as exc:
+            raise ModelResponseError(
+                f"the model's answer does not match the {schema.__name__} schema: "
+                f"{exc.error_count()} error(s), first: {exc.errors()[0]['msg']}",
+                body=text,
+            ) from exc
+
+
+class Model(ABC):
+    """A chat model. Implementations must be safe to call concurrently."""
+
+    name: str
+
+    @abstractmethod
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings | None = None,
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> ModelResponse:
+        """One chat completion; with `json_schema` the answer is constrained to that schema."""
+
+    async def complete_structured(
+        self,
+        messages: Sequence[Message],
+        schema: type[SchemaT],
+        settings: ModelSettings | None = None,
+    ) -> tuple[SchemaT, ModelResponse]:
+        """A completion constrained to `schema` and parsed into it."""
+        response = await self.complete(messages, settings, json_schema=schema.model_json_schema())
+        return response.parse(schema), response
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most fakes hold nothing
+        """Release connections."""
+
+
+_THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+
+
+def split_reasoning(content: str, reasoning: str | None = None) -> tuple[str, str | None]:
+    """Separate thinking from the answer in `content`.
+
+    Handles closed `<think>` blocks, a leading block whose opening tag was in the prompt (Qwen3's
+    template), and an unclosed block cut off by `max_tokens` (then the answer is empty).
+    """
+    thoughts = [reasoning] if reasoning else []
+    thoughts += [m.strip() for m in _THINK_BLOCK.findall(content)]
+    answer = _THINK_BLOCK.sub("", content)
+    if "</think>" in answer:
+        before, _, answer = answer.rpartition("</think>")
+        thoughts.append(before.replace("<think>", "").strip())
+    elif "<think>" in answer:
+        answer, _, unfinished = answer.partition("<think>")
+        thoughts.append(unfinished.strip())
+    joined = "\n\n".join(t for t in thoughts if t)
+    return answer.strip(), joined or None
+
+
+def _strip_code_fence(text: str) -> str:
+    """Models without constrained decoding often wrap JSON in ``` fences."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else ""
+        stripped = stripped.rsplit("```", 1)[0]
+    return stripped.strip()

@@ -1,0 +1,234 @@
+"""`OpenAIModel`: chat completions over the OpenAI wire format, as vLLM serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from agentflow.endpoints import Endpoint, EndpointPool
+from agentflow.exceptions import (
+    ModelConnectionError,
+    ModelHTTPError,
+    ModelNotFoundError,
+    ModelResponseError,
+    ModelTimeoutError,
+)
+from agentflow.model import (
+    Choice,
+    Message,
+    Model,
+    ModelResponse,
+    ModelSettings,
+    Usage,
+    split_reasoning,
+)
+
+__all__ = ["OpenAIModel", "RetryPolicy"]
+
+START_HINT = (
+    "Start the embedded model with `agentflow model up`, or point --base-url / "
+    "AGENTFLOW_BASE_URL at a running OpenAI-compatible server."
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, for connection errors, 429 and 5xx only."""
+
+    max_retries: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way worth another try; `error` is what to raise if none is left."""
+
+    def __init__(self, error: Exception, *, backoff: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.backoff = backoff
+
+
+class OpenAIModel(Model):
+    """A model behind one or more OpenAI-compatible servers (vLLM, or any other)."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str | Sequence[str] | EndpointPool,
+        *,
+        api_key: str = "EMPTY",
+        settings: ModelSettings | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        max_concurrency: int = 64,
+        rate_limit: int | None = None,
+    ) -> None:
+        self.name = name
+        self.pool = (
+            base_url
+            if isinstance(base_url, EndpointPool)
+            else EndpointPool(
+                base_url, api_key=api_key, max_concurrency=max_concurrency, rate_limit=rate_limit
+            )
+        )
+        self.settings = settings or ModelSettings()
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings | None = None,
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> ModelResponse:
+        effective = self.settings.merged(settings)
+        body = self._request_body(messages, effective, json_schema)
+        timeout = effective.timeout or self.timeout
+        tried: set[str] = set()
+        for attempt in range(self.retry.max_retries + 1):
+            async with self.pool.acquire(avoid=tried) as endpoint:
+                try:
+                    return await self._attempt(endpoint, body, timeout)
+                except _Retryable as failure:
+                    tried.add(endpoint.base_url)
+                    if attempt == self.retry.max_retries:
+                        raise failure.error from failure
+                    last_backoff = failure.backoff
+            failover_left = any(url not in tried for url in self.pool.base_urls)
+            if last_backoff or not failover_left:
+                await asyncio.sleep(self.retry.delay(attempt))
+        raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+    def _request_body(
+        self,
+        messages: Sequence[Message],
+        s: ModelSettings,
+        json_schema: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.name, "messages": [dict(m) for m in messages]}
+        optional = {
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "seed": s.seed,
+            "stop": list(s.stop) if s.stop else None,
+            "top_logprobs": s.top_logprobs,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if s.n != 1:
+            body["n"] = s.n
+        if s.logprobs:
+            body["logprobs"] = True
+        if json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": dict(json_schema), "strict": True},
+            }
+        extra = {"priority": s.priority, "chat_template_kwargs": s.chat_template_kwargs}
+        extra = {k: v for k, v in extra.items() if v is not None}
+        if extra:
+            body["extra_body"] = extra
+        return body
+
+    async def _attempt(
+        self, endpoint: Endpoint, body: dict[str, Any], request_timeout: float
+    ) -> ModelResponse:
+        try:
+            raw = await endpoint.client.chat.completions.with_raw_response.create(
+                **body, timeout=request_timeout
+            )
+        except openai.APITimeoutError as exc:
+            timed_out = ModelTimeoutError(
+                f"the model server at {endpoint.base_url} did not answer within "
+                f"{request_timeout:g} s (raise it with --timeout or ModelSettings.timeout)",
+                base_url=endpoint.base_url,
+            )
+            raise _Retryable(timed_out, backoff=True) from exc
+        except openai.APIConnectionError as exc:
+            self.pool.mark_down(endpoint)
+            unreachable = ModelConnectionError(
+                f"cannot reach the model server at {endpoint.base_url} ({exc}). {START_HINT}",
+                base_url=endpoint.base_url,
+            )
+            raise _Retryable(unreachable, backoff=False) from exc
+        except openai.APIStatusError as exc:
+            raise await self._status_error(endpoint, exc) from exc
+        self.pool.mark_up(endpoint)
+        return parse_chat_completion(raw.http_response.text)
+
+    async def _status_error(self, endpoint: Endpoint, exc: openai.APIStatusError) -> Exception:
+        status, body = exc.status_code, exc.response.text
+        message = f"the model server at {endpoint.base_url} answered HTTP {status}: {body[:500]}"
+        if status == 429 or status >= 500:
+            return _Retryable(ModelHTTPError(message, status_code=status, body=body), backoff=True)
+        if status == 404 and "model" in body.lower():
+            served = await _served_models(endpoint)
+            return ModelNotFoundError(
+                f"the server at {endpoint.base_url} does not serve model {self.name!r}; "
+                f"it serves: {', '.join(served) or '(none listed)'}. Pass one with --model "
+                "or AGENTFLOW_MODEL.",
+                status_code=status,
+                body=body,
+                served=served,
+            )
+        return ModelHTTPError(message, status_code=status, body=body)
+
+
+async def _served_models(endpoint: Endpoint) -> list[str]:
+    try:
+        page = await endpoint.client.models.list()
+    except openai.OpenAIError:
+        return []
+    return [m.id for m in page.data]
+
+
+def parse_chat_completion(text: str) -> ModelResponse:
+    """Read a chat completion body; anything unusable raises `ModelResponseError` with the body."""
+    try:
+        data = json.loads(text)
+        choices = tuple(_parse_choice(c) for c in data["choices"])
+        usage_data = data.get("usage") or {}
+        usage = Usage(
+            prompt_tokens=int(usage_data.get("prompt_tokens") or 0),
+            completion_tokens=int(usage_data.get("completion_tokens") or 0),
+            calls=1,
+        )
+        model = str(data.get("model", ""))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelResponseError(
+            f"malformed chat completion from the model server ({type(exc).__name__}: {exc})",
+            body=text,
+        ) from exc
+    if not choices:
+        raise ModelResponseError("the model server returned no choices", body=text)
+    return ModelResponse(choices=choices, usage=usage, model=model, raw=text)
+
+
+def _parse_choice(data: Mapping[str, Any]) -> Choice:
+    message = data["message"]
+    content = message.get("content") or ""
+    server_reasoning = message.get("reasoning") or message.get("reasoning_content")
+    answer, reasoning = split_reasoning(content, server_reasoning)
+    logprobs = None
+    if data.get("logprobs") and data["logprobs"].get("content") is not None:
+        logprobs = tuple(float(t["logprob"]) for t in data["logprobs"]["content"])
+    return Choice(
+        text=answer,
+        reasoning=reasoning,
+        finish_reason=data.get("finish_reason"),
+        logprobs=logprobs,
+    )

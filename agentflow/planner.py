@@ -1,0 +1,120 @@
+"""The `Planner` extension point and the state a run passes between planning, execution and joining.
+
+A run is a loop of rounds (`Agent` drives it): the planner streams `TaskNode`s, the executor runs
+them as their inputs resolve, and the planner's `join` answers or asks for another round. Every
+strategy (DAG, hybrid rounds, ReAct, direct) is one `Planner`, so all share executor and trace.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, ClassVar, Literal
+
+from agentflow.context import RunContext
+from agentflow.model import ModelSettings
+from agentflow.plan import TaskId, TaskNode
+from agentflow.tool import render_output
+
+__all__ = [
+    "Answer",
+    "Planner",
+    "Replan",
+    "RunState",
+    "TaskResult",
+    "load_prompt",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskResult:
+    """What a node produced, or why it did not."""
+
+    node_id: TaskId
+    status: Literal["ok", "failed", "cancelled"]
+    output: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def as_text(self, budget: int = 2000) -> str:
+        """The result as the joiner reads it: the output, or the error, marked as such."""
+        if self.ok:
+            return render_output(self.output, budget)
+        return f"[{self.status}: {self.error}]"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Replan:
+    reason: str
+
+
+@dataclass(kw_only=True)
+class RunState:
+    """Everything the planner has to go on: the question and every finished node so far."""
+
+    question: str
+    round: int = 0
+    final_round: bool = False
+    """No replans left: `join` must return an `Answer`."""
+    nodes: dict[TaskId, TaskNode] = field(default_factory=dict)
+    results: dict[TaskId, TaskResult] = field(default_factory=dict)
+    replan_reasons: list[str] = field(default_factory=list)
+
+    def outputs(self) -> dict[TaskId, Any]:
+        """Outputs of the nodes that succeeded, for resolving references."""
+        return {k: r.output for k, r in self.results.items() if r.ok}
+
+    def transcript(self, budget_per_node: int = 1500) -> str:
+        """Finished nodes as numbered lines: `n1 search("...") -> output`."""
+        lines = []
+        for node_id, result in self.results.items():
+            node = self.nodes.get(node_id)
+            label = node.describe() if node else node_id
+            lines.append(f"{node_id} {label} -> {result.as_text(budget_per_node)}")
+        return "\n".join(lines) or "(nothing yet)"
+
+
+class Planner(ABC):
+    """A strategy: what to run next (`plan`) and when to answer (`join`)."""
+
+    name: ClassVar[str]
+    max_rounds: int = 3
+    """Rounds of plan-execute-join before `join` must answer (replans = rounds - 1)."""
+    step_settings: ModelSettings = ModelSettings(temperature=0.0, max_tokens=256)
+    """Settings of the model call behind each `llm` node."""
+
+    @abstractmethod
+    def plan(self, state: RunState, ctx: RunContext) -> AsyncIterator[TaskNode]:
+        """Yield this round's nodes, each as soon as it is known; none to go straight to `join`."""
+
+    @abstractmethod
+    async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan:
+        """Answer from the results, or ask for another round (never in the final round)."""
+
+    async def run_llm_node(self, node: TaskNode, args: dict[str, Any], ctx: RunContext) -> str:
+        """Execute an `llm` node: answer `args["question"]` from `args["context"]`."""
+        question = str(args.get("question") or args.get("input") or "")
+        context = args.get("context") or []
+        notes = "\n".join(f"- {render_output(c, 1500)}" for c in context if c) or "(none)"
+        prompt = load_prompt("agentflow", "reasoning_step.md").format(
+            question=question, context=notes
+        )
+        response = await ctx.complete(
+            [{"role": "user", "content": prompt}], self.step_settings, node_id=node.id
+        )
+        return response.text
+
+
+def load_prompt(package: str, name: str) -> str:
+    """A prompt file shipped as package data in `package/prompts/`."""
+    return (resources.files(package) / "prompts" / name).read_text(encoding="utf-8")

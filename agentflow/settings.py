@@ -1,0 +1,49 @@
+"""Where agentflow finds its model server and keeps its files, from flags or the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_PORT", "Settings"]
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+"""The embedded model's served name."""
+DEFAULT_PORT = 8100
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Connection and storage settings. Flags win over the environment, which wins over defaults."""
+
+    base_url: str
+    """The OpenAI-compatible API root, e.g. `http://127.0.0.1:8100/v1`."""
+    model: str
+    api_key: str = "EMPTY"
+    timeout: float = 120.0
+    """Seconds for one model request."""
+    home: Path
+    """agentflow's cache and state directory (converted weights, pid and log files)."""
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+    ) -> Settings:
+        env = os.environ
+        port = int(env.get("AGENTFLOW_PORT", DEFAULT_PORT))
+        return cls(
+            base_url=base_url or env.get("AGENTFLOW_BASE_URL") or f"http://127.0.0.1:{port}/v1",
+            model=model or env.get("AGENTFLOW_MODEL") or DEFAULT_MODEL,
+            api_key=env.get("AGENTFLOW_API_KEY") or env.get("OPENAI_API_KEY") or "EMPTY",
+            timeout=timeout or float(env.get("AGENTFLOW_TIMEOUT", 120.0)),
+            home=Path(env.get("AGENTFLOW_HOME") or Path.home() / ".cache" / "agentflow"),
+        )
+
+    @property
+    def local_port(self) -> int:
+        return int(os.environ.get("AGENTFLOW_PORT", DEFAULT_PORT))

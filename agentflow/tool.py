@@ -1,0 +1,147 @@
+"""Tools: typed, docstringed functions the planner may call, and the `Toolset` that holds them."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from agentflow.exceptions import UserError
+
+__all__ = ["RetryTask", "Tool", "ToolError", "Toolset", "tool"]
+
+
+class ToolError(Exception):
+    """A tool could not do its job; the message is shown to the model."""
+
+
+class RetryTask(ToolError):
+    """Raised by a tool to send a message back to the model and let it try again."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tool:
+    """A callable the model can use, with the JSON schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    """JSON schema of the arguments object."""
+    function: Callable[..., Any] = field(repr=False)
+    args_model: type[BaseModel] = field(repr=False)
+    timeout: float = 60.0
+    """Seconds before a call is abandoned and its node fails."""
+    max_concurrency: int = 8
+    """Calls of this tool allowed at once across a run."""
+
+    async def call(self, args: Mapping[str, Any]) -> Any:
+        """Validate `args` and run the function (sync functions run in a worker thread)."""
+        try:
+            validated = self.args_model.model_validate(dict(args))
+        except ValidationError as exc:
+            raise RetryTask(f"invalid arguments for {self.name}: {exc.errors()[0]['msg']}") from exc
+        kwargs = {name: getattr(validated, name) for name in type(validated).model_fields}
+        if inspect.iscoroutinefunction(self.function):
+            return await self.function(**kwargs)
+        return await asyncio.to_thread(self.function, **kwargs)
+
+    def signature_line(self) -> str:
+        """`name(arg: type, ...) - description`, the way prompts list tools."""
+        props = self.parameters.get("properties", {})
+        args = ", ".join(f"{k}: {v.get('type', 'any')}" for k, v in props.items())
+        return f"{self.name}({args}) - {self.description}"
+
+
+@overload
+def tool(function: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(
+    *, name: str | None = None, timeout: float = 60.0, max_concurrency: int = 8
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    function: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    timeout: float = 60.0,
+    max_concurrency: int = 8,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a typed, docstringed function (sync or async) into a `Tool`."""
+
+    def build(fn: Callable[..., Any]) -> Tool:
+        args_model = _args_model(fn)
+        description = inspect.getdoc(fn)
+        if not description:
+            raise UserError(f"tool {fn.__name__!r} needs a docstring: the model reads it")
+        return Tool(
+            name=name or fn.__name__,
+            description=description.split("\n\n")[0].replace("\n", " "),
+            parameters=args_model.model_json_schema(),
+            function=fn,
+            args_model=args_model,
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+        )
+
+    return build(function) if function is not None else build
+
+
+def _args_model(fn: Callable[..., Any]) -> type[BaseModel]:
+    hints = inspect.get_annotations(fn, eval_str=True)
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(fn).parameters.values():
+        if param.name not in hints:
+            raise UserError(f"tool {fn.__name__!r}: parameter {param.name!r} needs a type hint")
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (hints[param.name], default)
+    config = ConfigDict(extra="forbid")
+    return create_model(f"{fn.__name__}_args", __config__=config, **fields)
+
+
+class Toolset:
+    """Tools by unique name."""
+
+    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for item in tools:
+            self.add(item if isinstance(item, Tool) else tool(item))
+
+    def add(self, item: Tool) -> None:
+        if item.name in self._tools:
+            raise UserError(f"two tools are named {item.name!r}; tool names must be unique")
+        self._tools[item.name] = item
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def describe(self) -> str:
+        """The tool list as prompts show it."""
+        return "\n".join(t.signature_line() for t in self) or "(no tools)"
+
+
+def render_output(value: Any, budget: int = 4000) -> str:
+    """A tool's output as text for the model: JSON for structures, cut to `budget` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > budget:
+        text = text[:budget] + f"... [cut: {len(text) - budget} more characters]"
+    return text

@@ -1,0 +1,97 @@
+"""What happened in a run: a record per node and a stream of events, timed from the run's start."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agentflow.model import Usage
+
+__all__ = ["EventType", "NodeRecord", "NodeStatus", "Trace", "TraceEvent"]
+
+NodeStatus = Literal["planned", "running", "ok", "failed", "cancelled"]
+EventType = Literal["planned", "started", "finished", "failed", "cancelled", "replan", "answer"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceEvent:
+    type: EventType
+    at: float
+    """Seconds since the run started."""
+    node_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class NodeRecord:
+    """One node's life. Mutable: the executor fills it in as the node runs."""
+
+    id: str
+    kind: str
+    deps: list[str]
+    tool: str | None
+    round: int
+    status: NodeStatus = "planned"
+    started_at: float | None = None
+    finished_at: float | None = None
+    usage: Usage = field(default_factory=Usage)
+    error: str | None = None
+    output: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "deps": self.deps,
+            "tool": self.tool,
+            "round": self.round,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "tokens": self.usage.total_tokens,
+            "model_calls": self.usage.calls,
+            "error": self.error,
+            "output": self.output,
+        }
+
+
+@dataclass(kw_only=True)
+class Trace:
+    """Records nodes and events; `listeners` see every event the moment it happens."""
+
+    question: str
+    planner: str
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    events: list[TraceEvent] = field(default_factory=list)
+    replans: int = 0
+    usage: Usage = field(default_factory=Usage)
+    """Every model call of the run, nodes, planner and joiner alike."""
+    listeners: list[Callable[[TraceEvent], None]] = field(default_factory=list, repr=False)
+    started: float = field(default_factory=time.monotonic, repr=False)
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    def emit(self, type: EventType, node_id: str | None = None, **data: Any) -> TraceEvent:
+        event = TraceEvent(type=type, at=self.now(), node_id=node_id, data=data)
+        self.events.append(event)
+        for listener in self.listeners:
+            listener(event)
+        return event
+
+    def add_usage(self, usage: Usage, node_id: str | None = None) -> None:
+        self.usage = self.usage + usage
+        if node_id is not None and node_id in self.nodes:
+            record = self.nodes[node_id]
+            record.usage = record.usage + usage
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "question": self.question,
+            "planner": self.planner,
+            "nodes": [n.as_dict() for n in self.nodes.values()],
+            "replans": self.replans,
+            "usage": self.usage.as_dict(),
+        }

@@ -1,0 +1,16 @@
+"""Reading the final answer out of free text the model wrote."""
+
+from __future__ import annotations
+
+import re
+
+_ANSWER_LINE = re.compile(r"^\s*\**\s*(?:final\s+)?answer\s*\**\s*[:：]\s*(.+)$", re.I | re.M)
+
+
+def extract_answer(text: str) -> str:
+    """The last `Answer: ...` line, or the last non-empty line when there is none."""
+    found = _ANSWER_LINE.findall(text)
+    if found:
+        return str(found[-1]).strip().strip("*").strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

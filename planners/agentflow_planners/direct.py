@@ -1,0 +1,36 @@
+"""`direct`: no tools, one chain-of-thought call. The baseline every other planner must beat."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agentflow.context import RunContext
+from agentflow.model import ModelSettings
+from agentflow.plan import LLM_KIND, TaskId, TaskNode
+from agentflow.planner import Answer, Planner, Replan, RunState, load_prompt
+from agentflow_planners._answers import extract_answer
+
+__all__ = ["DirectPlanner"]
+
+
+class DirectPlanner(Planner):
+    name = "direct"
+    max_rounds = 1
+    step_settings = ModelSettings(temperature=0.0, max_tokens=512)
+
+    async def plan(self, state: RunState, ctx: RunContext) -> AsyncIterator[TaskNode]:
+        yield TaskNode(id=TaskId("answer"), kind=LLM_KIND, args={"question": state.question})
+
+    async def run_llm_node(self, node: TaskNode, args: dict[str, Any], ctx: RunContext) -> str:
+        prompt = load_prompt("agentflow_planners", "direct.md").format(question=args["question"])
+        response = await ctx.complete(
+            [{"role": "user", "content": prompt}], self.step_settings, node_id=node.id
+        )
+        return response.text
+
+    async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan:
+        result = state.results[TaskId("answer")]
+        if not result.ok:
+            return Answer(text=f"(no answer: {result.error})")
+        return Answer(text=extract_answer(str(result.output)))
