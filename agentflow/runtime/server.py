@@ -79,6 +79,7 @@ class LocalServer:
         except BaseException:
             # Failed, timed out or Ctrl-C: never leave an orphaned server behind.
             self._terminate(process.pid)
+            process.poll()  # let Popen learn the child is gone (we reaped it by pid)
             self.record_file.unlink(missing_ok=True)
             raise
 

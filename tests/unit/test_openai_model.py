@@ -1,0 +1,288 @@
+from __future__ import annotations
+
+import json
+
+import httpx2
+import pytest
+from pydantic import BaseModel
+
+from agentflow.exceptions import (
+    ModelConnectionError,
+    ModelHTTPError,
+    ModelNotFoundError,
+    ModelResponseError,
+    ModelTimeoutError,
+)
+from agentflow.model import ModelSettings, Usage, split_reasoning
+
+from .wire import completion, json_response, model_on
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+class City(BaseModel):
+    name: str
+    population: int
+
+
+async def test_plain_completion_sends_settings_and_reads_usage() -> None:
+    seen: list[dict[str, object]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(json.loads(request.content))
+        return json_response(completion("Paris", n=2, logprobs=[-0.1, -0.2]))
+
+    model = model_on(handler)
+    settings = ModelSettings(
+        temperature=0.3,
+        top_p=0.9,
+        max_tokens=20,
+        n=2,
+        seed=7,
+        stop=("\n",),
+        logprobs=True,
+        top_logprobs=2,
+        priority=-1,
+        chat_template_kwargs={"enable_thinking": False},
+    )
+    response = await model.complete(USER, settings)
+
+    body = seen[0]
+    assert body["model"] == "m"
+    assert {k: body[k] for k in ("temperature", "top_p", "max_tokens", "n", "seed")} == {
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "max_tokens": 20,
+        "n": 2,
+        "seed": 7,
+    }
+    assert body["stop"] == ["\n"] and body["logprobs"] is True and body["top_logprobs"] == 2
+    # vLLM extras travel in the body itself, next to the standard fields.
+    assert body["priority"] == -1
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
+    assert [c.text for c in response.choices] == ["Paris", "Paris"]
+    assert response.choices[0].logprobs == (-0.1, -0.2)
+    assert response.usage == Usage(prompt_tokens=10, completion_tokens=5, calls=1)
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
+async def test_retries_on_429_and_5xx_then_succeeds(status: int) -> None:
+    attempts = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        attempts.append(1)
+        if len(attempts) < 3:
+            return json_response({"error": {"message": "busy"}}, status)
+        return json_response(completion("ok"))
+
+    response = await model_on(handler).complete(USER)
+    assert response.text == "ok"
+    assert len(attempts) == 3
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 408, 409, 422])
+async def test_never_retries_other_4xx(status: int) -> None:
+    attempts = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        attempts.append(1)
+        return json_response({"error": {"message": "bad request"}}, status)
+
+    with pytest.raises(ModelHTTPError) as caught:
+        await model_on(handler).complete(USER)
+    assert caught.value.status_code == status
+    assert len(attempts) == 1
+
+
+async def test_gives_up_after_max_retries_with_the_last_error() -> None:
+    attempts = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        attempts.append(1)
+        return json_response({"error": {"message": "down"}}, 503)
+
+    with pytest.raises(ModelHTTPError, match="503"):
+        await model_on(handler, retries=2).complete(USER)
+    assert len(attempts) == 3
+
+
+async def test_unknown_model_lists_what_the_server_serves() -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/models"):
+            return json_response(
+                {"object": "list", "data": [{"id": "real-model", "object": "model"}]}
+            )
+        return json_response({"error": {"message": "The model `m` does not exist."}}, 404)
+
+    with pytest.raises(ModelNotFoundError, match="real-model") as caught:
+        await model_on(handler).complete(USER)
+    assert caught.value.served == ["real-model"]
+
+
+async def test_unreachable_server_names_the_url_and_suggests_model_up() -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused", request=request)
+
+    with pytest.raises(ModelConnectionError) as caught:
+        await model_on(handler, retries=1).complete(USER)
+    assert "http://server-a/v1" in str(caught.value)
+    assert "agentflow model up" in str(caught.value)
+
+
+async def test_timeout_is_a_clear_error() -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ReadTimeout("slow", request=request)
+
+    with pytest.raises(ModelTimeoutError, match="did not answer within 5 s"):
+        await model_on(handler, retries=0).complete(USER)
+
+
+async def test_per_call_timeout_reaches_the_transport() -> None:
+    seen = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.extensions["timeout"])
+        return json_response(completion())
+
+    await model_on(handler).complete(USER, ModelSettings(timeout=2.5))
+    assert seen[0]["read"] == 2.5
+
+
+async def test_fails_over_to_the_next_endpoint_and_remembers_the_dead_one() -> None:
+    calls = {"a": 0, "b": 0}
+
+    def dead(request: httpx2.Request) -> httpx2.Response:
+        calls["a"] += 1
+        raise httpx2.ConnectError("refused", request=request)
+
+    def alive(request: httpx2.Request) -> httpx2.Response:
+        calls["b"] += 1
+        return json_response(completion("from b"))
+
+    model = model_on({"http://a/v1": dead, "http://b/v1": alive})
+    assert (await model.complete(USER)).text == "from b"
+    assert (await model.complete(USER)).text == "from b"
+    assert calls == {"a": 1, "b": 2}  # a is cooling down after its failure: not tried again
+
+
+def test_pool_prefers_the_endpoint_with_fewest_outstanding_requests() -> None:
+    model = model_on(
+        {"http://a/v1": lambda r: json_response({}), "http://b/v1": lambda r: json_response({})}
+    )
+    a, b = model.pool.endpoints
+    a.outstanding = 3
+    assert model.pool.choose() is b
+    b.outstanding = 5
+    assert model.pool.choose() is a
+
+
+async def test_structured_output_sends_the_schema_and_parses() -> None:
+    seen = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(json.loads(request.content))
+        return json_response(completion('{"name": "Paris", "population": 2100000}'))
+
+    city, response = await model_on(handler).complete_structured(USER, City)
+    assert city == City(name="Paris", population=2100000)
+    schema = seen[0]["response_format"]
+    assert schema["type"] == "json_schema"
+    assert schema["json_schema"]["schema"]["required"] == ["name", "population"]
+
+
+async def test_structured_output_off_schema_carries_the_raw_text() -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return json_response(completion('{"name": "Paris"}'))
+
+    with pytest.raises(ModelResponseError) as caught:
+        await model_on(handler).complete_structured(USER, City)
+    assert caught.value.body == '{"name": "Paris"}'
+
+
+async def test_json_is_never_parsed_out_of_thinking() -> None:
+    content = (
+        '<think>maybe {"name": "Rome", "population": 1}</think>{"name": "Paris", "population": 2}'
+    )
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return json_response(completion(content))
+
+    city, response = await model_on(handler).complete_structured(USER, City)
+    assert city.name == "Paris"
+    assert response.choices[0].reasoning == 'maybe {"name": "Rome", "population": 1}'
+
+
+async def test_reasoning_field_is_kept_apart_from_the_answer() -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return json_response(completion("42", reasoning="six times seven"))
+
+    response = await model_on(handler).complete(USER)
+    assert response.text == "42"
+    assert response.choices[0].reasoning == "six times seven"
+
+
+@pytest.mark.parametrize(
+    ("content", "answer", "reasoning"),
+    [
+        ("<think>a</think>b", "b", "a"),
+        ("a</think>b", "b", "a"),  # opening tag was in the prompt (Qwen3 template)
+        ("<think>cut off by max_tokens", "", "cut off by max_tokens"),
+        ("plain", "plain", None),
+        ("<think>x</think>y<think>z</think>w", "yw", "x\n\nz"),
+    ],
+)
+def test_split_reasoning(content: str, answer: str, reasoning: str | None) -> None:
+    assert split_reasoning(content) == (answer, reasoning)
+
+
+@pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b'{"choices": "nope"}', b"{}"])
+async def test_malformed_response_carries_the_raw_body(body: bytes) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=body)
+
+    with pytest.raises(ModelResponseError) as caught:
+        await model_on(handler).complete(USER)
+    assert caught.value.body == body.decode()
+
+
+def test_usage_sums() -> None:
+    total = Usage(prompt_tokens=3, completion_tokens=4, calls=1) + Usage(
+        prompt_tokens=10, completion_tokens=1, calls=2
+    )
+    assert total == Usage(prompt_tokens=13, completion_tokens=5, calls=3)
+    assert total.as_dict() == {
+        "prompt_tokens": 13,
+        "completion_tokens": 5,
+        "total_tokens": 18,
+        "model_calls": 3,
+    }
+
+
+async def test_throttle_caps_concurrent_requests_per_endpoint() -> None:
+    import asyncio
+
+    from agentflow.endpoints import EndpointPool
+    from agentflow.models import OpenAIModel
+
+    in_flight = 0
+    peak = 0
+    release = asyncio.Event()
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        if peak >= 2:
+            release.set()
+        await release.wait()
+        in_flight -= 1
+        return json_response(completion())
+
+    pool = EndpointPool(
+        "http://a/v1",
+        max_concurrency=2,
+        http_client_factory=lambda url: httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+    )
+    model = OpenAIModel("m", pool)
+    await asyncio.gather(*(model.complete(USER) for _ in range(6)))
+    assert peak == 2
