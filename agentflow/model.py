@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ __all__ = [
     "Model",
     "ModelResponse",
     "ModelSettings",
+    "StreamDelta",
     "Usage",
     "split_reasoning",
 ]
@@ -105,6 +106,14 @@ class Choice:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StreamDelta:
+    """A piece of a streamed answer; the last one of a stream carries the usage."""
+
+    text: str = ""
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelResponse:
     """The server's answer to one call: one or more choices and the tokens they cost."""
 
@@ -145,6 +154,17 @@ class Model(ABC):
         json_schema: Mapping[str, Any] | None = None,
     ) -> ModelResponse:
         """One chat completion; with `json_schema` the answer is constrained to that schema."""
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings | None = None,
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[StreamDelta]:
+        """The answer in pieces as it is generated. This default yields it in one piece."""
+        response = await self.complete(messages, settings, json_schema=json_schema)
+        yield StreamDelta(text=response.text, usage=response.usage)
 
     async def complete_structured(
         self,

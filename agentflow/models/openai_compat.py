@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 
@@ -25,11 +25,14 @@ from agentflow.model import (
     Model,
     ModelResponse,
     ModelSettings,
+    StreamDelta,
     Usage,
     split_reasoning,
 )
 
 __all__ = ["OpenAIModel", "RetryPolicy"]
+
+T = TypeVar("T")
 
 START_HINT = (
     "Start the embedded model with `agentflow model up`, or point --base-url / "
@@ -95,11 +98,52 @@ class OpenAIModel(Model):
         effective = self.settings.merged(settings)
         body = self._request_body(messages, effective, json_schema)
         timeout = effective.timeout or self.timeout
+
+        async def send(endpoint: Endpoint) -> str:
+            raw = await endpoint.client.chat.completions.with_raw_response.create(
+                **body, timeout=timeout
+            )
+            return str(raw.http_response.text)
+
+        return parse_chat_completion(await self._with_retries(send, timeout))
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings | None = None,
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[StreamDelta]:
+        """Stream the answer. Retries cover opening the stream; a stream that breaks midway
+        raises. The endpoint's concurrency slot is held while the stream is opened."""
+        effective = self.settings.merged(settings)
+        body = self._request_body(messages, effective, json_schema)
+        body.update(stream=True, stream_options={"include_usage": True})
+        timeout = effective.timeout or self.timeout
+
+        async def send(endpoint: Endpoint) -> tuple[Endpoint, Any]:
+            return endpoint, await endpoint.client.chat.completions.create(**body, timeout=timeout)
+
+        endpoint, chunks = await self._with_retries(send, timeout)
+        try:
+            async for chunk in chunks:
+                yield _stream_delta(chunk)
+        except openai.APIError as exc:
+            raise ModelConnectionError(
+                f"the stream from {endpoint.base_url} broke off: {exc}", base_url=endpoint.base_url
+            ) from exc
+        finally:
+            await chunks.close()
+
+    async def _with_retries(
+        self, send: Callable[[Endpoint], Awaitable[T]], request_timeout: float
+    ) -> T:
+        """Run `send` on the pool's endpoints, retrying and failing over per the policy."""
         tried: set[str] = set()
         for attempt in range(self.retry.max_retries + 1):
             async with self.pool.acquire(avoid=tried) as endpoint:
                 try:
-                    return await self._attempt(endpoint, body, timeout)
+                    return await self._translate_errors(endpoint, send, request_timeout)
                 except _Retryable as failure:
                     tried.add(endpoint.base_url)
                     if attempt == self.retry.max_retries:
@@ -144,13 +188,12 @@ class OpenAIModel(Model):
             body["extra_body"] = extra
         return body
 
-    async def _attempt(
-        self, endpoint: Endpoint, body: dict[str, Any], request_timeout: float
-    ) -> ModelResponse:
+    async def _translate_errors(
+        self, endpoint: Endpoint, send: Callable[[Endpoint], Awaitable[T]], request_timeout: float
+    ) -> T:
+        """`send(endpoint)`, with the SDK's errors turned into agentflow's (or `_Retryable`)."""
         try:
-            raw = await endpoint.client.chat.completions.with_raw_response.create(
-                **body, timeout=request_timeout
-            )
+            result = await send(endpoint)
         except openai.APITimeoutError as exc:
             timed_out = ModelTimeoutError(
                 f"the model server at {endpoint.base_url} did not answer within "
@@ -168,7 +211,7 @@ class OpenAIModel(Model):
         except openai.APIStatusError as exc:
             raise await self._status_error(endpoint, exc) from exc
         self.pool.mark_up(endpoint)
-        return parse_chat_completion(raw.http_response.text)
+        return result
 
     async def _status_error(self, endpoint: Endpoint, exc: openai.APIStatusError) -> Exception:
         status, body = exc.status_code, exc.response.text
@@ -216,6 +259,20 @@ def parse_chat_completion(text: str) -> ModelResponse:
     if not choices:
         raise ModelResponseError("the model server returned no choices", body=text)
     return ModelResponse(choices=choices, usage=usage, model=model, raw=text)
+
+
+def _stream_delta(chunk: Any) -> StreamDelta:
+    usage = None
+    if chunk.usage is not None:
+        usage = Usage(
+            prompt_tokens=chunk.usage.prompt_tokens or 0,
+            completion_tokens=chunk.usage.completion_tokens or 0,
+            calls=1,
+        )
+    text = ""
+    if chunk.choices:
+        text = chunk.choices[0].delta.content or ""
+    return StreamDelta(text=text, usage=usage)
 
 
 def _parse_choice(data: Mapping[str, Any]) -> Choice:

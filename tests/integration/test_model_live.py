@@ -59,3 +59,11 @@ async def test_burst_of_concurrent_requests_is_all_answered(live_model: OpenAIMo
     )
     assert len(responses) == 64
     assert all(r.choices and r.usage.completion_tokens > 0 for r in responses)
+
+
+async def test_stream_matches_its_usage(live_model: OpenAIModel) -> None:
+    deltas = [d async for d in live_model.stream(QUESTION, ModelSettings(max_tokens=12))]
+    text = "".join(d.text for d in deltas)
+    usage = [d.usage for d in deltas if d.usage is not None]
+    assert text.strip()
+    assert len(usage) == 1 and 0 < usage[0].completion_tokens <= 12

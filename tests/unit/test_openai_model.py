@@ -286,3 +286,37 @@ async def test_throttle_caps_concurrent_requests_per_endpoint() -> None:
     model = OpenAIModel("m", pool)
     await asyncio.gather(*(model.complete(USER) for _ in range(6)))
     assert peak == 2
+
+
+async def test_stream_yields_pieces_and_usage() -> None:
+    def chunk(content: str | None, usage: dict[str, int] | None = None) -> str:
+        choices = [] if content is None else [{"index": 0, "delta": {"content": content}}]
+        data = {
+            "id": "s",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": choices,
+            "usage": usage,
+        }
+        return f"data: {json.dumps(data)}\n\n"
+
+    seen = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(json.loads(request.content))
+        body = (
+            chunk('{"a"')
+            + chunk(": 1}")
+            + chunk(None, {"prompt_tokens": 3, "completion_tokens": 2})
+        )
+        return httpx2.Response(
+            200,
+            content=(body + "data: [DONE]\n\n").encode(),
+            headers={"content-type": "text/event-stream"},
+        )
+
+    deltas = [d async for d in model_on(handler).stream(USER)]
+    assert "".join(d.text for d in deltas) == '{"a": 1}'
+    assert deltas[-1].usage == Usage(prompt_tokens=3, completion_tokens=2, calls=1)
+    assert seen[0]["stream"] is True and seen[0]["stream_options"] == {"include_usage": True}
