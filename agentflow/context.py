@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -60,6 +60,22 @@ class RunContext:
             messages, settings, node_id=node_id, json_schema=schema.model_json_schema()
         )
         return response.parse(schema), response
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings | None = None,
+        *,
+        node_id: str | None = None,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[str]:
+        """The answer's text pieces as they arrive; usage is charged when the stream ends."""
+        self._check_limits()
+        async for delta in self.model.stream(messages, settings, json_schema=json_schema):
+            if delta.usage is not None:
+                self.trace.add_usage(delta.usage, node_id)
+            if delta.text:
+                yield delta.text
 
     def _check_limits(self) -> None:
         used = self.trace.usage

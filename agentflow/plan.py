@@ -24,6 +24,7 @@ from agentflow.exceptions import PlanError
 __all__ = [
     "LLM_KIND",
     "Plan",
+    "PlanBuilder",
     "PlanLimits",
     "TaskId",
     "TaskNode",
@@ -176,6 +177,94 @@ def rename_refs(value: Any, renames: Mapping[TaskId, TaskId]) -> Any:
     return value
 
 
+class PlanBuilder:
+    """Validates and repairs nodes one at a time, in an order where references point back.
+
+    This is what lets a streamed plan start running early: each node is checked against the
+    nodes before it, so what `add` returns can run as soon as its dependencies finish.
+    Repairs: duplicate ids renamed, duplicate sub-questions merged, unknown tools turned into
+    reasoning steps, dangling and self references dropped, nodes past the caps dropped.
+    """
+
+    def __init__(
+        self,
+        *,
+        tools: Iterable[str],
+        limits: PlanLimits = PlanLimits(),
+        known: Iterable[TaskId] = (),
+        raw: str = "",
+    ) -> None:
+        self.tools = set(tools)
+        self.limits = limits
+        self.raw = raw
+        self.repairs: list[str] = []
+        self.nodes: list[TaskNode] = []
+        self._depth: dict[TaskId, int] = dict.fromkeys(known, 0)
+        self._renames: dict[TaskId, TaskId] = {}
+        self._signatures: dict[str, TaskId] = {}
+        self._too_deep: set[TaskId] = set()
+        self._dropped = 0
+
+    def add(self, node: TaskNode) -> TaskNode | None:
+        """The repaired node, or None when it was merged into an earlier one or dropped."""
+        if len(self.nodes) >= self.limits.max_nodes:
+            self._dropped += 1
+            return None
+        node = self._unique_id(node)
+        node = replace(node, args=rename_refs(node.args, self._renames))
+        node = self._known_tool(node)
+        lost = node.deps & self._too_deep
+        if lost:
+            self.repairs.append(f"dropped {node.id}: it needs dropped {', '.join(sorted(lost))}")
+            self._too_deep.add(node.id)
+            return None
+        node = self._drop_bad_refs(node)
+        signature = json.dumps([node.kind, node.tool, _normalise(node.args)], sort_keys=True)
+        if signature in self._signatures:
+            first = self._signatures[signature]
+            self._renames[node.id] = first
+            self.repairs.append(f"merged {node.id} into its duplicate {first}")
+            return None
+        depth = 1 + max((self._depth[d] for d in node.deps), default=0)
+        if depth > self.limits.max_depth:
+            self.repairs.append(f"dropped {node.id}: deeper than {self.limits.max_depth} steps")
+            self._too_deep.add(node.id)
+            return None
+        self._signatures[signature] = node.id
+        self._depth[node.id] = depth
+        self.nodes.append(node)
+        return node
+
+    def build(self) -> Plan:
+        if self._dropped:
+            self.repairs.append(
+                f"kept the first {self.limits.max_nodes} nodes, dropped {self._dropped} more"
+            )
+        if not self.nodes:
+            raise PlanError("the plan has no usable nodes", raw=self.raw)
+        return Plan(nodes=tuple(self.nodes), repairs=tuple(self.repairs))
+
+    def _unique_id(self, node: TaskNode) -> TaskNode:
+        if node.id in self._depth or not node.id:
+            new_id = _fresh_id(node.id or TaskId("n"), set(self._depth))
+            self.repairs.append(f"renamed a second node {node.id or '(no id)'} to {new_id}")
+            return replace(node, id=new_id)
+        return node
+
+    def _known_tool(self, node: TaskNode) -> TaskNode:
+        if node.kind == "tool" and node.tool not in self.tools:
+            self.repairs.append(f"{node.id}: unknown tool {node.tool!r}, made a reasoning step")
+            return replace(node, kind=LLM_KIND, tool=None)
+        return node
+
+    def _drop_bad_refs(self, node: TaskNode) -> TaskNode:
+        bad = {d for d in node.deps if d == node.id or d not in self._depth}
+        if not bad:
+            return node
+        self.repairs.append(f"{node.id}: dropped references to {', '.join(sorted(bad))}")
+        return replace(node, args=strip_refs(node.args, bad))
+
+
 def validate_plan(
     nodes: Iterable[TaskNode],
     *,
@@ -184,91 +273,46 @@ def validate_plan(
     raw: str = "",
     known: Iterable[TaskId] = (),
 ) -> Plan:
-    """Validate and repair `nodes` into a `Plan`, or raise `PlanError` carrying `raw`.
+    """Validate and repair a whole plan, or raise `PlanError` carrying `raw`.
 
-    `known` are ids of nodes finished in earlier rounds, which new nodes may reference.
+    References may point forwards here; cycles are broken at their weakest edge, the one that
+    points furthest backwards in the order the nodes were written (a node can only sensibly
+    use what was planned before it). `known` are ids finished in earlier rounds.
     """
-    repairs: list[str] = []
-    fixer = _Fixer(tools=set(tools), known=set(known), repairs=repairs)
-    kept = fixer.cap(list(nodes), limits.max_nodes)
-    kept = fixer.unique_ids(kept)
-    kept = fixer.merge_duplicates(kept)
-    kept = [fixer.fix_node(n, {m.id for m in kept}) for n in kept]
-    kept = fixer.break_cycles(kept)
-    if not kept:
-        raise PlanError("the plan has no nodes", raw=raw)
-    plan = Plan(nodes=tuple(kept), repairs=tuple(repairs))
-    depth = nx.dag_longest_path_length(plan.graph()) + 1
-    if depth > limits.max_depth:
-        raise PlanError(f"the plan is {depth} steps deep (limit {limits.max_depth})", raw=raw)
-    return plan
+    written = list(nodes)
+    if len(written) > limits.max_nodes * 10:  # do not build a graph of 10,000 junk nodes
+        written = written[: limits.max_nodes * 10]
+    builder = PlanBuilder(tools=tools, limits=limits, known=known, raw=raw)
+    for node in _acyclic_order(written, builder.repairs):
+        builder.add(node)
+    return builder.build()
 
 
-@dataclass(kw_only=True)
-class _Fixer:
-    """The repairs `validate_plan` applies, each one recorded in `repairs`."""
-
-    tools: set[str]
-    known: set[TaskId]
-    repairs: list[str]
-
-    def cap(self, nodes: list[TaskNode], max_nodes: int) -> list[TaskNode]:
-        if len(nodes) > max_nodes:
-            self.repairs.append(f"kept the first {max_nodes} of {len(nodes)} nodes")
-        return nodes[:max_nodes]
-
-    def unique_ids(self, nodes: list[TaskNode]) -> list[TaskNode]:
-        seen: set[TaskId] = set(self.known)
-        out = []
-        for node in nodes:
-            if node.id in seen:
-                new_id = _fresh_id(node.id, seen)
-                self.repairs.append(f"renamed a second node {node.id} to {new_id}")
-                node = replace(node, id=new_id)
-            seen.add(node.id)
-            out.append(node)
-        return out
-
-    def merge_duplicates(self, nodes: list[TaskNode]) -> list[TaskNode]:
-        first_of: dict[str, TaskId] = {}
-        renames: dict[TaskId, TaskId] = {}
-        out = []
-        for node in nodes:
-            node = replace(node, args=rename_refs(node.args, renames))
-            key = json.dumps([node.kind, node.tool, _normalise(node.args)], sort_keys=True)
-            if key in first_of:
-                renames[node.id] = first_of[key]
-                self.repairs.append(f"merged {node.id} into its duplicate {first_of[key]}")
-                continue
-            first_of[key] = node.id
-            out.append(node)
-        return out
-
-    def fix_node(self, node: TaskNode, ids: set[TaskId]) -> TaskNode:
-        if node.kind == "tool" and node.tool not in self.tools:
-            self.repairs.append(f"{node.id}: unknown tool {node.tool!r}, made a reasoning step")
-            node = replace(node, kind=LLM_KIND, tool=None)
-        bad = {d for d in node.deps if d == node.id or d not in ids | self.known}
-        if bad:
-            self.repairs.append(f"{node.id}: dropped references to {', '.join(sorted(bad))}")
-            node = replace(node, args=strip_refs(node.args, bad))
-        return node
-
-    def break_cycles(self, nodes: list[TaskNode]) -> list[TaskNode]:
-        """Remove, cycle by cycle, the weakest edge: the one pointing backwards in the order
-        the nodes were written (a node can only sensibly use what was planned before it)."""
-        order = {n.id: i for i, n in enumerate(nodes)}
-        by_id = {n.id: n for n in nodes}
-        plan = Plan(nodes=tuple(nodes))
-        graph = plan.graph()
-        graph.remove_nodes_from(self.known)
-        while not nx.is_directed_acyclic_graph(graph):
-            cycle = nx.find_cycle(graph)
-            source, target = max(cycle, key=lambda e: order[e[0]] - order[e[1]])[:2]
-            graph.remove_edge(source, target)
-            by_id[target] = replace(by_id[target], args=strip_refs(by_id[target].args, {source}))
-            self.repairs.append(f"broke a cycle by dropping {target}'s reference to {source}")
-        return [by_id[n.id] for n in nodes]
+def _acyclic_order(nodes: list[TaskNode], repairs: list[str]) -> list[TaskNode]:
+    order: dict[TaskId, int] = {}
+    for index, node in enumerate(nodes):
+        order.setdefault(node.id, index)  # a duplicate id is renamed later; edges use the first
+    graph: nx.DiGraph[TaskId] = nx.DiGraph()
+    graph.add_nodes_from(order)
+    for node in nodes:
+        graph.add_edges_from((d, node.id) for d in node.deps if d in order and d != node.id)
+    patched = {n.id: n for n in reversed(nodes)}
+    while not nx.is_directed_acyclic_graph(graph):
+        cycle = nx.find_cycle(graph)
+        source, target = max(cycle, key=lambda e: order[e[0]] - order[e[1]])[:2]
+        graph.remove_edge(source, target)
+        patched[target] = replace(patched[target], args=strip_refs(patched[target].args, {source}))
+        repairs.append(f"broke a cycle by dropping {target}'s reference to {source}")
+    ranked = {
+        node_id: rank
+        for rank, node_id in enumerate(
+            nx.lexicographical_topological_sort(graph, key=lambda n: order[n])
+        )
+    }
+    first_of_id = [n for i, n in enumerate(nodes) if order[n.id] == i]
+    duplicates = [n for i, n in enumerate(nodes) if order[n.id] != i]
+    ordered = sorted(first_of_id, key=lambda n: ranked[n.id])
+    return [patched[n.id] for n in ordered] + duplicates
 
 
 def _fresh_id(base: TaskId, taken: set[TaskId]) -> TaskId:
