@@ -21,7 +21,7 @@ from agentflow.exceptions import (
 from agentflow.model import Choice, Model, ModelResponse, ModelSettings, Usage
 from agentflow.models import OpenAIModel, RetryPolicy
 from agentflow.plan import Plan, PlanLimits, TaskId, TaskNode, validate_plan
-from agentflow.planner import Answer, Planner, Replan, RunState, TaskResult
+from agentflow.planner import Answer, Continue, Planner, Replan, RunState, TaskResult
 from agentflow.tool import RetryTask, Tool, ToolError, Toolset, tool
 from agentflow.trace import NodeRecord, Trace, TraceEvent
 
@@ -30,6 +30,7 @@ __all__ = [
     "AgentflowError",
     "Answer",
     "Choice",
+    "Continue",
     "EndpointPool",
     "ExecutionError",
     "LimitExceededError",

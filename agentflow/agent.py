@@ -12,7 +12,7 @@ from agentflow.context import RunContext, RunLimits
 from agentflow.exceptions import ExecutionError, ModelError, UserError
 from agentflow.executor import Executor
 from agentflow.model import Model, Usage
-from agentflow.planner import Answer, Planner, RunState
+from agentflow.planner import Answer, Planner, Replan, RunState
 from agentflow.tool import Tool, Toolset
 from agentflow.trace import Trace, TraceEvent
 
@@ -109,11 +109,12 @@ class Agent:
                 if isinstance(decision, Answer):
                     trace.emit("answer", text=decision.text)
                     return RunResult(answer=decision.text, trace=trace)
-                trace.replans += 1
-                state.replan_reasons.append(decision.reason)
-                trace.emit("replan", reason=decision.reason)
+                if isinstance(decision, Replan):
+                    trace.replans += 1
+                    state.replan_reasons.append(decision.reason)
+                    trace.emit("replan", reason=decision.reason)
         except ModelError as exc:
             raise ExecutionError(str(exc), trace=trace) from exc
         raise ExecutionError(
-            f"planner {self.planner.name!r} asked to replan in its final round", trace=trace
+            f"planner {self.planner.name!r} did not answer in its final round", trace=trace
         )

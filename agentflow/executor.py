@@ -9,12 +9,13 @@ A node that fails becomes a failed `TaskResult` for the joiner. Errors that doom
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, KeysView
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentflow.context import RunContext
 from agentflow.exceptions import (
+    AgentflowError,
     ExecutionError,
     LimitExceededError,
     ModelConnectionError,
@@ -58,17 +59,30 @@ class Executor:
         for node_id, result in state.results.items():  # finished in earlier rounds: never rerun
             futures[node_id] = loop.create_future()
             futures[node_id].set_result(result)
+        planning_error: AgentflowError | None = None
+        launched = 0
         try:
             async with asyncio.TaskGroup() as group:
-                async for node in nodes:
-                    self._register(node, state, ctx)
-                    future = futures.setdefault(node.id, loop.create_future())
-                    deps = [futures.setdefault(d, loop.create_future()) for d in node.deps]
-                    group.create_task(self._run(node, deps, future, state, ctx, run_llm))
-                _fail_orphans(futures)
+                try:
+                    async for node in nodes:
+                        self._register(node, state, ctx)
+                        future = futures.setdefault(node.id, loop.create_future())
+                        deps = [futures.setdefault(d, loop.create_future()) for d in node.deps]
+                        group.create_task(self._run(node, deps, future, state, ctx, run_llm))
+                        launched += 1
+                except _FATAL:
+                    raise
+                except AgentflowError as exc:
+                    # The plan broke off (off-schema output, no usable node): what already
+                    # runs finishes and the joiner works with it.
+                    planning_error = exc
+                    ctx.trace.emit("plan", error=str(exc))
+                _fail_orphans(futures, registered=state.nodes.keys())
         except* _FATAL as group_error:
             error = group_error.exceptions[0]
             raise ExecutionError(str(error), trace=ctx.trace) from error
+        if planning_error is not None and launched == 0:
+            raise planning_error
 
     def _register(self, node: TaskNode, state: RunState, ctx: RunContext) -> None:
         state.nodes[node.id] = node
@@ -167,6 +181,8 @@ class Executor:
         state.results[result.node_id] = result
         record.status = result.status
         record.finished_at = ctx.trace.now()
+        if record.started_at is None:  # failed or cancelled before it could start
+            record.started_at = record.finished_at
         record.error = result.error
         record.output = result.as_text(300) if result.ok else None
         event = "finished" if result.ok else result.status
@@ -188,10 +204,12 @@ class Executor:
         return self._per_tool[name]
 
 
-def _fail_orphans(futures: dict[TaskId, asyncio.Future[TaskResult]]) -> None:
+def _fail_orphans(
+    futures: dict[TaskId, asyncio.Future[TaskResult]], registered: KeysView[TaskId]
+) -> None:
     """References to nodes that never arrived: fail them so their dependents do not wait forever."""
     for node_id, future in futures.items():
-        if not future.done():
+        if node_id not in registered and not future.done():
             future.set_result(
                 TaskResult(node_id=node_id, status="failed", error="no such node in the plan")
             )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, ClassVar, Literal
 
+from agentflow.answers import extract_answer
 from agentflow.context import RunContext
 from agentflow.model import ModelSettings
 from agentflow.plan import TaskId, TaskNode
@@ -20,6 +21,7 @@ from agentflow.tool import render_output
 
 __all__ = [
     "Answer",
+    "Continue",
     "Planner",
     "Replan",
     "RunState",
@@ -55,7 +57,17 @@ class Answer:
 
 @dataclass(frozen=True, kw_only=True)
 class Replan:
+    """Plan again: the results so far are not enough. Counted in `Trace.replans`."""
+
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Continue:
+    """Go on to the planner's next step (ReAct's next action, hybrid's next round of queries);
+    not a replan."""
+
+    reason: str = ""
 
 
 @dataclass(kw_only=True)
@@ -69,6 +81,8 @@ class RunState:
     nodes: dict[TaskId, TaskNode] = field(default_factory=dict)
     results: dict[TaskId, TaskResult] = field(default_factory=dict)
     replan_reasons: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+    """The planner's own memory between `plan` and `join` (planners are shared across runs)."""
 
     def outputs(self) -> dict[TaskId, Any]:
         """Outputs of the nodes that succeeded, for resolving references."""
@@ -98,7 +112,7 @@ class Planner(ABC):
         """Yield this round's nodes, each as soon as it is known; none to go straight to `join`."""
 
     @abstractmethod
-    async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan:
+    async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan | Continue:
         """Answer from the results, or ask for another round (never in the final round)."""
 
     async def run_llm_node(self, node: TaskNode, args: dict[str, Any], ctx: RunContext) -> str:
@@ -112,7 +126,7 @@ class Planner(ABC):
         response = await ctx.complete(
             [{"role": "user", "content": prompt}], self.step_settings, node_id=node.id
         )
-        return response.text
+        return extract_answer(response.text)
 
 
 def load_prompt(package: str, name: str) -> str:

@@ -12,7 +12,9 @@ from agentflow.model import Usage
 __all__ = ["EventType", "NodeRecord", "NodeStatus", "Trace", "TraceEvent"]
 
 NodeStatus = Literal["planned", "running", "ok", "failed", "cancelled"]
-EventType = Literal["planned", "started", "finished", "failed", "cancelled", "replan", "answer"]
+EventType = Literal[
+    "plan", "planned", "started", "finished", "failed", "cancelled", "replan", "summary", "answer"
+]
 
 
 @dataclass(frozen=True, kw_only=True)

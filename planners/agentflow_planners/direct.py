@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from agentflow.answers import extract_answer
 from agentflow.context import RunContext
 from agentflow.model import ModelSettings
 from agentflow.plan import LLM_KIND, TaskId, TaskNode
-from agentflow.planner import Answer, Planner, Replan, RunState, load_prompt
-from agentflow_planners._answers import extract_answer
+from agentflow.planner import Answer, Continue, Planner, Replan, RunState, load_prompt
 
 __all__ = ["DirectPlanner"]
 
@@ -29,7 +29,7 @@ class DirectPlanner(Planner):
         )
         return response.text
 
-    async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan:
+    async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan | Continue:
         result = state.results[TaskId("answer")]
         if not result.ok:
             return Answer(text=f"(no answer: {result.error})")

@@ -1,8 +1,10 @@
-"""Reading the final answer out of free text the model wrote."""
+"""Reading the final answer out of free text a model wrote."""
 
 from __future__ import annotations
 
 import re
+
+__all__ = ["extract_answer"]
 
 _ANSWER_LINE = re.compile(r"^\s*\**\s*(?:final\s+)?answer\s*\**\s*[:：]\s*(.+)$", re.I | re.M)
 

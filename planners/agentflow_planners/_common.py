@@ -1,0 +1,112 @@
+"""What the planners share: turning model-written steps into nodes, findings, joining, summaries."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agentflow.answers import extract_answer
+from agentflow.context import RunContext
+from agentflow.model import ModelSettings
+from agentflow.plan import LLM_KIND, TaskId, TaskNode
+from agentflow.planner import Answer, Replan, RunState, load_prompt
+from agentflow.tool import Toolset
+
+PACKAGE = "agentflow_planners"
+SUMMARY_THRESHOLD = 6000
+"""Characters of findings past which older findings are summarized (Flash-Searcher's summary)."""
+
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][\w-]*\}")
+
+
+def prompt(name: str, **values: str) -> str:
+    """A prompt file with `{name}` fields filled in; other braces (JSON examples) are left alone."""
+    text = load_prompt(PACKAGE, name)
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def tool_lines(tools: Toolset) -> str:
+    return "\n".join(t.signature_line() for t in tools)
+
+
+def step_to_node(node_id: str, tool: str, text: str, tools: Toolset) -> TaskNode:
+    """A model-written step (`tool`, free-text `input` with `{id}` placeholders) as a node."""
+    value: Any = {"$template": text} if _PLACEHOLDER.search(text) else text
+    found = tools.get(tool)
+    if found is None:
+        kind = "tool" if tool not in ("llm", "") else LLM_KIND
+        return TaskNode(
+            id=TaskId(node_id), kind=kind, tool=tool if kind == "tool" else None,
+            args={"question": value},
+        )  # fmt: skip
+    first_parameter = next(iter(found.parameters.get("properties", {})), "input")
+    return TaskNode(id=TaskId(node_id), kind="tool", tool=tool, args={first_parameter: value})
+
+
+def findings(state: RunState) -> str:
+    """The summary of older findings, if any, then every finding since."""
+    summary = state.notes.get("summary")
+    summarized: set[str] = state.notes.get("summarized", set())
+    recent = RunState(question=state.question, nodes=state.nodes)
+    recent.results = {k: v for k, v in state.results.items() if k not in summarized}
+    text = recent.transcript() if recent.results else ""
+    if summary:
+        return f"Summary of earlier findings: {summary}\n{text}".strip()
+    return text or "(nothing yet)"
+
+
+async def summarize_if_long(state: RunState, ctx: RunContext) -> None:
+    """Fold the findings into a short summary once they pass `SUMMARY_THRESHOLD` characters."""
+    current = findings(state)
+    if len(current) <= SUMMARY_THRESHOLD:
+        return
+    text = prompt(
+        "summarize.md", question=state.question, findings=current[-4 * SUMMARY_THRESHOLD :]
+    )
+    response = await ctx.complete(
+        [{"role": "user", "content": text}], ModelSettings(temperature=0.0, max_tokens=256)
+    )
+    state.notes["summary"] = response.text
+    state.notes["summarized"] = set(state.results)
+    ctx.trace.emit("summary", text=response.text)
+
+
+class FinalAnswer(BaseModel):
+    answer: str = Field(max_length=200, description="the final answer only")
+
+
+class JoinDecision(BaseModel):
+    enough: bool = Field(description="true if the findings answer the question")
+    answer: str = Field(max_length=200, description="the final answer, or your best guess")
+    missing: str = Field(max_length=200, description="what is still unknown, empty if nothing")
+
+
+JOIN_SETTINGS = ModelSettings(temperature=0.0, max_tokens=200)
+
+
+async def join(state: RunState, ctx: RunContext, *, allow_replan: bool) -> Answer | Replan:
+    """The joiner: answer from the findings, or (when allowed) ask for a replan."""
+    instructions = (
+        'Reply as JSON: "enough" (true or false), "answer", and "missing" (what is still unknown).'
+        if allow_replan
+        else 'Reply as JSON with "answer".'
+    )
+    text = prompt(
+        "join.md", question=state.question, findings=findings(state), instructions=instructions
+    )
+    messages = [{"role": "user", "content": text}]
+    if not allow_replan:
+        final, _ = await ctx.complete_structured(messages, FinalAnswer, JOIN_SETTINGS)
+        return Answer(text=clean_answer(final.answer))
+    decision, _ = await ctx.complete_structured(messages, JoinDecision, JOIN_SETTINGS)
+    if decision.enough or not decision.missing.strip():
+        return Answer(text=clean_answer(decision.answer))
+    return Replan(reason=decision.missing.strip())
+
+
+def clean_answer(text: str) -> str:
+    return extract_answer(text).strip().rstrip(".").strip()

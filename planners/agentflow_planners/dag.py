@@ -1,0 +1,133 @@
+"""`dag`: the model writes the whole plan as JSON (Flash-Searcher / LLMCompiler style).
+
+The plan is streamed: each step is validated and handed to the executor the moment its JSON
+object closes, so the first look-ups run while the model is still writing the last ones. A step
+may hold several inputs for one tool: they become sibling nodes that start together. The joiner
+answers or asks for a replan; a replan sees every finding and never reruns a node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agentflow.context import RunContext
+from agentflow.model import ModelSettings
+from agentflow.plan import PlanBuilder, PlanLimits, TaskNode
+from agentflow.planner import Answer, Continue, Planner, Replan, RunState
+from agentflow_planners._common import (
+    findings,
+    join,
+    prompt,
+    step_to_node,
+    summarize_if_long,
+    tool_lines,
+)
+from agentflow_planners._jsonstream import ArrayItemStream
+
+__all__ = ["DagPlanner"]
+
+MAX_INPUT_CHARS = 300
+"""Caps each input in the schema, so a model stuck repeating itself still closes the JSON."""
+MAX_STEPS = 6
+MAX_CALLS = 5
+"""Calls one step may make at once (Flash-Searcher's limit)."""
+
+
+class DagPlanner(Planner):
+    name = "dag"
+    max_rounds = 3  # two replans at most
+    plan_settings = ModelSettings(temperature=0.0, max_tokens=768)
+    limits = PlanLimits(max_nodes=16, max_depth=6)
+
+    async def plan(self, state: RunState, ctx: RunContext) -> AsyncIterator[TaskNode]:
+        await summarize_if_long(state, ctx)
+        messages = [{"role": "user", "content": self._prompt(state, ctx)}]
+        builder = PlanBuilder(tools=ctx.tools.names, limits=self.limits, known=state.results)
+        steps = _StepExpander(state.round)
+        items = ArrayItemStream("steps")
+        schema = plan_schema([*ctx.tools.names, "llm"])
+        async for piece in ctx.stream(messages, self.plan_settings, json_schema=schema):
+            for item in items.feed(piece):
+                for node in steps.expand(item, ctx, builder):
+                    added = builder.add(node)
+                    if added is not None:
+                        yield added
+        builder.raw = items.text
+        if not builder.nodes:
+            builder.build()  # raises PlanError with the raw text
+        ctx.trace.emit("plan", round=state.round, raw=items.text, repairs=builder.repairs)
+
+    def _prompt(self, state: RunState, ctx: RunContext) -> str:
+        previous = ""
+        if state.round:
+            previous = (
+                f"\nA first plan ran. What it found:\n{findings(state)}\n"
+                f"Still missing: {state.replan_reasons[-1] if state.replan_reasons else '?'}\n"
+                "Plan only the steps still needed; write the ids above in braces to use them.\n"
+            )
+        search_like = [t.name for t in ctx.tools if "search" in t.name]
+        return prompt(
+            "dag_plan.md",
+            tools=tool_lines(ctx.tools),
+            question=state.question,
+            previous=previous,
+            example_tool=(search_like or ctx.tools.names or ["llm"])[0],
+        )
+
+    async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan | Continue:
+        return await join(state, ctx, allow_replan=not state.final_round)
+
+
+class _StepExpander:
+    """Turns a step with several inputs into one node per input (Flash-Searcher lets every step
+    issue several calls); `{s1}` in a later input then stands for all of s1's nodes."""
+
+    def __init__(self, round_index: int) -> None:
+        self.prefix = f"r{round_index}" if round_index else ""
+        self.groups: dict[str, list[str]] = {}
+
+    def expand(self, item: Any, ctx: RunContext, builder: PlanBuilder) -> list[TaskNode]:
+        inputs = item.get("inputs") if isinstance(item, dict) else None
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            builder.repairs.append(f"skipped a step that is not a tool call: {str(item)[:80]}")
+            return []
+        step_id = str(item.get("id") or f"s{len(self.groups) + 1}")
+        if step_id in self.groups:
+            step_id = f"{step_id}_{len(self.groups) + 1}"
+        ids = [self.prefix + step_id] if len(inputs) == 1 else [
+            f"{self.prefix}{step_id}_{k}" for k in range(1, len(inputs) + 1)
+        ]  # fmt: skip
+        self.groups[step_id] = ids
+        tool = str(item.get("tool") or "llm")
+        return [
+            step_to_node(node_id, tool, self._rewrite(text), ctx.tools)
+            for node_id, text in zip(ids, inputs, strict=True)
+        ]
+
+    def _rewrite(self, text: str) -> str:
+        for step_id, ids in self.groups.items():
+            text = text.replace("{" + step_id + "}", "; ".join("{" + i + "}" for i in ids))
+        return text
+
+
+def plan_schema(tools: list[str]) -> dict[str, Any]:
+    text = {"type": "string", "maxLength": MAX_INPUT_CHARS}
+    step = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "maxLength": 8},
+            "tool": {"type": "string", "enum": tools},
+            "inputs": {"type": "array", "items": text, "minItems": 1, "maxItems": MAX_CALLS},
+        },
+        "required": ["id", "tool", "inputs"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "steps": {"type": "array", "items": step, "minItems": 1, "maxItems": MAX_STEPS}
+        },
+        "required": ["steps"],
+        "additionalProperties": False,
+    }
