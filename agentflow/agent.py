@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +68,12 @@ class Agent:
     def run_sync(self, question: str) -> RunResult:
         return asyncio.run(self.run(question))
 
-    async def run_stream(self, question: str) -> AsyncIterator[TraceEvent | RunResult]:
-        """Trace events as they happen, then the `RunResult` last."""
+    async def run_stream(self, question: str) -> AsyncGenerator[TraceEvent | RunResult, None]:
+        """Trace events as they happen, then the `RunResult` last.
+
+        To stop early, iterate inside `contextlib.aclosing(agent.run_stream(q))`: leaving the
+        block cancels the run at once instead of when the generator is garbage-collected.
+        """
         trace = self._new_trace(question)
         queue: asyncio.Queue[TraceEvent] = asyncio.Queue()
         trace.listeners.append(queue.put_nowait)

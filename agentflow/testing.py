@@ -1,14 +1,17 @@
-"""Test doubles that ship with the library: models that answer from a script or a function."""
+"""Test doubles that ship with the library: scripted models and a planner of fixed plans."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from agentflow.context import RunContext
 from agentflow.model import Choice, Message, Model, ModelResponse, ModelSettings, Usage
+from agentflow.plan import TaskNode
+from agentflow.planner import Answer, Continue, Planner, Replan, RunState
 
-__all__ = ["FunctionModel", "ScriptedModel"]
+__all__ = ["FunctionModel", "ScriptedModel", "StaticPlanner"]
 
 Reply = str | ModelResponse
 ReplyFunction = Callable[
@@ -54,3 +57,30 @@ class ScriptedModel(FunctionModel):
         if not self.replies:
             raise AssertionError(f"ScriptedModel ran out of replies at call {len(self.calls)}")
         return self.replies.pop(0)
+
+
+class StaticPlanner(Planner):
+    """Runs fixed plans, one per round, then answers with `answer(state)`.
+
+    For tests and benchmarks that exercise the executor without a model writing the plan.
+    """
+
+    name = "static"
+
+    def __init__(
+        self,
+        rounds: Sequence[Sequence[TaskNode]],
+        answer: Callable[[RunState], str] | None = None,
+    ) -> None:
+        self.rounds = [list(r) for r in rounds]
+        self.max_rounds = len(self.rounds)
+        self.answer = answer or (lambda state: state.transcript())
+
+    async def plan(self, state: RunState, ctx: RunContext) -> AsyncIterator[TaskNode]:
+        for node in self.rounds[state.round]:
+            yield node
+
+    async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan | Continue:
+        if state.final_round:
+            return Answer(text=self.answer(state))
+        return Replan(reason=f"round {state.round + 1} of {self.max_rounds} done")

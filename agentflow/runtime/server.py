@@ -28,6 +28,8 @@ from agentflow.settings import DEFAULT_MODEL, Settings
 
 __all__ = ["LocalServer", "ServerStatus"]
 
+_STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
+
 ProgressCallback = Callable[[float, str], None]
 """Called while waiting for the server: seconds elapsed, the log's latest line."""
 
@@ -134,7 +136,7 @@ class LocalServer:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             # Compact JSON under structured output: plans and steps cost fewer tokens.
-            "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
+            "--structured-outputs-config", json.dumps(_STRUCTURED_OUTPUTS),
         ]  # fmt: skip
         if _is_cpu_build():
             # Graph compilation costs ~100 s on first start on 2 CPU cores and buys little here.

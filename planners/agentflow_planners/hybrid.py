@@ -88,5 +88,6 @@ class HybridPlanner(Planner):
 
 
 def _search_tool(ctx: RunContext) -> str:
-    """The tool queries go to: a search tool if there is one, else a reasoning step."""
-    return next((t.name for t in ctx.tools if "search" in t.name), "llm")
+    """The tool queries go to: a search tool, else the only tool, else a reasoning step."""
+    names = ctx.tools.names
+    return next((n for n in names if "search" in n), names[0] if len(names) == 1 else "llm")

@@ -1,0 +1,132 @@
+"""The shipped planners on scripted models: what they plan, what they answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from agentflow import Agent, PlanError
+from agentflow.model import Message, ModelSettings
+from agentflow.testing import FunctionModel, ScriptedModel
+from agentflow.tool import tool
+
+FACTS = {"oxford founded": "Oxford: founded 1096", "cambridge founded": "Cambridge: founded 1209"}
+
+
+def lookup_tool(barrier: asyncio.Barrier | None = None) -> Any:
+    @tool
+    async def lookup(query: str) -> str:
+        """Look up a fact."""
+        if barrier is not None:
+            async with asyncio.timeout(5):
+                await barrier.wait()
+        return FACTS.get(query.lower(), "no idea")
+
+    return lookup
+
+
+def plan(*steps: tuple[str, str, list[str]]) -> str:
+    return json.dumps({"steps": [{"id": i, "tool": t, "inputs": x} for i, t, x in steps]})
+
+
+async def test_dag_runs_a_steps_inputs_together_and_feeds_them_forward() -> None:
+    model = ScriptedModel(
+        [
+            plan(
+                ("s1", "lookup", ["Oxford founded", "Cambridge founded"]),
+                ("s2", "llm", ["Which was founded first? {s1}"]),
+            ),
+            "Oxford, in 1096.\nAnswer: Oxford",
+            json.dumps({"enough": True, "answer": "University of Oxford", "missing": ""}),
+        ]
+    )
+    agent = Agent(model=model, planner="dag", tools=[lookup_tool(asyncio.Barrier(2))])
+    result = await agent.run("Which was founded first, Oxford or Cambridge?")
+
+    assert result.answer == "University of Oxford"
+    nodes = result.trace.nodes
+    assert set(nodes) == {"s1_1", "s1_2", "s2"}
+    assert nodes["s2"].deps == ["s1_1", "s1_2"]
+    assert nodes["s2"].output == "Oxford"
+    step_prompt = str(model.calls[1][0]["content"])
+    assert "founded 1096" in step_prompt and "founded 1209" in step_prompt
+    assert result.usage.calls == 3
+
+
+async def test_dag_replans_with_what_it_found_and_answers_in_the_final_round() -> None:
+    model = ScriptedModel(
+        [
+            plan(("s1", "lookup", ["Oxford founded"])),
+            json.dumps({"enough": False, "answer": "?", "missing": "Cambridge's founding"}),
+            plan(("s1", "lookup", ["Cambridge founded"])),
+            json.dumps({"enough": True, "answer": "Oxford", "missing": ""}),
+        ]
+    )
+    agent = Agent(model=model, planner="dag", tools=[lookup_tool()])
+    result = await agent.run("Which was founded first?")
+    assert result.answer == "Oxford"
+    assert result.trace.replans == 1
+    replan_prompt = str(model.calls[2][0]["content"])
+    assert "founded 1096" in replan_prompt and "Cambridge's founding" in replan_prompt
+    assert sorted(result.trace.nodes) == ["r1s1", "s1"]  # later rounds' ids carry the round
+
+
+async def test_dag_without_a_plan_raises_plan_error_with_the_raw_text() -> None:
+    agent = Agent(model=ScriptedModel(["I would rather not."]), planner="dag")
+    with pytest.raises(PlanError) as caught:
+        await agent.run("q")
+    assert caught.value.raw == "I would rather not."
+
+
+async def test_dag_sends_its_schema_with_the_tool_names() -> None:
+    schemas: list[Mapping[str, Any] | None] = []
+
+    def model_fn(
+        messages: Sequence[Message], settings: ModelSettings, schema: Mapping[str, Any] | None
+    ) -> str:
+        schemas.append(schema)
+        if len(schemas) == 1:
+            return plan(("s1", "lookup", ["Oxford founded"]))
+        return json.dumps({"enough": True, "answer": "x", "missing": ""})
+
+    await Agent(model=FunctionModel(model_fn), planner="dag", tools=[lookup_tool()]).run("q")
+    step_schema = schemas[0]["properties"]["steps"]["items"]  # type: ignore[index]
+    assert step_schema["properties"]["tool"]["enum"] == ["lookup", "llm"]
+
+
+async def test_react_takes_one_step_at_a_time_until_it_finishes() -> None:
+    model = ScriptedModel(
+        [
+            json.dumps({"thought": "look it up", "tool": "lookup", "input": "Oxford founded"}),
+            json.dumps({"thought": "done", "tool": "finish", "input": "1096"}),
+        ]
+    )
+    result = await Agent(model=model, planner="react", tools=[lookup_tool()]).run("When?")
+    assert result.answer == "1096"
+    assert list(result.trace.nodes) == ["s1"]
+    assert "founded 1096" in str(model.calls[1][0]["content"])
+    assert result.trace.replans == 0
+
+
+async def test_hybrid_runs_rounds_of_parallel_queries() -> None:
+    model = ScriptedModel(
+        [
+            json.dumps({"queries": ["Oxford founded", "Cambridge founded"], "answer": ""}),
+            json.dumps({"queries": [], "answer": "Oxford"}),
+        ]
+    )
+    agent = Agent(model=model, planner="hybrid", tools=[lookup_tool(asyncio.Barrier(2))])
+    result = await agent.run("Which first?")
+    assert result.answer == "Oxford"
+    assert sorted(result.trace.nodes) == ["r1q1", "r1q2"]
+
+
+async def test_direct_answers_from_one_chain_of_thought() -> None:
+    model = ScriptedModel(["Paris is the capital.\nAnswer: Paris"])
+    result = await Agent(model=model, planner="direct").run("Capital of France?")
+    assert result.answer == "Paris"
+    assert list(result.trace.nodes) == ["answer"]
