@@ -33,6 +33,12 @@ def tool_lines(tools: Toolset) -> str:
     return "\n".join(t.signature_line() for t in tools)
 
 
+def lookup_tool(ctx: RunContext) -> str:
+    """Where look-ups go: a search tool, else the only tool, else a reasoning step."""
+    names = ctx.tools.names
+    return next((n for n in names if "search" in n), names[0] if len(names) == 1 else "llm")
+
+
 def step_to_node(node_id: str, tool: str, text: str, tools: Toolset) -> TaskNode:
     """A model-written step (`tool`, free-text `input` with `{id}` placeholders) as a node."""
     value: Any = {"$template": text} if _PLACEHOLDER.search(text) else text

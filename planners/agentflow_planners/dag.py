@@ -1,8 +1,9 @@
 """`dag`: the model writes the whole plan as JSON (Flash-Searcher / LLMCompiler style).
 
-The plan is streamed: each step is validated and handed to the executor the moment its JSON
-object closes, so the first look-ups run while the model is still writing the last ones. A step
-may hold several inputs for one tool: they become sibling nodes that start together. The joiner
+A plan is a block of independent look-ups (HybridDeepSearcher's parallel query block: they all
+run at once) and then steps that use their results, each step one tool on one or more inputs.
+The plan is streamed: each look-up and step is validated and handed to the executor the moment
+its JSON closes, so the look-ups run while the model is still writing the steps. The joiner
 answers or asks for a replan; a replan sees every finding and never reruns a node.
 """
 
@@ -18,6 +19,7 @@ from agentflow.planner import Answer, Continue, Planner, Replan, RunState
 from agentflow_planners._common import (
     findings,
     join,
+    lookup_tool,
     prompt,
     step_to_node,
     summarize_if_long,
@@ -31,7 +33,7 @@ MAX_INPUT_CHARS = 300
 """Caps each input in the schema, so a model stuck repeating itself still closes the JSON."""
 MAX_STEPS = 6
 MAX_CALLS = 5
-"""Calls one step may make at once (Flash-Searcher's limit)."""
+"""Look-ups, and calls one step, may make at once (Flash-Searcher's limit)."""
 
 
 class DagPlanner(Planner):
@@ -44,15 +46,16 @@ class DagPlanner(Planner):
         await summarize_if_long(state, ctx)
         messages = [{"role": "user", "content": self._prompt(state, ctx)}]
         builder = PlanBuilder(tools=ctx.tools.names, limits=self.limits, known=state.results)
-        steps = _StepExpander(state.round)
-        items = ArrayItemStream("steps")
+        steps = _StepExpander(state.round, lookup_tool=lookup_tool(ctx))
+        lookups, items = ArrayItemStream("lookups"), ArrayItemStream("steps")
         schema = plan_schema([*ctx.tools.names, "llm"])
         async for piece in ctx.stream(messages, self.plan_settings, json_schema=schema):
-            for item in items.feed(piece):
-                for node in steps.expand(item, ctx, builder):
-                    added = builder.add(node)
-                    if added is not None:
-                        yield added
+            expanded = [steps.lookup(q, ctx) for q in lookups.feed(piece)]
+            expanded += [n for item in items.feed(piece) for n in steps.expand(item, ctx, builder)]
+            for node in expanded:
+                added = builder.add(node)
+                if added is not None:
+                    yield added
         builder.raw = items.text
         if not builder.nodes:
             builder.build()  # raises PlanError with the raw text
@@ -80,12 +83,21 @@ class DagPlanner(Planner):
 
 
 class _StepExpander:
-    """Turns a step with several inputs into one node per input (Flash-Searcher lets every step
-    issue several calls); `{s1}` in a later input then stands for all of s1's nodes."""
+    """Turns look-ups and steps into nodes. A step with several inputs becomes one node per input
+    (Flash-Searcher lets every step issue several calls); `{s1}` in a later input then stands
+    for all of s1's nodes."""
 
-    def __init__(self, round_index: int) -> None:
+    def __init__(self, round_index: int, *, lookup_tool: str) -> None:
         self.prefix = f"r{round_index}" if round_index else ""
+        self.lookup_tool = lookup_tool
         self.groups: dict[str, list[str]] = {}
+        self.lookups = 0
+
+    def lookup(self, query: Any, ctx: RunContext) -> TaskNode:
+        self.lookups += 1
+        node_id = f"{self.prefix}l{self.lookups}"
+        self.groups[f"l{self.lookups}"] = [node_id]
+        return step_to_node(node_id, self.lookup_tool, self._rewrite(str(query)), ctx.tools)
 
     def expand(self, item: Any, ctx: RunContext, builder: PlanBuilder) -> list[TaskNode]:
         inputs = item.get("inputs") if isinstance(item, dict) else None
@@ -126,8 +138,9 @@ def plan_schema(tools: list[str]) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "steps": {"type": "array", "items": step, "minItems": 1, "maxItems": MAX_STEPS}
+            "lookups": {"type": "array", "items": text, "maxItems": MAX_CALLS},
+            "steps": {"type": "array", "items": step, "maxItems": MAX_STEPS},
         },
-        "required": ["steps"],
+        "required": ["lookups", "steps"],
         "additionalProperties": False,
     }

@@ -20,6 +20,7 @@ from agentflow_planners._common import (
     clean_answer,
     findings,
     join,
+    lookup_tool,
     prompt,
     step_to_node,
     summarize_if_long,
@@ -61,7 +62,7 @@ class HybridPlanner(Planner):
         if not queries or (decision.answer.strip() and state.round > 0):
             state.notes["answer"] = clean_answer(decision.answer)
             return
-        tool = _search_tool(ctx)
+        tool = lookup_tool(ctx)
         builder = PlanBuilder(
             tools=ctx.tools.names,
             limits=PlanLimits(max_nodes=self.max_queries),
@@ -85,9 +86,3 @@ class HybridPlanner(Planner):
             assert isinstance(answer, Answer)
             return answer
         return Continue()
-
-
-def _search_tool(ctx: RunContext) -> str:
-    """The tool queries go to: a search tool, else the only tool, else a reasoning step."""
-    names = ctx.tools.names
-    return next((n for n in names if "search" in n), names[0] if len(names) == 1 else "llm")

@@ -29,8 +29,13 @@ def lookup_tool(barrier: asyncio.Barrier | None = None) -> Any:
     return lookup
 
 
-def plan(*steps: tuple[str, str, list[str]]) -> str:
-    return json.dumps({"steps": [{"id": i, "tool": t, "inputs": x} for i, t, x in steps]})
+def plan(*steps: tuple[str, str, list[str]], lookups: tuple[str, ...] = ()) -> str:
+    return json.dumps(
+        {
+            "lookups": list(lookups),
+            "steps": [{"id": i, "tool": t, "inputs": x} for i, t, x in steps],
+        }
+    )
 
 
 async def test_dag_runs_a_steps_inputs_together_and_feeds_them_forward() -> None:
@@ -55,6 +60,26 @@ async def test_dag_runs_a_steps_inputs_together_and_feeds_them_forward() -> None
     step_prompt = str(model.calls[1][0]["content"])
     assert "founded 1096" in step_prompt and "founded 1209" in step_prompt
     assert result.usage.calls == 3
+
+
+async def test_dag_lookups_run_at_once_and_steps_refer_to_them() -> None:
+    model = ScriptedModel(
+        [
+            plan(
+                ("s1", "llm", ["Which was founded first? {l1} {l2}"]),
+                lookups=("Oxford founded", "Cambridge founded"),
+            ),
+            "Answer: Oxford",
+            json.dumps({"enough": True, "answer": "Oxford", "missing": ""}),
+        ]
+    )
+    agent = Agent(model=model, planner="dag", tools=[lookup_tool(asyncio.Barrier(2))])
+    result = await agent.run("Which was founded first, Oxford or Cambridge?")
+    nodes = result.trace.nodes
+    assert list(nodes) == ["l1", "l2", "s1"]
+    assert nodes["l1"].tool == nodes["l2"].tool == "lookup"
+    assert nodes["s1"].deps == ["l1", "l2"]
+    assert result.answer == "Oxford"
 
 
 async def test_dag_replans_with_what_it_found_and_answers_in_the_final_round() -> None:
@@ -94,8 +119,9 @@ async def test_dag_sends_its_schema_with_the_tool_names() -> None:
         return json.dumps({"enough": True, "answer": "x", "missing": ""})
 
     await Agent(model=FunctionModel(model_fn), planner="dag", tools=[lookup_tool()]).run("q")
-    step_schema = schemas[0]["properties"]["steps"]["items"]  # type: ignore[index]
-    assert step_schema["properties"]["tool"]["enum"] == ["lookup", "llm"]
+    properties = schemas[0]["properties"]  # type: ignore[index]
+    assert properties["steps"]["items"]["properties"]["tool"]["enum"] == ["lookup", "llm"]
+    assert properties["lookups"]["items"]["type"] == "string"
 
 
 async def test_react_takes_one_step_at_a_time_until_it_finishes() -> None:
