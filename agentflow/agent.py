@@ -66,7 +66,15 @@ class Agent:
         return await self._run(question, self._new_trace(question))
 
     def run_sync(self, question: str) -> RunResult:
-        return asyncio.run(self.run(question))
+        """`run` in an event loop of its own; the model's connections close with it."""
+
+        async def run_then_close() -> RunResult:
+            try:
+                return await self.run(question)
+            finally:
+                await self.model.aclose()
+
+        return asyncio.run(run_then_close())
 
     async def run_stream(self, question: str) -> AsyncGenerator[TraceEvent | RunResult, None]:
         """Trace events as they happen, then the `RunResult` last.

@@ -90,6 +90,11 @@ def _add_ask(commands: Any) -> None:
     )
     ask.add_argument("--json", action="store_true", help="print answer, usage and trace as JSON")
     ask.add_argument(
+        "--show-plan",
+        action="store_true",
+        help="print the DAG and a timeline of the nodes (to stderr with --json)",
+    )
+    ask.add_argument(
         "--max-model-calls",
         type=int,
         default=RunLimits.max_model_calls,
@@ -111,6 +116,8 @@ def _ask(args: argparse.Namespace) -> int:
     settings = Settings.from_env(base_url=args.base_url, model=args.model, timeout=args.timeout)
     limits = RunLimits(max_model_calls=args.max_model_calls, max_tokens=args.max_tokens)
     result = asyncio.run(_ask_async(args, settings, limits))
+    if args.show_plan:
+        print(result.trace.render(), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:

@@ -9,6 +9,7 @@ others.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -28,18 +29,41 @@ HttpClientFactory = Callable[[str], httpx2.AsyncClient]
 
 @dataclass(kw_only=True, eq=False)
 class Endpoint:
-    """One server: its client, its throttle and its health as the pool sees it."""
+    """One server: its client, its throttle and its health as the pool sees it.
+
+    The client and the concurrency semaphore are made on first use and dropped by `aclose`,
+    so the same endpoint works again under a new event loop (each `run_sync` has its own).
+    """
 
     base_url: str
-    client: AsyncOpenAI
-    semaphore: asyncio.Semaphore
+    make_client: Callable[[], AsyncOpenAI] = field(repr=False)
+    max_concurrency: int
     throttler: Throttler | None = None
     outstanding: int = 0
-    down_until: float = field(default=0.0)
+    down_until: float = 0.0
     """Monotonic time before which the endpoint is skipped; 0 when healthy."""
+    _client: AsyncOpenAI | None = field(default=None, repr=False)
+    _semaphore: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    @property
+    def client(self) -> AsyncOpenAI:
+        if self._client is None:
+            self._client = self.make_client()
+        return self._client
+
+    @property
+    def semaphore(self) -> asyncio.Semaphore:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+        return self._semaphore
 
     def is_up(self, now: float) -> bool:
         return self.down_until <= now
+
+    async def aclose(self) -> None:
+        client, self._client, self._semaphore = self._client, None, None
+        if client is not None:
+            await client.close()
 
 
 class EndpointPool:
@@ -64,13 +88,10 @@ class EndpointPool:
         self.endpoints = [
             Endpoint(
                 base_url=url.rstrip("/"),
-                client=AsyncOpenAI(
-                    base_url=url.rstrip("/"),
-                    api_key=api_key,
-                    max_retries=0,  # agentflow retries itself: only on connection errors, 429, 5xx
-                    http_client=http_client_factory(url) if http_client_factory else None,
+                make_client=functools.partial(
+                    _make_client, url.rstrip("/"), api_key, http_client_factory
                 ),
-                semaphore=asyncio.Semaphore(max_concurrency),
+                max_concurrency=max_concurrency,
                 throttler=Throttler(rate_limit=rate_limit, period=1.0) if rate_limit else None,
             )
             for url in urls
@@ -113,5 +134,17 @@ class EndpointPool:
         endpoint.down_until = 0.0
 
     async def aclose(self) -> None:
+        """Close every connection; the pool opens new ones if it is used again."""
         for endpoint in self.endpoints:
-            await endpoint.client.close()
+            await endpoint.aclose()
+
+
+def _make_client(
+    base_url: str, api_key: str, http_client_factory: HttpClientFactory | None
+) -> AsyncOpenAI:
+    return AsyncOpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        max_retries=0,  # agentflow retries itself: only on connection errors, 429, 5xx
+        http_client=http_client_factory(base_url) if http_client_factory else None,
+    )

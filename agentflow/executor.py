@@ -92,6 +92,7 @@ class Executor:
             deps=sorted(node.deps),
             tool=node.tool,
             round=state.round,
+            label=node.describe(),
         )
         ctx.trace.emit("planned", node.id, label=node.describe())
 

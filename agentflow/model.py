@@ -177,7 +177,7 @@ class Model(ABC):
         return response.parse(schema), response
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most fakes hold nothing
-        """Release connections."""
+        """Release connections. A model may be used again afterwards: it reconnects."""
 
 
 _THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)

@@ -35,6 +35,8 @@ class NodeRecord:
     deps: list[str]
     tool: str | None
     round: int
+    label: str = ""
+    """What the node does, e.g. `search("Oxford founded")`."""
     status: NodeStatus = "planned"
     started_at: float | None = None
     finished_at: float | None = None
@@ -48,6 +50,7 @@ class NodeRecord:
             "kind": self.kind,
             "deps": self.deps,
             "tool": self.tool,
+            "label": self.label,
             "round": self.round,
             "status": self.status,
             "started_at": self.started_at,
@@ -88,6 +91,26 @@ class Trace:
         if node_id is not None and node_id in self.nodes:
             record = self.nodes[node_id]
             record.usage = record.usage + usage
+
+    def render(self, width: int = 48) -> str:
+        """The DAG and a timeline for people: overlapping bars are branches that ran at once."""
+        nodes = list(self.nodes.values())
+        if not nodes:
+            return "(no nodes ran)"
+        end = max((n.finished_at or self.now()) for n in nodes) or 1e-9
+        name_width = max(len(n.id) for n in nodes)
+        lines = [f"plan ({len(nodes)} nodes, {self.replans} replans, planner {self.planner}):"]
+        for n in nodes:
+            after = f"  <- {', '.join(n.deps)}" if n.deps else ""
+            lines.append(f"  {n.id:<{name_width}}  {n.label[:70]}{after}")
+        lines.append(f"timeline (0 to {end:.2f} s):")
+        for n in nodes:
+            start, stop = n.started_at or 0.0, n.finished_at or end
+            left = round(start / end * width)
+            bar = "#" * max(1, round(stop / end * width) - left)
+            row = (" " * left + bar).ljust(width)[:width]
+            lines.append(f"  {n.id:<{name_width}} |{row}| {start:5.2f}-{stop:5.2f} s {n.status}")
+        return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -49,7 +49,7 @@ def model_on(
     handlers = handler if isinstance(handler, dict) else {"http://server-a/v1": handler}
 
     def client_for(url: str) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(transport=httpx2.MockTransport(handlers[url]))
+        return httpx2.AsyncClient(transport=httpx2.MockTransport(handlers[url.rstrip("/")]))
 
     pool = EndpointPool(list(handlers), http_client_factory=client_for, cooldown=60)
     return OpenAIModel(
