@@ -100,6 +100,14 @@ def _add_ask(commands: Any) -> None:
         help="print the DAG and a timeline of the nodes (to stderr with --json)",
     )
     ask.add_argument(
+        "--corpus",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE.jsonl",
+        help="give the agent a `search` tool over these passages (repeatable)",
+    )
+    ask.add_argument(
         "--max-model-calls",
         type=int,
         default=RunLimits.max_model_calls,

@@ -1,10 +1,11 @@
 """`dag`: the model writes the whole plan as JSON (Flash-Searcher / LLMCompiler style).
 
-A plan is a block of independent look-ups (HybridDeepSearcher's parallel query block: they all
-run at once) and then steps that use their results, each step one tool on one or more inputs.
-The plan is streamed: each look-up and step is validated and handed to the executor the moment
-its JSON closes, so the look-ups run while the model is still writing the steps. The joiner
-answers or asks for a replan; a replan sees every finding and never reruns a node.
+A plan is a block of independent look-ups (HybridDeepSearcher's parallel query block) and then
+steps that use their results, each step one tool on one or more inputs. The plan is streamed:
+the look-up block is handed to the executor the moment its JSON array closes, all of it at once
+(siblings start together, however fast the tool), and then each step the moment its own JSON
+object closes, so look-ups run while the model is still writing the steps. The joiner answers
+or asks for a replan; a replan sees every finding and never reruns a node.
 """
 
 from __future__ import annotations
@@ -49,13 +50,20 @@ class DagPlanner(Planner):
         steps = _StepExpander(state.round, lookup_tool=lookup_tool(ctx))
         lookups, items = ArrayItemStream("lookups"), ArrayItemStream("steps")
         schema = plan_schema([*ctx.tools.names, "llm"])
+        block: list[TaskNode] = []
         async for piece in ctx.stream(messages, self.plan_settings, json_schema=schema):
-            expanded = [steps.lookup(q, ctx) for q in lookups.feed(piece)]
-            expanded += [n for item in items.feed(piece) for n in steps.expand(item, ctx, builder)]
-            for node in expanded:
+            block += [steps.lookup(q, ctx) for q in lookups.feed(piece)]
+            ready = block if lookups.closed else []
+            ready += [n for item in items.feed(piece) for n in steps.expand(item, ctx, builder)]
+            if lookups.closed:
+                block = []
+            for node in ready:
                 added = builder.add(node)
                 if added is not None:
                     yield added
+        for node in block:  # the look-up block never closed (output cut off): run what came
+            if (added := builder.add(node)) is not None:
+                yield added
         builder.raw = items.text
         if not builder.nodes:
             builder.build()  # raises PlanError with the raw text
