@@ -1,0 +1,205 @@
+"""The Python sandbox: output, errors, limits, cleanup and isolation, through real processes.
+
+Limits are set low here so that each kill comes in about a second; assertions are on what the
+result says, never on how long a run took.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentflow.tool import ToolError
+from agentflow_tools.python_exec import (
+    MAX_CODE_CHARS,
+    PythonSandbox,
+    available_isolation,
+    make_python_tool,
+    run_code,
+    run_python,
+)
+
+needs_namespaces = pytest.mark.skipif(
+    available_isolation() != "namespace", reason="unshare cannot create namespaces here"
+)
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+ISOLATIONS = [
+    pytest.param("namespace", marks=needs_namespaces),
+    pytest.param("audit-hook"),
+]
+
+
+async def test_prints_come_back_on_stdout() -> None:
+    result = await run_code("print('hello')\nprint(6 * 7)")
+    assert (result.stdout, result.stderr, result.exit_code, result.killed) == (
+        "hello\n42\n",
+        "",
+        0,
+        None,
+    )
+
+
+async def test_a_final_expression_is_printed_like_in_a_notebook() -> None:
+    assert (await run_code("x = 2\nx ** 10")).stdout == "1024\n"
+    assert (await run_code("from fractions import Fraction\nFraction(1, 3) * 3")).stdout == (
+        "Fraction(1, 1)\n"
+    )
+    assert (await run_code("print('once')")).stdout == "once\n"
+
+
+async def test_an_exception_gives_a_traceback_of_the_code_only() -> None:
+    result = await run_code("def f():\n    return 1 / 0\n\nf()")
+    assert result.exit_code == 1
+    assert 'File "main.py", line 2, in f' in result.stderr
+    assert "ZeroDivisionError: division by zero" in result.stderr
+    assert "<string>" not in result.stderr
+    assert "exit status 1" in result.render()
+
+
+async def test_a_syntax_error_points_at_the_line() -> None:
+    result = await run_code("x = 1\ny = (")
+    assert result.exit_code == 1
+    assert 'File "main.py", line 2' in result.stderr
+    assert "SyntaxError" in result.stderr
+
+
+async def test_the_exit_status_is_reported() -> None:
+    result = await run_code("import sys\nsys.exit(3)")
+    assert (result.exit_code, result.killed) == (3, None)
+    assert result.render() == "exit status 3\n(no output)"
+
+
+async def test_an_endless_loop_is_killed_by_the_cpu_limit() -> None:
+    code = "print('started')\nwhile True:\n    pass"
+    result = await run_code(code, PythonSandbox(cpu_seconds=1, wall_seconds=120))
+    assert result.killed == "cpu time limit (1 s)"
+    assert result.exit_code is None
+    assert result.stdout == "started\n"  # output from before the kill is kept
+    assert result.render().startswith("killed: cpu time limit (1 s)\nstdout:\nstarted")
+
+
+async def test_sleeping_is_killed_by_the_wall_clock_timeout() -> None:
+    result = await run_code("import time\ntime.sleep(60)", PythonSandbox(wall_seconds=0.5))
+    assert result.killed == "wall-clock timeout (0.5 s)"
+    assert result.exit_code is None
+
+
+async def test_a_huge_allocation_fails_with_memory_error() -> None:
+    result = await run_code("block = bytearray(100 * 1024**3)")
+    assert result.exit_code == 1
+    assert "MemoryError" in result.stderr
+
+
+async def test_growing_memory_stops_at_the_limit() -> None:
+    code = "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024**2))"
+    result = await run_code(code, PythonSandbox(memory_bytes=256 * 1024**2))
+    assert result.exit_code == 1
+    assert "MemoryError" in result.stderr
+
+
+async def test_output_is_cut_to_the_budget_keeping_both_ends() -> None:
+    code = "print('START' + 'x' * 100_000 + 'END')"
+    result = await run_code(code, PythonSandbox(output_bytes=1_000))
+    assert result.stdout.startswith("STARTxxx")
+    assert result.stdout.endswith("xxxEND\n")
+    assert result.stdout_cut == len("START") + 100_000 + len("END\n") - 1_000
+    assert f"[... {result.stdout_cut} bytes cut ...]" in result.stdout
+    assert result.stderr_cut == 0
+
+
+async def test_stderr_is_cut_too() -> None:
+    code = "import sys\nsys.stderr.write('e' * 50_000)"
+    result = await run_code(code, PythonSandbox(output_bytes=100))
+    assert result.stderr_cut == 50_000 - 100
+    assert "bytes cut" in result.stderr
+
+
+async def test_the_working_directory_is_temporary_and_removed() -> None:
+    code = "import os\nopen('scratch.txt', 'w').write('data')\nprint(os.getcwd())"
+    result = await run_code(code)
+    workdir = Path(result.stdout.strip())
+    assert workdir.name.startswith("agentflow-python-")
+    assert not _exists(workdir)
+
+
+async def test_each_run_starts_from_scratch() -> None:
+    await run_code("open('left-behind.txt', 'w').write('x')\nvalue = 1")
+    result = await run_code("import os\nprint(os.listdir('.'), 'value' in globals())")
+    assert result.stdout == "['main.py'] False\n"
+
+
+async def test_starting_processes_is_refused() -> None:
+    result = await run_code("import subprocess\nsubprocess.run(['true'])")
+    assert result.exit_code == 1
+    assert "PermissionError: subprocess.Popen: not allowed in this sandbox" in result.stderr
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        yield server
+
+
+def _connect_code(server: socket.socket) -> str:
+    port = server.getsockname()[1]
+    return f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5)\nprint('on')"
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+async def test_the_network_is_refused(listener: socket.socket, isolation: str) -> None:
+    sandbox = PythonSandbox(isolation=isolation)  # type: ignore[arg-type]
+    result = await run_code(_connect_code(listener), sandbox)
+    assert result.exit_code == 1
+    assert "on" not in result.stdout
+    expected = "Network is unreachable" if isolation == "namespace" else "PermissionError"
+    assert expected in result.stderr
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+
+
+@needs_namespaces
+async def test_namespaces_make_the_rest_of_the_filesystem_read_only(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    result = await run_code(f"open({str(outside)!r}, 'w').write('x')")
+    assert "Read-only file system" in result.stderr
+    assert not _exists(outside)
+
+
+@needs_namespaces
+async def test_namespaces_show_only_the_sandbox_processes() -> None:
+    code = "import os\npids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\npids"
+    result = await run_code(code + " == [1, os.getpid()]")
+    assert result.stdout == "True\n"
+
+
+async def test_numpy_and_sympy_fit_in_the_limits() -> None:
+    result = await run_code("import numpy, sympy\nprint(numpy.arange(4).sum(), sympy.isprime(97))")
+    assert result.stdout == "6 True\n", result.stderr
+
+
+async def test_empty_or_huge_code_is_a_tool_error() -> None:
+    with pytest.raises(ToolError, match="no code"):
+        await run_code("  \n")
+    with pytest.raises(ToolError, match="too long"):
+        await run_code("#" * (MAX_CODE_CHARS + 1))
+
+
+async def test_the_tool_returns_text_for_the_model() -> None:
+    assert run_python.name == "run_python"
+    assert run_python.parameters["required"] == ["code"]
+    assert await run_python.call({"code": "print(2 + 2)"}) == "exit status 0\nstdout:\n4"
+    quick = make_python_tool(PythonSandbox(cpu_seconds=1, wall_seconds=120), name="quick_python")
+    assert quick.name == "quick_python"
+    text = await quick.call({"code": "while True: pass"})
+    assert text.startswith("killed: cpu time limit (1 s)")
