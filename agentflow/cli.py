@@ -10,25 +10,31 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentflow._version import __version__
 from agentflow.agent import Agent, RunResult
 from agentflow.context import RunLimits
 from agentflow.exceptions import AgentflowError, ExecutionError, UserError
 from agentflow.models import OpenAIModel
-from agentflow.registry import planner_names
+from agentflow.registry import load_tool, planner_names, tool_names
 from agentflow.runtime import LocalServer
 from agentflow.settings import Settings
 from agentflow.tool import Tool, ToolError
 from agentflow.trace import Trace
+
+if TYPE_CHECKING:
+    from agentflow_evals.runner import EvalConfig
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:2] == ["eval", "report"]:  # `eval DATASET` and `eval report DIR...` share a name
+        arguments = ["eval-report", *arguments[2:]]
+    args = parser.parse_args(arguments)
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
@@ -57,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_ask(commands)
     _add_search(commands)
     _add_index(commands)
+    _add_eval(commands)
     _add_model(commands)
     return parser
 
@@ -66,8 +73,11 @@ def _connection_options() -> argparse.ArgumentParser:
     group = common.add_argument_group("model server")
     group.add_argument(
         "--base-url",
-        help="OpenAI-compatible API root (env AGENTFLOW_BASE_URL; default: the embedded "
-        "model at http://127.0.0.1:$AGENTFLOW_PORT/v1, port 8100)",
+        action="append",
+        metavar="URL",
+        help="OpenAI-compatible API root; repeat it to spread requests over several servers "
+        "of the same model (env AGENTFLOW_BASE_URL; default: the embedded model at "
+        "http://127.0.0.1:$AGENTFLOW_PORT/v1, port 8100)",
     )
     group.add_argument(
         "--model", help="served model name (env AGENTFLOW_MODEL; default SmolLM2-135M-Instruct)"
@@ -78,6 +88,11 @@ def _connection_options() -> argparse.ArgumentParser:
         help="seconds for one model request (env AGENTFLOW_TIMEOUT; default 120)",
     )
     return common
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    first_url = args.base_url[0] if args.base_url else None
+    return Settings.from_env(base_url=first_url, model=args.model, timeout=args.timeout)
 
 
 def _add_ask(commands: Any) -> None:
@@ -108,6 +123,13 @@ def _add_ask(commands: Any) -> None:
         help="give the agent a `search` tool over these passages (repeatable)",
     )
     ask.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"give the agent a registered tool (repeatable): {', '.join(tool_names())}",
+    )
+    ask.add_argument(
         "--max-model-calls",
         type=int,
         default=RunLimits.max_model_calls,
@@ -126,7 +148,7 @@ def _add_ask(commands: Any) -> None:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(base_url=args.base_url, model=args.model, timeout=args.timeout)
+    settings = _settings(args)
     limits = RunLimits(max_model_calls=args.max_model_calls, max_tokens=args.max_tokens)
     result = asyncio.run(_ask_async(args, settings, limits))
     if args.show_plan:
@@ -139,14 +161,13 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 async def _ask_async(args: argparse.Namespace, settings: Settings, limits: RunLimits) -> RunResult:
-    model = OpenAIModel(
-        settings.model, settings.base_url, api_key=settings.api_key, timeout=settings.timeout
-    )
+    urls = args.base_url or [settings.base_url]
+    model = OpenAIModel(settings.model, urls, api_key=settings.api_key, timeout=settings.timeout)
     try:
         agent = Agent(
             model=model,
             planner=args.planner,
-            tools=_corpus_tools(args.corpus),
+            tools=[*_corpus_tools(args.corpus), *(load_tool(name) for name in args.tool)],
             limits=limits,
             max_concurrency=args.concurrency,
         )
@@ -246,6 +267,105 @@ def _index_info(args: argparse.Namespace) -> int:
     for info in infos:
         print(json.dumps(asdict(info), indent=2))
     return 0
+
+
+def _add_eval(commands: Any) -> None:
+    run = commands.add_parser(
+        "eval",
+        parents=[_connection_options()],
+        help="score a planner on a dataset (resumable); `eval report DIR...` compares runs",
+        description="Run a dataset through a planner and score it. Results are appended to "
+        "OUT/results.jsonl as items finish: run the same command again to resume a killed run. "
+        "`agentflow eval report DIR [DIR...]` writes a markdown table and plots comparing runs.",
+    )
+    run.add_argument(
+        "dataset",
+        nargs="?",
+        help="a dataset name (see --list-datasets) or a "
+        "JSONL file of {id, question, answer[, aliases]}",
+    )
+    run.add_argument("--list-datasets", action="store_true", help="list known datasets and exit")
+    run.add_argument("--planner", default="direct", help="default: direct")
+    run.add_argument("--limit", type=int, help="only the first N items")
+    run.add_argument("--samples", type=int, default=1, help="runs per item, for avg@k/maj@k")
+    run.add_argument("--concurrency", type=int, default=8, help="items at once (default 8)")
+    run.add_argument("--out", type=Path, help="run directory (default runs/DATASET-PLANNER-MODEL)")
+    run.add_argument(
+        "--extra-base-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another server of the same model to share the load (repeatable)",
+    )
+    run.add_argument("--judge-model", help="model judging BrowseComp answers (default: --model)")
+    run.add_argument("--temperature", type=float, help="default: 0, or 0.7 with --samples > 1")
+    run.add_argument("--max-tokens", type=int, help="cap on tokens per model call")
+    run.add_argument("--seed", type=int, help="base seed; sample i uses seed + i")
+    run.add_argument("--max-model-calls", type=int, default=64, help="per sample (default 64)")
+    run.set_defaults(handler=_eval)
+    report = commands.add_parser("eval-report", help=argparse.SUPPRESS)
+    report.add_argument("runs", nargs="+", type=Path, metavar="DIR")
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report"),
+        help="where report.md and the plots go (default ./report)",
+    )
+    report.set_defaults(handler=_eval_report)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from agentflow_evals.datasets import describe_datasets
+    from agentflow_evals.runner import EvalConfig
+
+    if args.list_datasets:
+        for row in describe_datasets():
+            print(f"{row['name']:<16} {row['task']:<11} {row['items']!s:>6}  {row['file']}")
+        return 0
+    if not args.dataset:
+        raise UserError("name a dataset (agentflow eval --list-datasets) or a JSONL file")
+    settings = _settings(args)
+    urls = args.base_url or [settings.base_url]
+    out = args.out or Path("runs") / _slug(
+        f"{Path(args.dataset).stem}-{args.planner}-{settings.model}"
+    )
+    config = EvalConfig(
+        dataset=args.dataset, planner=args.planner, out=out, limit=args.limit,
+        samples=args.samples, concurrency=args.concurrency, temperature=args.temperature,
+        max_tokens=args.max_tokens, seed=args.seed, max_model_calls=args.max_model_calls,
+        command=" ".join(["agentflow", *sys.argv[1:]]), base_urls=urls,
+    )  # fmt: skip
+    summary = asyncio.run(_eval_async(config, settings, urls, args.judge_model))
+    print(json.dumps(summary, indent=2))
+    print(f"results in {out}", file=sys.stderr)
+    return 0
+
+
+async def _eval_async(
+    config: EvalConfig, settings: Settings, urls: list[str], judge_name: str | None
+) -> dict[str, Any]:
+    from agentflow_evals.runner import run_eval
+
+    model = OpenAIModel(settings.model, urls, api_key=settings.api_key, timeout=settings.timeout)
+    judge = OpenAIModel(judge_name, urls, api_key=settings.api_key) if judge_name else None
+    try:
+        return await run_eval(config, model, judge)
+    finally:
+        await model.aclose()
+        if judge is not None:
+            await judge.aclose()
+
+
+def _eval_report(args: argparse.Namespace) -> int:
+    from agentflow_evals.report import write_report
+
+    path = write_report(args.runs, args.out)
+    print(f"report written to {path}")
+    return 0
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
 
 
 def _add_model(commands: Any) -> None:

@@ -179,6 +179,47 @@ class Model(ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most fakes hold nothing
         """Release connections. A model may be used again afterwards: it reconnects."""
 
+    def with_overrides(self, overrides: ModelSettings) -> Model:
+        """This model with `overrides` winning over every call's own settings: how an eval
+        imposes its temperature, seed or token cap on planners that set their own."""
+        return _Overridden(self, overrides)
+
+
+class _Overridden(Model):
+    def __init__(self, inner: Model, overrides: ModelSettings) -> None:
+        self.inner = inner
+        self.overrides = overrides
+        self.name = inner.name
+
+    def _settings(self, settings: ModelSettings | None) -> ModelSettings:
+        return (settings or ModelSettings()).merged(self.overrides)
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings | None = None,
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> ModelResponse:
+        return await self.inner.complete(
+            messages, self._settings(settings), json_schema=json_schema
+        )
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings | None = None,
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[StreamDelta]:
+        async for delta in self.inner.stream(
+            messages, self._settings(settings), json_schema=json_schema
+        ):
+            yield delta
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
 
 _THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 

@@ -1,0 +1,97 @@
+"""`manifest.json`: everything needed to reproduce a run, and the check that a resumed run is
+the same run (same dataset bytes, planner, model and sampling) rather than a different one."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentflow import Model, __version__
+from agentflow.exceptions import UserError
+
+if TYPE_CHECKING:
+    from agentflow_evals.datasets import Dataset
+    from agentflow_evals.runner import EvalConfig
+
+__all__ = ["build_manifest", "check_resumable", "now", "prompts_sha256"]
+
+_MUST_MATCH = ("dataset_sha256", "planner", "model", "samples", "temperature", "max_tokens", "seed")
+_PROMPT_PACKAGES = ("agentflow", "agentflow_planners", "agentflow_evals")
+
+
+def build_manifest(
+    config: EvalConfig, dataset: Dataset, model: Model, judge: Model | None
+) -> dict[str, Any]:
+    return {
+        "dataset": dataset.name,
+        "dataset_path": str(dataset.path),
+        "dataset_sha256": dataset.sha256,
+        "planner": config.planner,
+        "model": model.name,
+        "base_urls": list(config.base_urls),
+        "judge_model": (judge or model).name if dataset.task == "browsecomp" else None,
+        "prompts_sha256": prompts_sha256(),
+        "git_revision": git_revision(),
+        "seed": config.seed,
+        "samples": config.samples,
+        "temperature": config.temperature,
+        "max_tokens": config.max_tokens,
+        "concurrency": config.concurrency,
+        "limit": config.limit,
+        "started_at": now(),
+        "finished_at": None,
+        "agentflow_version": __version__,
+        "command": config.command,
+    }
+
+
+def check_resumable(old: dict[str, Any] | None, new: dict[str, Any], where: Path) -> None:
+    """Refuse to mix two different runs in one directory."""
+    if old is None:
+        return
+    differing = [k for k in _MUST_MATCH if old.get(k) != new.get(k)]
+    if differing:
+        changes = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differing)
+        raise UserError(
+            f"{where} holds a different run ({changes}); resume it with the same settings, "
+            "or pass another --out"
+        )
+    new["started_at"] = old.get("started_at", new["started_at"])
+
+
+def prompts_sha256() -> str:
+    """One hash over every prompt file agentflow ships: a changed prompt is a different run."""
+    digest = hashlib.sha256()
+    for package in _PROMPT_PACKAGES:
+        folder = resources.files(package) / "prompts"
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.is_file():
+                digest.update(entry.name.encode() + b"\0" + entry.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def git_revision() -> str | None:
+    """The commit of the agentflow checkout, `+dirty` when it has uncommitted changes."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
