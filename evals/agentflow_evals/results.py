@@ -7,8 +7,11 @@ next append starts on a fresh line, so a resumed run recomputes exactly the unfi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +72,21 @@ class RunDirectory:
         with self.results.open("rb") as existing:
             existing.seek(-1, os.SEEK_END)
             return existing.read(1) == b"\n"
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the directory for one run: a second `agentflow eval` on it fails at once
+        instead of interleaving duplicate results."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with (self.path / ".lock").open("w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise UserError(
+                    f"another agentflow eval is writing to {self.path}; wait for it, "
+                    "or pass another --out"
+                ) from exc
+            yield
 
     def read_manifest(self) -> dict[str, Any] | None:
         try:

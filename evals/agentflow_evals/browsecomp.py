@@ -1,0 +1,300 @@
+"""BrowseComp: the data's cipher, the answer and judge prompts, the judge, and calibration error.
+
+Sources, read for this module:
+
+- openai/simple-evals `browsecomp_eval.py`: the XOR cipher (`derive_key`/`decrypt`), the answer
+  prompt `QUERY_TEMPLATE` and the judge prompt `GRADER_TEMPLATE`. Both templates are copied
+  verbatim into `prompts/browsecomp_query.md` and `prompts/browsecomp_grader.md` (they come in turn
+  from centerforaisafety/hle `hle_eval/run_model_predictions.py` and `run_judge_results.py`).
+- centerforaisafety/hle `hle_eval/run_judge_results.py`: the judge's structured answer
+  (`extracted_final_answer`, `reasoning`, `correct`, `confidence`) and `calib_err`.
+
+Where this module differs from the references, on purpose:
+
+- simple-evals reads the judge with `re.search(r"correct: (yes|no)")` and compares
+  `match.group(0)` ("correct: yes") with "yes", so nothing is ever graded correct, and the
+  unanchored pattern also matches "incorrect: yes". Here the judge answers through a JSON schema;
+  if that fails, lines are matched anchored at the line start and the LAST match wins.
+- simple-evals ignores the judge's confidence. The judge prompt says "Put 100 if there is no
+  confidence score available", so a missing confidence is 100 here too.
+- HLE's `calib_err` merges the remainder into the last bin, then skips that last bin, and raises
+  an IndexError under 100 items. `calibration_error` keeps every bin, the partial one included.
+
+The decrypted questions and answers exist in memory only: never write them to disk or logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from agentflow.context import RunContext
+from agentflow.exceptions import ModelResponseError
+from agentflow.model import ModelSettings
+
+__all__ = [
+    "GRADER_TEMPLATE",
+    "JUDGE_SETTINGS",
+    "QUERY_TEMPLATE",
+    "JudgeResult",
+    "JudgeVerdict",
+    "calibration_error",
+    "confidence_from_response",
+    "decrypt",
+    "encrypt",
+    "exact_answer_from_response",
+    "grader_prompt",
+    "judge",
+    "parse_verdict_text",
+    "query_prompt",
+]
+
+
+def _prompt(name: str) -> str:
+    return (resources.files("agentflow_evals") / "prompts" / name).read_text("utf-8").strip()
+
+
+QUERY_TEMPLATE = _prompt("browsecomp_query.md")
+"""The answer prompt; `{Question}` is the question (str.format syntax)."""
+GRADER_TEMPLATE = _prompt("browsecomp_grader.md")
+"""The judge prompt; `{question}`, `{response}` and `{correct_answer}` (str.format syntax)."""
+
+JUDGE_SETTINGS = ModelSettings(temperature=0.0)
+"""The judge samples greedily unless told otherwise, so a rerun grades the same way."""
+
+
+# --- the cipher -------------------------------------------------------------------------------
+
+
+def _key(password: str, length: int) -> bytes:
+    digest = hashlib.sha256(password.encode()).digest()
+    return (digest * (length // len(digest) + 1))[:length]
+
+
+def decrypt(ciphertext_b64: str, password: str) -> str:
+    """base64(plaintext XOR SHA-256(password) repeated) back to the plaintext.
+
+    Raises ValueError on bad base64 or bytes that are not UTF-8.
+    """
+    encrypted = base64.b64decode(ciphertext_b64, validate=True)
+    key = _key(password, len(encrypted))
+    return bytes(a ^ b for a, b in zip(encrypted, key, strict=True)).decode("utf-8")
+
+
+def encrypt(plaintext: str, password: str) -> str:
+    """The inverse of `decrypt`, for tests and for users who package their own items."""
+    data = plaintext.encode("utf-8")
+    key = _key(password, len(data))
+    return base64.b64encode(bytes(a ^ b for a, b in zip(data, key, strict=True))).decode("ascii")
+
+
+# --- prompts and the answering model's response ----------------------------------------------
+
+
+def query_prompt(question: str) -> str:
+    """The question in the official answer format (Explanation / Exact Answer / Confidence)."""
+    return QUERY_TEMPLATE.format(Question=question)
+
+
+def grader_prompt(question: str, response: str, correct_answer: str) -> str:
+    return GRADER_TEMPLATE.format(
+        question=question, response=response, correct_answer=correct_answer
+    )
+
+
+# A field line may carry markdown around its name ("**Confidence:** 80%", "- correct: yes"), but
+# nothing else may stand before the name: "incorrect: yes" never reads as "correct: yes".
+_LEAD = r"^[ \t*_#>\-]*"
+_MID = r"[ \t*_]*:[ \t*_'\"`]*"
+_FLAGS = re.IGNORECASE | re.MULTILINE
+_CORRECT_LINE = re.compile(_LEAD + r"correct" + _MID + r"(yes|no)[ \t*_'\"`.]*$", _FLAGS)
+_CORRECT_JSON = re.compile(r"\"correct\"\s*:\s*\"(yes|no)\"", re.IGNORECASE)
+_NUMBER = r"(\d+(?:\.\d+)?)[ \t]*(\\?%)?"
+_CONFIDENCE_LINE = re.compile(_LEAD + r"confidence" + _MID + _NUMBER, _FLAGS)
+_CONFIDENCE_JSON = re.compile(r"\"confidence\"\s*:\s*\"?" + _NUMBER, re.IGNORECASE)
+_EXTRACTED_LINE = re.compile(_LEAD + r"extracted_final_answer" + _MID + r"(.*?)[ \t*]*$", _FLAGS)
+_REASONING_LINE = re.compile(_LEAD + r"reasoning" + _MID + r"(.*?)[ \t*]*$", _FLAGS)
+_EXACT_ANSWER_LINE = re.compile(_LEAD + r"exact[ \t_]answer" + _MID + r"(.*?)[ \t*]*$", _FLAGS)
+
+
+def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    matches = list(pattern.finditer(text))
+    return matches[-1] if matches else None
+
+
+def _confidence(match: re.Match[str] | None) -> int | None:
+    """A percentage 0-100; a bare fraction like 0.85 (no % sign) is read as 85."""
+    if match is None:
+        return None
+    value = float(match.group(1))
+    if match.group(2) is None and "." in match.group(1) and value <= 1:
+        value *= 100
+    return round(value) if 0 <= value <= 100 else None
+
+
+def confidence_from_response(text: str) -> int | None:
+    """The answering model's stated confidence (its last "Confidence: 85%" line), or None."""
+    return _confidence(_last(_CONFIDENCE_LINE, text))
+
+
+def exact_answer_from_response(text: str) -> str | None:
+    """The answering model's last "Exact Answer: ..." line, or None."""
+    match = _last(_EXACT_ANSWER_LINE, text)
+    if match is None:
+        return None
+    return match.group(1).strip() or None
+
+
+# --- the judge --------------------------------------------------------------------------------
+
+
+class JudgeVerdict(BaseModel):
+    """What the judge model must answer (sent to the server as its JSON schema)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    extracted_final_answer: str
+    reasoning: str
+    correct: Literal["yes", "no"]
+    confidence: int
+    """The confidence the graded RESPONSE stated, 0-100 (100 when it stated none)."""
+
+    @field_validator("confidence")
+    @classmethod
+    def _clamp(cls, value: int) -> int:
+        return min(max(value, 0), 100)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JudgeResult:
+    correct: bool
+    extracted_final_answer: str
+    reasoning: str
+    confidence: int
+    """The response's stated confidence as the judge read it, 0-100."""
+    judge_model: str
+    parsed_with: Literal["schema", "regex", "unparsed"]
+    """How the verdict was read: the JSON schema, the fallback regexes, or not at all (=wrong)."""
+    raw: str = field(default="", repr=False)
+    """The judge's answer verbatim. It may quote the gold answer: keep BrowseComp's off disk."""
+
+
+def parse_verdict_text(text: str) -> JudgeVerdict | None:
+    """A judge's free-text (or off-schema JSON) answer read with anchored, last-match regexes.
+
+    None when no `correct: yes|no` line (nor a `"correct": "yes"|"no"` JSON pair) is found.
+    """
+    correct = _last(_CORRECT_LINE, text) or _last(_CORRECT_JSON, text)
+    if correct is None:
+        return None
+    confidence = _confidence(_last(_CONFIDENCE_LINE, text) or _last(_CONFIDENCE_JSON, text))
+    extracted, reasoning = _last(_EXTRACTED_LINE, text), _last(_REASONING_LINE, text)
+    return JudgeVerdict(
+        extracted_final_answer=extracted.group(1) if extracted else "",
+        reasoning=reasoning.group(1) if reasoning else "",
+        correct="yes" if correct.group(1).lower() == "yes" else "no",
+        confidence=100 if confidence is None else confidence,
+    )
+
+
+async def judge(
+    ctx: RunContext,
+    question: str,
+    response: str,
+    correct_answer: str,
+    *,
+    settings: ModelSettings | None = None,
+) -> JudgeResult:
+    """Grade `response` against `correct_answer` with one call to the judge model `ctx.model`.
+
+    The judge answers through the `JudgeVerdict` JSON schema. If the server returns something
+    off-schema (`ModelResponseError`, e.g. no structured outputs), its text is read with
+    `parse_verdict_text`; an unreadable verdict counts as wrong. HTTP errors propagate.
+    """
+    messages = [{"role": "user", "content": grader_prompt(question, response, correct_answer)}]
+    judge_model = ctx.model.name
+    try:
+        verdict, reply = await ctx.complete_structured(
+            messages, JudgeVerdict, settings or JUDGE_SETTINGS
+        )
+    except ModelResponseError as exc:
+        fallback = parse_verdict_text(exc.body)
+        if fallback is None:
+            return JudgeResult(
+                correct=False,
+                extracted_final_answer="",
+                reasoning="",
+                confidence=100,
+                judge_model=judge_model,
+                parsed_with="unparsed",
+                raw=exc.body,
+            )
+        return _result(fallback, judge_model, "regex", exc.body)
+    return _result(verdict, judge_model, "schema", reply.text)
+
+
+def _result(
+    verdict: JudgeVerdict,
+    judge_model: str,
+    parsed_with: Literal["schema", "regex"],
+    raw: str,
+) -> JudgeResult:
+    return JudgeResult(
+        correct=verdict.correct == "yes",
+        extracted_final_answer=verdict.extracted_final_answer,
+        reasoning=verdict.reasoning,
+        confidence=verdict.confidence,
+        judge_model=judge_model,
+        parsed_with=parsed_with,
+        raw=raw,
+    )
+
+
+# --- calibration ------------------------------------------------------------------------------
+
+
+def calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool], bin_size: int = 100
+) -> float:
+    """HLE's RMS calibration error, on the 0-1 scale (HLE reports it times 100).
+
+    Items are sorted by confidence and cut into consecutive bins of `bin_size`; the last bin
+    holds the remainder. The error is sqrt(sum(len(bin) * (mean confidence - accuracy)^2) / n).
+
+    Unlike HLE's `calib_err`, which merges the remainder into the last bin and then skips that
+    last bin entirely (and fails with fewer than `bin_size` items), every item counts here: 250
+    items make bins of 100, 100 and 50, and fewer than `bin_size` items make one bin.
+
+    Confidences are fractions 0-1, or percentages 0-100 when any value exceeds 1. Raises
+    ValueError for no items (the error is undefined), mismatched lengths, values out of range,
+    NaN, or `bin_size < 1`.
+    """
+    if len(confidences) != len(correct):
+        raise ValueError(f"{len(confidences)} confidences but {len(correct)} verdicts")
+    if not confidences:
+        raise ValueError("the calibration error of no items is undefined")
+    if bin_size < 1:
+        raise ValueError(f"bin_size must be at least 1, not {bin_size}")
+    if any(math.isnan(c) or not 0 <= c <= 100 for c in confidences):
+        raise ValueError("confidences must be numbers in 0-1 or 0-100")
+    scale = 100.0 if max(confidences) > 1 else 1.0
+    pairs = sorted(zip((c / scale for c in confidences), correct, strict=True), key=_first)
+    total = 0.0
+    for start in range(0, len(pairs), bin_size):
+        chunk = pairs[start : start + bin_size]
+        mean_confidence = sum(c for c, _ in chunk) / len(chunk)
+        accuracy = sum(1 for _, ok in chunk if ok) / len(chunk)
+        total += len(chunk) * (mean_confidence - accuracy) ** 2
+    return math.sqrt(total / len(pairs))
+
+
+def _first(pair: tuple[float, bool]) -> float:
+    return pair[0]

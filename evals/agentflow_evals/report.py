@@ -1,0 +1,593 @@
+"""A report comparing eval runs: a markdown table, the setup needed to reproduce it, and plots.
+
+An eval run is a directory written by the runner: `manifest.json` (how it was run),
+`results.jsonl` (one line per item) and `summary.json` (the aggregate, written when the run
+finishes). The report reads only the manifest and the summary.
+
+In the markdown, "–" marks a field the run recorded as absent (or did not record), and "?" a
+manifest fact of a run whose `manifest.json` is missing. Plots need matplotlib
+(`pip install matplotlib`); without it `write_report` still writes the markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agentflow.exceptions import UserError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
+
+__all__ = ["Run", "load_run", "markdown_table", "plot_runs", "write_report"]
+
+_MISSING = "–"
+_UNKNOWN = "?"
+_Z95 = 1.959963984540054
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*$<>\[\]~])")
+_LONG_HASH = re.compile(r"\b([0-9a-f]{12})[0-9a-f]+\b")
+_INSTALL_HINT = "plots need matplotlib: `pip install matplotlib`"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """One finished eval run, as read from its directory."""
+
+    path: Path
+    """The run's directory."""
+    summary: Mapping[str, object]
+    """`summary.json`: the aggregate scores and costs."""
+    manifest: Mapping[str, object] | None
+    """`manifest.json`: how the run was made, or None when the directory has none."""
+
+    @property
+    def name(self) -> str:
+        """The directory name, which names the run in the report."""
+        return self.path.name
+
+
+def load_run(dir: Path) -> Run:
+    """Read a run directory; raises `UserError` when it has no summary (the run is unfinished)."""
+    path = Path(dir)
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory: pass the output directory of an eval run")
+    manifest_path = path / "manifest.json"
+    manifest = _read_object(manifest_path) if manifest_path.is_file() else None
+    summary_path = path / "summary.json"
+    if not summary_path.is_file():
+        raise UserError(_unfinished_message(path, manifest))
+    return Run(path=path, summary=_read_object(summary_path), manifest=manifest)
+
+
+def _read_object(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise UserError(f"{path} should hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _unfinished_message(path: Path, manifest: Mapping[str, object] | None) -> str:
+    message = (
+        f"{path} has no summary.json: the run is still in progress or was interrupted. "
+        "Let it finish, or resume it by running its command again with the same output "
+        "directory, then build the report."
+    )
+    command = manifest.get("command") if manifest is not None else None
+    if isinstance(command, str) and command:
+        message += f" Its command was: {command}"
+    return message
+
+
+# --- reading fields ---------------------------------------------------------------------------
+
+
+def _number(data: Mapping[str, object] | None, key: str) -> float | None:
+    value = None if data is None else data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _text(run: Run, key: str) -> str:
+    """A name from the summary, or else from the manifest ("?" when there is none)."""
+    for source in (run.summary, run.manifest or {}):
+        value = source.get(key)
+        if value is not None:
+            return str(value)
+    return _UNKNOWN if run.manifest is None else _MISSING
+
+
+def _samples(run: Run) -> int:
+    samples = _number(run.summary, "samples") or _number(run.manifest, "samples")
+    return int(samples) if samples is not None else 1
+
+
+def _per_item(run: Run, key: str) -> float | None:
+    total, n = _number(run.summary, key), _number(run.summary, "n")
+    return total / n if total is not None and n else None
+
+
+def _wilson(run: Run) -> tuple[float, float] | None:
+    """The 95% Wilson interval of the accuracy, treating each item as one trial."""
+    p, n = _number(run.summary, "accuracy"), _number(run.summary, "n")
+    if p is None or not n:
+        return None
+    p = min(max(p, 0.0), 1.0)
+    z2 = _Z95 * _Z95
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = _Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+# --- formatting -------------------------------------------------------------------------------
+
+
+def _percent(value: float | None) -> str:
+    return _MISSING if value is None else f"{100 * value:.1f}%"
+
+
+def _seconds(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:.2f}"
+
+
+def _count(value: float | None, decimals: int = 0) -> str:
+    return _MISSING if value is None else f"{value:,.{decimals}f}"
+
+
+def _interval(run: Run) -> str:
+    bounds = _wilson(run)
+    return _MISSING if bounds is None else f"[{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]"
+
+
+def _plain(text: str) -> str:
+    """Text that markdown shows as it is (a `$` would start maths on GitHub, a `*` emphasis)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    """A markdown table whose columns are padded so it also reads well as plain text."""
+    cells = [[_cell(c) for c in header], *([_cell(c) for c in row] for row in rows)]
+    widths = [max(3, *(len(row[i]) for row in cells)) for i in range(len(header))]
+    rules = [("-" * (w - 1) + ":") if r else "-" * w for w, r in zip(widths, right, strict=True)]
+
+    def line(row: Sequence[str]) -> str:
+        padded = (
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    return "\n".join([line(cells[0]), line(rules), *(line(row) for row in cells[1:])])
+
+
+# --- the results table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Column:
+    header: str
+    cell: Callable[[Run], str]
+    right: bool = True
+    shown: Callable[[Sequence[Run]], bool] = lambda runs: True
+    note: str = ""
+    """What the column means, for the legend under the table."""
+
+
+def _any(key: str) -> Callable[[Sequence[Run]], bool]:
+    return lambda runs: any(_number(run.summary, key) is not None for run in runs)
+
+
+def _multi_sample(key: str) -> Callable[[Run], str]:
+    return lambda run: _percent(_number(run.summary, key)) if _samples(run) > 1 else _MISSING
+
+
+_COLUMNS = (
+    _Column(header="run", cell=lambda r: _plain(r.name), right=False),
+    _Column(header="dataset", cell=lambda r: _plain(_text(r, "dataset")), right=False),
+    _Column(header="planner", cell=lambda r: _plain(_text(r, "planner")), right=False),
+    _Column(header="model", cell=lambda r: _plain(_text(r, "model")), right=False),
+    _Column(header="n", cell=lambda r: _count(_number(r.summary, "n")), note="items scored"),
+    _Column(
+        header="accuracy",
+        cell=lambda r: _percent(_number(r.summary, "accuracy")),
+        note="mean over items of the fraction of correct samples",
+    ),
+    _Column(
+        header="95% CI",
+        cell=_interval,
+        note="Wilson interval of the accuracy over the n items, in % (conservative when "
+        "samples > 1)",
+    ),
+    _Column(header="EM", cell=lambda r: _percent(_number(r.summary, "em")), shown=_any("em")),
+    _Column(header="F1", cell=lambda r: _percent(_number(r.summary, "f1")), shown=_any("f1")),
+    _Column(
+        header="avg@k",
+        cell=_multi_sample("avg_at_k"),
+        shown=lambda runs: any(_samples(r) > 1 for r in runs),
+        note="mean accuracy over the k samples of an item",
+    ),
+    _Column(
+        header="maj@k",
+        cell=_multi_sample("maj_at_k"),
+        shown=lambda runs: any(_samples(r) > 1 for r in runs),
+        note="accuracy of the majority answer of the k samples",
+    ),
+    _Column(
+        header="calib. error",
+        cell=lambda r: _count(_number(r.summary, "calibration_error"), 3),
+        shown=_any("calibration_error"),
+        note="calibration error of the answers' confidence, lower is better",
+    ),
+    _Column(
+        header="p50 (s)",
+        cell=lambda r: _seconds(_number(r.summary, "latency_p50")),
+        note="median wall-clock seconds per item",
+    ),
+    _Column(
+        header="p90 (s)",
+        cell=lambda r: _seconds(_number(r.summary, "latency_p90")),
+        note="90th percentile",
+    ),
+    _Column(
+        header="tokens",
+        cell=lambda r: _count(_number(r.summary, "tokens_total")),
+        note="prompt + completion tokens of the whole run",
+    ),
+    _Column(
+        header="tokens/item",
+        cell=lambda r: _count(_per_item(r, "tokens_total")),
+        note="run total divided by n (all samples of an item together), as are the calls per item",
+    ),
+    _Column(header="model calls/item", cell=lambda r: _count(_per_item(r, "model_calls"), 1)),
+    _Column(header="tool calls/item", cell=lambda r: _count(_per_item(r, "tool_calls"), 1)),
+    _Column(
+        header="errors",
+        cell=lambda r: _count(_number(r.summary, "errors")),
+        note="samples that ended in an error",
+    ),
+)
+
+
+def _results_table(runs: Sequence[Run]) -> str:
+    columns = [column for column in _COLUMNS if column.shown(runs)]
+    rows = [[column.cell(run) for column in columns] for run in runs]
+    table = _table([c.header for c in columns], rows, [c.right for c in columns])
+    legend = "; ".join(f"*{c.header}*: {c.note}" for c in columns if c.note)
+    return f"{table}\n\n{legend}. A dash (–) marks a value the run did not record."
+
+
+# --- the setup facts --------------------------------------------------------------------------
+
+_FACTS = (
+    ("model", "model"),
+    ("dataset", "dataset"),
+    ("dataset sha256", "dataset_sha256"),
+    ("prompts sha256", "prompts_sha256"),
+    ("judge model", "judge_model"),
+    ("git revision", "git_revision"),
+    ("agentflow version", "agentflow_version"),
+    ("temperature", "temperature"),
+    ("max tokens", "max_tokens"),
+    ("samples", "samples"),
+    ("seed", "seed"),
+    ("limit", "limit"),
+    ("concurrency", "concurrency"),
+    ("model servers", "base_urls"),
+)
+
+
+def _fact(run: Run, key: str) -> str:
+    if run.manifest is None:
+        return _UNKNOWN
+    value = run.manifest.get(key)
+    if value is None:
+        return _MISSING
+    if isinstance(value, list):
+        return str(len(value))
+    if isinstance(value, str):
+        return "`" + _LONG_HASH.sub(r"\1", value) + "`"
+    return str(value)
+
+
+def _facts(runs: Sequence[Run]) -> str:
+    values = {label: [_fact(run, key) for run in runs] for label, key in _FACTS}
+    shared = [f"- {label}: {row[0]}" for label, row in values.items() if len(set(row)) == 1]
+    differ = [[label, *row] for label, row in values.items() if len(set(row)) > 1]
+    heading = "Setup shared by all runs" if len(runs) > 1 else "Setup"
+    parts = [f"**{heading}** (hashes shortened to 12 characters)", "\n".join(shared)]
+    if not shared:
+        parts = []
+    if differ:
+        header = ["", *(_plain(run.name) for run in runs)]
+        table = _table(header, differ, [False] * len(header))
+        parts += ["**Setup that differs between runs**", table]
+    return "\n\n".join(part for part in parts if part)
+
+
+def _commands(runs: Sequence[Run]) -> str:
+    lines: list[str] = []
+    for run in runs:
+        command = run.manifest.get("command") if run.manifest is not None else None
+        recorded = isinstance(command, str) and bool(command)
+        lines.append(f"# {run.name}" + ("" if recorded else ": command not recorded"))
+        if recorded:
+            lines.append(str(command))
+    return "**Commands**\n\n```sh\n" + "\n".join(lines) + "\n```"
+
+
+def _caveats(runs: Sequence[Run]) -> list[str]:
+    notes = []
+    hashes = {run.manifest.get("dataset_sha256") for run in runs if run.manifest is not None}
+    if len(hashes - {None}) > 1:
+        notes.append("The runs used different datasets (dataset sha256 differs).")
+    if len({_number(run.summary, "n") for run in runs} - {None}) > 1:
+        notes.append("The runs scored different numbers of items (n).")
+    return [f"> **Note:** {note} Their scores are not directly comparable." for note in notes]
+
+
+def markdown_table(runs: Sequence[Run]) -> str:
+    """The results table, one row per run, then the setup facts a reader needs to reproduce it."""
+    if not runs:
+        raise UserError("no runs to report: pass at least one run directory")
+    parts = [_results_table(runs), *_caveats(runs), _facts(runs), _commands(runs)]
+    return "\n\n".join(parts) + "\n"
+
+
+# --- plots ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Point:
+    run: Run
+    label: str
+    x: float
+    accuracy: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Plot:
+    filename: str
+    title: str
+    xlabel: str
+    x: Callable[[Run], float | None]
+    thousands: bool
+
+
+_PLOTS = (
+    _Plot(
+        filename="accuracy_vs_tokens.png",
+        title="Accuracy vs. tokens per item",
+        xlabel="tokens per item (prompt + completion)",
+        x=lambda run: _per_item(run, "tokens_total"),
+        thousands=True,
+    ),
+    _Plot(
+        filename="accuracy_vs_latency.png",
+        title="Accuracy vs. median latency",
+        xlabel="latency p50 per item (s)",
+        x=lambda run: _number(run.summary, "latency_p50"),
+        thousands=False,
+    ),
+)
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+_MARKER_SIZE = 6.0
+_LABEL_OFFSETS = (  # points right/up, then the other corners, then above and below
+    (7, 3, "left", "bottom"),
+    (7, -3, "left", "top"),
+    (-7, 3, "right", "bottom"),
+    (-7, -3, "right", "top"),
+    (0, 9, "center", "bottom"),
+    (0, -9, "center", "top"),
+)
+_SIZE_INCHES = (5.0, 3.5)
+_TITLE_CHARS = 62  # what fits on one line of a 5-inch-wide figure at 9.5 pt
+_DPI = 200
+
+
+def _labels(runs: Sequence[Run]) -> list[str]:
+    planners = [_text(run, "planner") for run in runs]
+    if {_UNKNOWN, _MISSING} & set(planners) or len(set(planners)) < len(planners):
+        return [run.name for run in runs]
+    return planners
+
+
+def _points(runs: Sequence[Run], plot: _Plot) -> list[_Point]:
+    points = []
+    for run, label in zip(runs, _labels(runs), strict=True):
+        x, accuracy, bounds = plot.x(run), _number(run.summary, "accuracy"), _wilson(run)
+        if x is None or x <= 0 or accuracy is None:
+            continue
+        low, high = bounds if bounds is not None else (accuracy, accuracy)
+        point = _Point(run=run, label=label, x=x, accuracy=accuracy, low=low, high=high)
+        points.append(point)
+    return points
+
+
+def _subtitle(runs: Sequence[Run]) -> str:
+    """The datasets and models, on one line if they fit, else on two, else counted."""
+
+    def names(key: str, plural: str) -> str:
+        found = sorted({_text(run, key) for run in runs})
+        joined = ", ".join(found)
+        return joined if len(joined) <= _TITLE_CHARS else f"{len(found)} {plural}"
+
+    datasets, models = names("dataset", "datasets"), names("model", "models")
+    line = f"{datasets} · {models}"
+    return line if len(line) <= _TITLE_CHARS else f"{datasets}\n{models}"
+
+
+def _new_figure() -> Figure:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(_INSTALL_HINT) from error
+    figure = Figure(figsize=_SIZE_INCHES, dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _draw_points(axes: Axes, points: Sequence[_Point]) -> None:
+    for i, point in enumerate(points):
+        axes.errorbar(
+            [point.x],
+            [100 * point.accuracy],
+            yerr=[[100 * (point.accuracy - point.low)], [100 * (point.high - point.accuracy)]],
+            fmt=_MARKERS[i % len(_MARKERS)],
+            color=f"C{i % 10}",
+            markersize=_MARKER_SIZE,
+            elinewidth=0.8,
+            capsize=2.5,
+            zorder=3,
+            clip_on=False,
+        )
+
+
+def _obstacles(axes: Axes, points: Sequence[_Point]) -> list[Bbox]:
+    """Display-space boxes around each marker and error bar, which labels should not cover."""
+    from matplotlib.transforms import Bbox
+
+    radius = (_MARKER_SIZE / 2 + 1) * _DPI / 72
+    boxes = []
+    for point in points:
+        x, y = axes.transData.transform((point.x, 100 * point.accuracy))
+        low = axes.transData.transform((point.x, 100 * point.low))[1]
+        high = axes.transData.transform((point.x, 100 * point.high))[1]
+        boxes.append(Bbox.from_extents(x - radius, y - radius, x + radius, y + radius))
+        boxes.append(Bbox.from_extents(x - radius / 2, low, x + radius / 2, high))
+    return boxes
+
+
+def _overlap(box: Bbox, others: Iterable[Bbox]) -> float:
+    area = 0.0
+    for other in others:
+        width = min(box.x1, other.x1) - max(box.x0, other.x0)
+        height = min(box.y1, other.y1) - max(box.y0, other.y0)
+        area += max(width, 0.0) * max(height, 0.0)
+    return area
+
+
+def _label_points(figure: Figure, axes: Axes, points: Sequence[_Point]) -> None:
+    """Label each point at the candidate offset that covers the least of the others."""
+    figure.draw_without_rendering()
+    taken = _obstacles(axes, points)
+    for point in points:
+        scored = []
+        for dx, dy, ha, va in _LABEL_OFFSETS:
+            text = axes.annotate(
+                point.label,
+                (point.x, 100 * point.accuracy),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha=ha,
+                va=va,
+                fontsize=8,
+                color="0.15",
+                parse_math=False,
+                zorder=4,
+            )
+            box = text.get_window_extent()
+            outside = box.width * box.height - _overlap(box, [axes.bbox])
+            scored.append((_overlap(box, taken) + 4 * outside, box, text))
+        best = min(scored, key=lambda entry: entry[0])
+        for _, _, text in scored:
+            if text is not best[2]:
+                text.remove()
+        taken.append(best[1])
+
+
+def _style_axes(axes: Axes, points: Sequence[_Point], plot: _Plot) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
+
+    xs = [point.x for point in points]
+    axes.margins(x=0.15, y=0.15)
+    if max(xs) > 10 * min(xs):
+        axes.set_xscale("log")
+        if max(xs) <= 1000 * min(xs):
+            axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axes.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        axes.set_xlim(left=0.0)
+    if plot.thousands:
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    axes.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    low, high = axes.get_ylim()
+    axes.set_ylim(max(low, 0.0), min(high, 100.0))
+    axes.set_xlabel(plot.xlabel, fontsize=9)
+    axes.set_ylabel("accuracy (%)", fontsize=9)
+    axes.tick_params(labelsize=8)
+    axes.grid(True, linewidth=0.4, color="0.85", zorder=0)
+    axes.spines[["top", "right"]].set_visible(False)
+
+
+def _scatter(points: Sequence[_Point], plot: _Plot, path: Path) -> Path:
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    _draw_points(axes, points)
+    _style_axes(axes, points, plot)
+    subtitle = _subtitle([point.run for point in points])
+    axes.set_title(f"{plot.title}\n{subtitle}", fontsize=9.5, parse_math=False)
+    _label_points(figure, axes, points)
+    figure.savefig(path, format="png", dpi=_DPI, facecolor="white")
+    return path
+
+
+def plot_runs(runs: Sequence[Run], out_dir: Path) -> list[Path]:
+    """PNG scatter plots of accuracy against tokens and latency; raises ImportError without
+    matplotlib. A plot none of whose runs has both numbers is not drawn."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for plot in _PLOTS:
+        points = _points(runs, plot)
+        if points:
+            paths.append(_scatter(points, plot, out_dir / plot.filename))
+    return paths
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def _figures_section(runs: Sequence[Run], out: Path) -> str:
+    try:
+        paths = plot_runs(runs, out)
+    except ImportError:
+        return f"_No plots: {_INSTALL_HINT}._"
+    if not paths:
+        return "_No plots: no run has both an accuracy and a cost to plot._"
+    links = (f"![{_alt_text(path)}]({path.relative_to(out).as_posix()})" for path in paths)
+    return "\n\n".join(links)
+
+
+def _alt_text(path: Path) -> str:
+    return next(plot.title for plot in _PLOTS if plot.filename == path.name)
+
+
+def write_report(run_dirs: Sequence[Path], out: Path) -> Path:
+    """Write `out/report.md` (table, setup, plots as relative links) and the PNGs into `out`."""
+    runs = [load_run(Path(run_dir)) for run_dir in run_dirs]
+    if not runs:
+        raise UserError("no runs to report: pass at least one run directory")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = ["# Eval report", "## Results", markdown_table(runs).rstrip(), "## Figures"]
+    parts.append(_figures_section(runs, out))
+    report = out / "report.md"
+    report.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+    return report

@@ -1,0 +1,229 @@
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from agentflow.context import RunContext
+from agentflow.model import Message, ModelSettings
+from agentflow.testing import FunctionModel
+from agentflow.tool import Toolset
+from agentflow.trace import Trace
+from agentflow_evals.browsecomp import (
+    GRADER_TEMPLATE,
+    QUERY_TEMPLATE,
+    JudgeVerdict,
+    calibration_error,
+    confidence_from_response,
+    decrypt,
+    encrypt,
+    exact_answer_from_response,
+    grader_prompt,
+    judge,
+    parse_verdict_text,
+    query_prompt,
+)
+
+
+def test_cipher_round_trip_on_made_up_text() -> None:
+    text = "A made-up question, with ünïcode, long enough to repeat the 32-byte key." * 2
+    ciphertext = encrypt(text, "canary")
+    assert ciphertext != text
+    assert decrypt(ciphertext, "canary") == text
+    with pytest.raises(ValueError):
+        decrypt("not base64!", "canary")
+
+
+def test_templates_are_the_official_ones() -> None:
+    prompt = query_prompt("What is X?")
+    assert prompt.startswith("What is X?\n\nYour response should be in the following format:")
+    assert "Exact Answer: {your succinct, final answer}" in prompt
+    assert prompt.endswith(
+        "Confidence: {your confidence score between 0% and 100% for your answer}"
+    )
+    assert QUERY_TEMPLATE.count("{Question}") == 1
+    graded = grader_prompt("Q?", "R.", "C")
+    assert "[question]: Q?\n\n[response]: R." in graded and "[correct_answer]: C" in graded
+    assert GRADER_TEMPLATE.endswith("Put 100 if there is no confidence score available.")
+
+
+@pytest.mark.parametrize(
+    ("text", "correct"),
+    [
+        ("extracted_final_answer: x\nreasoning: r\ncorrect: yes\nconfidence: 80", "yes"),
+        ("incorrect: yes\ncorrect: no", "no"),
+        ("correct: no\n...on reflection...\ncorrect: yes", "yes"),  # the last match wins
+        ("**correct:** yes", "yes"),
+        ("- Correct: NO", "no"),
+    ],
+)
+def test_verdict_lines(text: str, correct: str) -> None:
+    verdict = parse_verdict_text(text)
+    assert verdict is not None and verdict.correct == correct
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "incorrect: yes",
+        "the answer is correct: yes",
+        "correct: yes, because it matches",
+        "correct: Answer 'yes' if extracted_final_answer matches",
+        "",
+    ],
+)
+def test_no_verdict(text: str) -> None:
+    assert parse_verdict_text(text) is None
+
+
+def test_verdict_fields_and_missing_confidence() -> None:
+    verdict = parse_verdict_text(
+        "extracted_final_answer: Paris\nreasoning: same city\ncorrect: yes"
+    )
+    assert verdict == JudgeVerdict(
+        extracted_final_answer="Paris", reasoning="same city", correct="yes", confidence=100
+    )
+    off_schema = parse_verdict_text('{"correct": "no", "confidence": "85%", "note": 1}')
+    assert off_schema is not None and (off_schema.correct, off_schema.confidence) == ("no", 85)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Explanation: e\nExact Answer: Paris\nConfidence: 85%", 85),
+        ("**Confidence:** 40 %", 40),
+        ("Confidence: 0.9", 90),
+        ("Confidence: 70%\nConfidence: 20%", 20),
+        ("Confidence: 250%", None),
+        ("my confidence: 90%", None),
+        ("no confidence given", None),
+    ],
+)
+def test_confidence_from_response(text: str, expected: int | None) -> None:
+    assert confidence_from_response(text) == expected
+
+
+def test_exact_answer_from_response() -> None:
+    assert (
+        exact_answer_from_response("Explanation: e\nExact Answer: Paris \nConfidence: 1%")
+        == "Paris"
+    )
+    assert exact_answer_from_response("nothing") is None
+
+
+def _ctx(model: FunctionModel) -> RunContext:
+    return RunContext(model=model, tools=Toolset(), trace=Trace(question="q", planner="judge"))
+
+
+async def test_judge_through_the_json_schema() -> None:
+    seen: list[Mapping[str, Any] | None] = []
+
+    def reply(
+        messages: Sequence[Message], settings: ModelSettings, schema: Mapping[str, Any] | None
+    ) -> str:
+        seen.append(schema)
+        assert "[correct_answer]: Paris" in messages[0]["content"]
+        assert settings.temperature == 0.0
+        verdict = {
+            "extracted_final_answer": "Paris",
+            "reasoning": "r",
+            "correct": "yes",
+            "confidence": 90,
+        }
+        return json.dumps(verdict)
+
+    result = await judge(
+        _ctx(FunctionModel(reply, name="judge-x")), "Q?", "Exact Answer: Paris", "Paris"
+    )
+    assert result.correct and result.confidence == 90
+    assert (result.judge_model, result.parsed_with, result.extracted_final_answer) == (
+        "judge-x",
+        "schema",
+        "Paris",
+    )
+    assert seen[0] is not None and seen[0]["additionalProperties"] is False
+    assert set(seen[0]["required"]) == {
+        "extracted_final_answer",
+        "reasoning",
+        "correct",
+        "confidence",
+    }
+
+
+async def test_judge_falls_back_to_anchored_last_match_regexes() -> None:
+    free_text = (
+        "extracted_final_answer: Lyon\nreasoning: different city\nincorrect: yes\ncorrect: no"
+    )
+    result = await judge(_ctx(FunctionModel(lambda *_: free_text)), "Q?", "Lyon", "Paris")
+    assert not result.correct
+    assert (result.parsed_with, result.extracted_final_answer, result.confidence) == (
+        "regex",
+        "Lyon",
+        100,
+    )
+    assert result.judge_model == "function-model"
+
+    yes = await judge(
+        _ctx(FunctionModel(lambda *_: "correct: yes\nconfidence: 35")), "Q?", "R", "C"
+    )
+    assert yes.correct and yes.confidence == 35 and yes.parsed_with == "regex"
+
+
+async def test_an_unreadable_verdict_is_wrong() -> None:
+    result = await judge(_ctx(FunctionModel(lambda *_: "I think so.")), "Q?", "R", "C")
+    assert not result.correct and result.parsed_with == "unparsed" and result.raw == "I think so."
+
+
+async def test_judge_confidence_is_clamped() -> None:
+    verdict = {"extracted_final_answer": "a", "reasoning": "r", "correct": "no", "confidence": 150}
+    result = await judge(_ctx(FunctionModel(lambda *_: json.dumps(verdict))), "Q?", "R", "C")
+    assert result.confidence == 100 and result.parsed_with == "schema"
+
+
+# --- calibration ------------------------------------------------------------------------------
+
+
+def test_calibration_all_correct_and_confident_is_zero() -> None:
+    assert calibration_error([100] * 30, [True] * 30) == 0.0
+    assert calibration_error([1.0] * 250, [True] * 250) == 0.0
+
+
+def test_calibration_under_100_items_is_one_bin() -> None:
+    error = calibration_error([0.8] * 10, [True] * 5 + [False] * 5)
+    assert error == pytest.approx(0.3)
+    assert calibration_error([80] * 10, [True] * 5 + [False] * 5) == pytest.approx(0.3)
+
+
+def test_calibration_exactly_100_items() -> None:
+    confidences = [0.5] * 50 + [1.0] * 50
+    correct = [False] * 50 + [True] * 50
+    # one bin: mean confidence 0.75, accuracy 0.5
+    assert calibration_error(confidences, correct) == pytest.approx(0.25)
+
+
+def test_calibration_keeps_the_last_partial_bin() -> None:
+    # 250 items, given unsorted: bins of 100 (conf 0.2, all wrong), 100 (conf 0.6, 60 right)
+    # and 50 (conf 0.9, all right); HLE's calib_err would drop the last 150 items.
+    confidences = [0.9] * 50 + [0.6] * 100 + [0.2] * 100
+    correct = [True] * 50 + [True] * 60 + [False] * 40 + [False] * 100
+    expected = math.sqrt((100 * 0.2**2 + 100 * 0.0**2 + 50 * 0.1**2) / 250)
+    assert calibration_error(confidences, correct) == pytest.approx(expected)
+    assert calibration_error(confidences, correct, bin_size=1000) == pytest.approx(
+        abs(sum(confidences) / 250 - 110 / 250)
+    )
+
+
+def test_calibration_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="undefined"):
+        calibration_error([], [])
+    with pytest.raises(ValueError):
+        calibration_error([0.5], [True, False])
+    with pytest.raises(ValueError):
+        calibration_error([120], [True])
+    with pytest.raises(ValueError):
+        calibration_error([float("nan")], [True])
+    with pytest.raises(ValueError):
+        calibration_error([0.5], [True], bin_size=0)
