@@ -320,3 +320,15 @@ async def test_stream_yields_pieces_and_usage() -> None:
     assert "".join(d.text for d in deltas) == '{"a": 1}'
     assert deltas[-1].usage == Usage(prompt_tokens=3, completion_tokens=2, calls=1)
     assert seen[0]["stream"] is True and seen[0]["stream_options"] == {"include_usage": True}
+
+
+async def test_overrides_win_over_each_calls_settings() -> None:
+    seen = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(json.loads(request.content))
+        return json_response(completion())
+
+    model = model_on(handler).with_overrides(ModelSettings(temperature=0.7, seed=3))
+    await model.complete(USER, ModelSettings(temperature=0.0, max_tokens=9))
+    assert (seen[0]["temperature"], seen[0]["seed"], seen[0]["max_tokens"]) == (0.7, 3, 9)
