@@ -454,3 +454,7 @@ class _ProgressLine:
         elif elapsed - self.last_print >= 15:
             self.last_print = elapsed
             print(f"  waiting for vLLM {elapsed:4.0f}s  {line}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""`agentflow eval` against the live model: files written, a killed run resumed, a user file,
+and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agentflow.cli import main
+
+
+def read_rows(out: Path) -> list[dict[str, object]]:
+    path = out / "results.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def test_eval_hotpotqa_dag_writes_results_manifest_and_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "dag"
+    assert main(["eval", "hotpotqa", "--planner", "dag", "--limit", "5", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("accuracy", "n", "latency_p50", "latency_p90", "tokens_total", "model_calls"):
+        assert key in summary
+    assert summary["n"] == 5 and summary["model_calls"] >= 10  # a plan and a join per item
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["planner"] == "dag" and manifest["finished_at"]
+    assert len(read_rows(out)) == 5
+
+
+def test_a_killed_eval_resumes_without_recomputing(tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "agentflow.cli", "eval", "hotpotqa", "--planner", "direct",
+               "--limit", "6", "--concurrency", "1", "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(read_rows(out)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    before = read_rows(out)
+    assert 2 <= len(before) < 6, "the run was not killed halfway"
+
+    assert main(["eval", "hotpotqa", "--planner", "direct", "--limit", "6",
+                 "--concurrency", "1", "--out", str(out)]) == 0  # fmt: skip
+    after = read_rows(out)
+    ids = [row["id"] for row in after]
+    assert len(ids) == len(set(ids)) == 6  # nothing twice
+    assert after[: len(before)] == before  # nothing lost, nothing recomputed
+
+
+def test_a_user_jsonl_of_new_questions(tmp_path: Path) -> None:
+    questions = tmp_path / "mine.jsonl"
+    rows = [
+        {"id": "a", "question": "What colour is a clear daytime sky?", "answer": "blue"},
+        {"id": "b", "question": "How many legs does a spider have?", "answer": "8",
+         "aliases": ["eight"]},
+        "not json at all",
+    ]  # fmt: skip
+    questions.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows))
+    out = tmp_path / "user"
+    assert main(["eval", str(questions), "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["n"] == 2
+
+
+def test_report_compares_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = []
+    for planner in ("direct", "hybrid"):
+        out = tmp_path / planner
+        assert main(["eval", "hotpotqa", "--planner", planner, "--limit", "2",
+                     "--out", str(out)]) == 0  # fmt: skip
+        runs.append(str(out))
+    assert main(["eval", "report", *runs, "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| direct" in report and "| hybrid" in report
+    assert list((tmp_path / "report").glob("*.png"))
+
+
+def test_list_datasets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--list-datasets"]) == 0
+    listing = capsys.readouterr().out
+    assert "hotpotqa" in listing and "browsecomp" in listing and "multihop-local" in listing
