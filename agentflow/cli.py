@@ -302,6 +302,12 @@ def _add_eval(commands: Any) -> None:
     run.add_argument("--max-tokens", type=int, help="cap on tokens per model call")
     run.add_argument("--seed", type=int, help="base seed; sample i uses seed + i")
     run.add_argument("--max-model-calls", type=int, default=64, help="per sample (default 64)")
+    run.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run items as tasks on a Ray cluster "
+        "(`local` starts one here); results land in OUT exactly as without it",
+    )
     run.set_defaults(handler=_eval)
     report = commands.add_parser("eval-report", help=argparse.SUPPRESS)
     report.add_argument("runs", nargs="+", type=Path, metavar="DIR")
@@ -333,7 +339,7 @@ def _eval(args: argparse.Namespace) -> int:
         dataset=args.dataset, planner=args.planner, out=out, limit=args.limit,
         samples=args.samples, concurrency=args.concurrency, temperature=args.temperature,
         max_tokens=args.max_tokens, seed=args.seed, max_model_calls=args.max_model_calls,
-        command=" ".join(["agentflow", *sys.argv[1:]]), base_urls=urls,
+        command=" ".join(["agentflow", *sys.argv[1:]]), base_urls=urls, ray=args.ray,
     )  # fmt: skip
     summary = asyncio.run(_eval_async(config, settings, urls, args.judge_model))
     print(json.dumps(summary, indent=2))

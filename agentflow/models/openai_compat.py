@@ -77,6 +77,7 @@ class OpenAIModel(Model):
         rate_limit: int | None = None,
     ) -> None:
         self.name = name
+        self.api_key = api_key
         self.pool = (
             base_url
             if isinstance(base_url, EndpointPool)

@@ -13,7 +13,7 @@ import hashlib
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,7 @@ from agentflow_evals.manifest import build_manifest, check_resumable, now
 from agentflow_evals.results import RunDirectory
 from agentflow_evals.scoring import Judge, SampleScore, format_question, majority, score_sample
 
-__all__ = ["EvalConfig", "run_eval"]
-
-ModelFactory = Callable[[], Model]
+__all__ = ["EvalConfig", "ToolCache", "run_eval", "run_item"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +47,8 @@ class EvalConfig:
     max_model_calls: int = 64
     command: str = ""
     base_urls: Sequence[str] = field(default_factory=list)
+    ray: str | None = None
+    """A Ray cluster address, or "local" to start one here: items run as Ray tasks."""
 
 
 @dataclass(kw_only=True)
@@ -110,6 +110,9 @@ async def _resume(
     return summary
 
 
+ItemRunner = Callable[[EvalItem], Awaitable[dict[str, Any]]]
+
+
 async def _run_items(
     items: list[EvalItem],
     config: EvalConfig,
@@ -118,14 +121,14 @@ async def _run_items(
     run_dir: RunDirectory,
 ) -> list[dict[str, Any]]:
     gate = asyncio.Semaphore(config.concurrency)
-    tools = _ToolCache()
+    run_one = _item_runner(config, model, judge)
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(items), desc=config.dataset, unit="item", disable=not sys.stderr.isatty())
     progress = _Progress(bar=bar)
 
     async def one(item: EvalItem) -> None:
         async with gate:
-            row = await run_item(item, config, model, judge, tools.for_item(item))
+            row = await run_one(item)
         run_dir.append_result(row)
         rows.append(row)
         progress.update(row)
@@ -137,6 +140,20 @@ async def _run_items(
     finally:
         bar.close()
     return rows
+
+
+def _item_runner(config: EvalConfig, model: Model, judge: Model | None) -> ItemRunner:
+    """Where items run: in this process, or as tasks on a Ray cluster (`config.ray`)."""
+    if config.ray:
+        from agentflow_evals.ray_runner import RayItemRunner
+
+        return RayItemRunner(config, model, judge).run
+    tools = ToolCache()
+
+    async def local(item: EvalItem) -> dict[str, Any]:
+        return await run_item(item, config, model, judge, tools.for_item(item))
+
+    return local
 
 
 async def run_item(
@@ -232,7 +249,7 @@ def _sample_model(model: Model, config: EvalConfig, index: int) -> Model:
     return model.with_overrides(overrides) if overrides != ModelSettings() else model
 
 
-class _ToolCache:
+class ToolCache:
     """One search index per corpus set, opened once and shared by every item that needs it."""
 
     def __init__(self) -> None:

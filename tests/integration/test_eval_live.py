@@ -91,3 +91,17 @@ def test_list_datasets(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--list-datasets"]) == 0
     listing = capsys.readouterr().out
     assert "hotpotqa" in listing and "browsecomp" in listing and "multihop-local" in listing
+
+
+def test_eval_sharded_over_a_local_ray_cluster(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    args = ["eval", "hotpotqa", "--limit", "3", "--out", str(out), "--ray", "local"]
+    try:
+        assert main(args) == 0
+    finally:
+        import ray
+
+        ray.shutdown()
+    assert sorted(r["id"] for r in read_rows(out)) == sorted({str(r["id"]) for r in read_rows(out)})
+    assert json.loads((out / "summary.json").read_text())["n"] == 3
