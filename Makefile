@@ -40,8 +40,12 @@ lint: setup
 	$(VENV)/bin/mypy
 
 bench: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(AF) model up
 	$(PY) benchmarks/concurrency.py
+	$(PY) benchmarks/scheduling.py
+	$(PY) benchmarks/retrieval.py
+	$(PY) benchmarks/latency.py
 
 model-down:
 	$(AF) model down

@@ -32,6 +32,7 @@ LLMStepRunner = Callable[[TaskNode, dict[str, Any], RunContext], Awaitable[Any]]
 """Runs an `llm` node given its resolved arguments (the planner's `run_llm_node`)."""
 
 _FATAL = (LimitExceededError, ModelConnectionError, ModelHTTPError)
+_YIELD_EVERY = 16
 """Errors after which no node can succeed: the run stops instead of limping on."""
 
 
@@ -65,11 +66,16 @@ class Executor:
             async with asyncio.TaskGroup() as group:
                 try:
                     async for node in nodes:
-                        self._register(node, state, ctx)
+                        dep_ids = sorted(node.deps)  # derived by walking the args: do it once
+                        self._register(node, dep_ids, state, ctx)
                         future = futures.setdefault(node.id, loop.create_future())
-                        deps = [futures.setdefault(d, loop.create_future()) for d in node.deps]
+                        deps = [futures.setdefault(d, loop.create_future()) for d in dep_ids]
                         group.create_task(self._run(node, deps, future, state, ctx, run_llm))
                         launched += 1
+                        if launched % _YIELD_EVERY == 0:
+                            # A plan handed over all at once must not hold back the nodes it
+                            # has already registered: let them start.
+                            await asyncio.sleep(0)
                 except _FATAL:
                     raise
                 except AgentflowError as exc:
@@ -84,17 +90,20 @@ class Executor:
         if planning_error is not None and launched == 0:
             raise planning_error
 
-    def _register(self, node: TaskNode, state: RunState, ctx: RunContext) -> None:
+    def _register(
+        self, node: TaskNode, dep_ids: list[TaskId], state: RunState, ctx: RunContext
+    ) -> None:
         state.nodes[node.id] = node
+        label = node.describe()
         ctx.trace.nodes[node.id] = NodeRecord(
             id=node.id,
             kind=node.kind,
-            deps=sorted(node.deps),
+            deps=list(dep_ids),
             tool=node.tool,
             round=state.round,
-            label=node.describe(),
+            label=label,
         )
-        ctx.trace.emit("planned", node.id, label=node.describe())
+        ctx.trace.emit("planned", node.id, label=label)
 
     async def _run(
         self,
@@ -135,12 +144,19 @@ class Executor:
             record = ctx.trace.nodes[node.id]
             record.status, record.started_at = "running", ctx.trace.now()
             ctx.trace.emit("started", node.id)
-            return await self._attempts(node, state, ctx, run_llm)
+            inputs = {r.node_id: r.output for r in dep_results}
+            return await self._attempts(node, inputs, ctx, run_llm)
 
     async def _attempts(
-        self, node: TaskNode, state: RunState, ctx: RunContext, run_llm: LLMStepRunner
+        self,
+        node: TaskNode,
+        inputs: dict[TaskId, Any],
+        ctx: RunContext,
+        run_llm: LLMStepRunner,
     ) -> TaskResult:
-        args = resolve_args(dict(node.args), state.outputs())
+        # Resolve against this node's own inputs only: the whole run's outputs would cost
+        # time growing with the plan, for every node.
+        args = resolve_args(dict(node.args), inputs)
         error = "not run"
         for _ in range(self.node_retries + 1):
             try:

@@ -7,6 +7,7 @@ strategy (DAG, hybrid rounds, ReAct, direct) is one `Planner`, so all share exec
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from agentflow.answers import extract_answer
 from agentflow.context import RunContext
 from agentflow.model import ModelSettings
 from agentflow.plan import TaskId, TaskNode
-from agentflow.tool import render_output
+from agentflow.tool import delimit, render_output
 
 __all__ = [
     "Answer",
@@ -84,18 +85,16 @@ class RunState:
     notes: dict[str, Any] = field(default_factory=dict)
     """The planner's own memory between `plan` and `join` (planners are shared across runs)."""
 
-    def outputs(self) -> dict[TaskId, Any]:
-        """Outputs of the nodes that succeeded, for resolving references."""
-        return {k: r.output for k, r in self.results.items() if r.ok}
-
     def transcript(self, budget_per_node: int = 1500) -> str:
-        """Finished nodes as numbered lines: `n1 search("...") -> output`."""
-        lines = []
+        """Finished nodes, each its call on one line and its output fenced as data below it."""
+        blocks = []
         for node_id, result in self.results.items():
             node = self.nodes.get(node_id)
             label = node.describe() if node else node_id
-            lines.append(f"{node_id} {label} -> {result.as_text(budget_per_node)}")
-        return "\n".join(lines) or "(nothing yet)"
+            blocks.append(
+                f"{node_id}: {label}\n{delimit(node_id, result.as_text(budget_per_node))}"
+            )
+        return "\n".join(blocks) or "(nothing yet)"
 
 
 class Planner(ABC):
@@ -129,6 +128,7 @@ class Planner(ABC):
         return extract_answer(response.text)
 
 
+@functools.cache
 def load_prompt(package: str, name: str) -> str:
-    """A prompt file shipped as package data in `package/prompts/`."""
+    """A prompt file shipped as package data in `package/prompts/` (read once per process)."""
     return (resources.files(package) / "prompts" / name).read_text(encoding="utf-8")

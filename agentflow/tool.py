@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from agentflow.exceptions import UserError
 
-__all__ = ["RetryTask", "Tool", "ToolError", "Toolset", "tool"]
+__all__ = ["RetryTask", "Tool", "ToolError", "Toolset", "delimit", "render_output", "tool"]
 
 
 class ToolError(Exception):
@@ -145,3 +145,11 @@ def render_output(value: Any, budget: int = 4000) -> str:
     if len(text) > budget:
         text = text[:budget] + f"... [cut: {len(text) - budget} more characters]"
     return text
+
+
+def delimit(node_id: str, text: str) -> str:
+    """`text` fenced as data from node `node_id`, so instructions inside a fetched page or a
+    search result read as quoted material, not as part of the prompt. A fence inside the text
+    is defused so the data cannot close its own block."""
+    safe = text.replace("</result>", "</ result>")
+    return f'<result id="{node_id}">\n{safe}\n</result>'
