@@ -303,6 +303,14 @@ def _add_eval(commands: Any) -> None:
     run.add_argument("--seed", type=int, help="base seed; sample i uses seed + i")
     run.add_argument("--max-model-calls", type=int, default=64, help="per sample (default 64)")
     run.add_argument(
+        "--corpus",
+        action="append",
+        default=[],
+        metavar="FILE.jsonl",
+        help="give every item a `search` tool over these passages (repeatable; default: the "
+        "dataset's own corpus, if it has one)",
+    )
+    run.add_argument(
         "--ray",
         metavar="ADDRESS",
         help="run items as tasks on a Ray cluster "
@@ -340,6 +348,7 @@ def _eval(args: argparse.Namespace) -> int:
         samples=args.samples, concurrency=args.concurrency, temperature=args.temperature,
         max_tokens=args.max_tokens, seed=args.seed, max_model_calls=args.max_model_calls,
         command=" ".join(["agentflow", *sys.argv[1:]]), base_urls=urls, ray=args.ray,
+        corpus=[str(Path(c).resolve()) for c in args.corpus],
     )  # fmt: skip
     summary = asyncio.run(_eval_async(config, settings, urls, args.judge_model))
     print(json.dumps(summary, indent=2))

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = ["build_manifest", "check_resumable", "now", "prompts_sha256"]
 
-_MUST_MATCH = ("dataset_sha256", "planner", "model", "samples", "temperature", "max_tokens", "seed")
+_MUST_MATCH = (
+    "dataset_sha256", "planner", "model", "samples", "temperature", "max_tokens", "seed", "corpus"
+)  # fmt: skip
 _PROMPT_PACKAGES = ("agentflow", "agentflow_planners", "agentflow_evals")
 
 
@@ -41,6 +43,7 @@ def build_manifest(
         "temperature": config.temperature,
         "max_tokens": config.max_tokens,
         "concurrency": config.concurrency,
+        "corpus": list(config.corpus),
         "limit": config.limit,
         "started_at": now(),
         "finished_at": None,

@@ -71,7 +71,9 @@ def _run_item_in_worker(
     async def run() -> dict[str, Any]:
         client, judge_client = model.build(), judge.build() if judge else None
         try:
-            return await run_item(item, config, client, judge_client, _WORKER_TOOLS.for_item(item))
+            return await run_item(
+                item, config, client, judge_client, _WORKER_TOOLS.for_item(item, config.corpus)
+            )
         finally:
             await client.aclose()
             if judge_client is not None:

@@ -49,6 +49,8 @@ class EvalConfig:
     base_urls: Sequence[str] = field(default_factory=list)
     ray: str | None = None
     """A Ray cluster address, or "local" to start one here: items run as Ray tasks."""
+    corpus: Sequence[str] = ()
+    """Corpus files for a `search` tool on every item, instead of the dataset's own."""
 
 
 @dataclass(kw_only=True)
@@ -151,7 +153,7 @@ def _item_runner(config: EvalConfig, model: Model, judge: Model | None) -> ItemR
     tools = ToolCache()
 
     async def local(item: EvalItem) -> dict[str, Any]:
-        return await run_item(item, config, model, judge, tools.for_item(item))
+        return await run_item(item, config, model, judge, tools.for_item(item, config.corpus))
 
     return local
 
@@ -255,8 +257,8 @@ class ToolCache:
     def __init__(self) -> None:
         self._tools: dict[tuple[str, ...], list[Tool]] = {}
 
-    def for_item(self, item: EvalItem) -> list[Tool]:
-        corpus = tuple(item.meta.get("corpus") or ())
+    def for_item(self, item: EvalItem, override: Sequence[str] = ()) -> list[Tool]:
+        corpus = tuple(override or item.meta.get("corpus") or ())
         if not corpus:
             return []
         if corpus not in self._tools:
