@@ -13,6 +13,7 @@ from agentflow.exceptions import ExecutionError, ModelError, UserError
 from agentflow.executor import Executor
 from agentflow.model import Model, Usage
 from agentflow.planner import Answer, Planner, Replan, RunState
+from agentflow.registry import load_planner
 from agentflow.tool import Tool, Toolset
 from agentflow.trace import Trace, TraceEvent
 
@@ -50,8 +51,6 @@ class Agent:
         max_concurrency: int = 16,
         node_timeout: float = 180.0,
     ) -> None:
-        from agentflow.registry import load_planner  # the registry imports planners lazily
-
         self.model = model
         self.planner = load_planner(planner) if isinstance(planner, str) else planner
         self.tools = tools if isinstance(tools, Toolset) else Toolset(tools)

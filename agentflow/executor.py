@@ -23,8 +23,8 @@ from agentflow.exceptions import (
 )
 from agentflow.plan import TaskId, TaskNode, resolve_args
 from agentflow.planner import RunState, TaskResult
-from agentflow.tool import RetryTask, ToolError
-from agentflow.trace import NodeRecord
+from agentflow.tool import ToolError
+from agentflow.trace import EventType, NodeRecord
 
 __all__ = ["Executor", "LLMStepRunner"]
 
@@ -32,8 +32,9 @@ LLMStepRunner = Callable[[TaskNode, dict[str, Any], RunContext], Awaitable[Any]]
 """Runs an `llm` node given its resolved arguments (the planner's `run_llm_node`)."""
 
 _FATAL = (LimitExceededError, ModelConnectionError, ModelHTTPError)
-_YIELD_EVERY = 16
 """Errors after which no node can succeed: the run stops instead of limping on."""
+_YIELD_EVERY = 16
+"""Nodes registered between two yields to the event loop while a plan is handed over."""
 
 
 @dataclass(kw_only=True)
@@ -162,7 +163,7 @@ class Executor:
             try:
                 output = await self._call(node, args, ctx, run_llm)
                 return TaskResult(node_id=node.id, status="ok", output=output)
-            except (ToolError, RetryTask) as exc:
+            except ToolError as exc:  # the tool's own message for the model (RetryTask too)
                 return TaskResult(node_id=node.id, status="failed", error=str(exc))
             except TimeoutError:
                 error = f"timed out after {self._timeout(node, ctx):g} s"
@@ -202,8 +203,8 @@ class Executor:
             record.started_at = record.finished_at
         record.error = result.error
         record.output = result.as_text(300) if result.ok else None
-        event = "finished" if result.ok else result.status
-        ctx.trace.emit(event, result.node_id, error=result.error)  # type: ignore[arg-type]
+        event: EventType = "finished" if result.status == "ok" else result.status
+        ctx.trace.emit(event, result.node_id, error=result.error)
         if not future.done():
             future.set_result(result)
 

@@ -135,8 +135,8 @@ class Toolset:
         return list(self._tools)
 
     def describe(self) -> str:
-        """The tool list as prompts show it."""
-        return "\n".join(t.signature_line() for t in self) or "(no tools)"
+        """The tool list as prompts show it, a line per tool (empty without tools)."""
+        return "\n".join(t.signature_line() for t in self)
 
 
 def render_output(value: Any, budget: int = 4000) -> str:

@@ -29,10 +29,6 @@ def prompt(name: str, **values: str) -> str:
     return text
 
 
-def tool_lines(tools: Toolset) -> str:
-    return "\n".join(t.signature_line() for t in tools)
-
-
 def lookup_tool(ctx: RunContext) -> str:
     """Where look-ups go: a search tool, else the only tool, else a reasoning step."""
     names = ctx.tools.names

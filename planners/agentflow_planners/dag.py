@@ -24,7 +24,6 @@ from agentflow_planners._common import (
     prompt,
     step_to_node,
     summarize_if_long,
-    tool_lines,
 )
 from agentflow_planners._jsonstream import ArrayItemStream
 
@@ -80,7 +79,7 @@ class DagPlanner(Planner):
         search_like = [t.name for t in ctx.tools if "search" in t.name]
         return prompt(
             "dag_plan.md",
-            tools=tool_lines(ctx.tools),
+            tools=ctx.tools.describe(),
             question=state.question,
             previous=previous,
             example_tool=(search_like or ctx.tools.names or ["llm"])[0],

@@ -17,7 +17,6 @@ from agentflow_planners._common import (
     prompt,
     step_to_node,
     summarize_if_long,
-    tool_lines,
 )
 
 __all__ = ["ReactPlanner"]
@@ -35,7 +34,7 @@ class ReactPlanner(Planner):
         await summarize_if_long(state, ctx)
         text = prompt(
             "react_step.md",
-            tools=tool_lines(ctx.tools),
+            tools=ctx.tools.describe(),
             question=state.question,
             findings=findings(state),
         )
