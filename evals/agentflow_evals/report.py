@@ -126,7 +126,8 @@ def _wilson(run: Run) -> tuple[float, float] | None:
     z2 = _Z95 * _Z95
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = _Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(centre - half, 0.0), min(centre + half, 1.0)
+    # At p = 0 or 1 the bound equals p only up to rounding: keep p inside its interval.
+    return min(max(centre - half, 0.0), p), max(min(centre + half, 1.0), p)
 
 
 # --- formatting -------------------------------------------------------------------------------

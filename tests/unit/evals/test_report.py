@@ -269,3 +269,12 @@ def test_write_report_without_matplotlib_still_writes_markdown(
     assert "| dag-run " in text
     assert "pip install matplotlib" in text
     assert not list((tmp_path / "report").glob("*.png"))
+
+
+@pytest.mark.parametrize("accuracy", [0.0, 1.0])
+def test_plots_runs_at_zero_and_full_accuracy(tmp_path: Path, accuracy: float) -> None:
+    pytest.importorskip("matplotlib", reason="plots need the optional matplotlib")
+    run = _write_run(
+        tmp_path, "edge", manifest=_manifest("dag"), summary=_summary("dag", accuracy=accuracy)
+    )
+    assert len(plot_runs([load_run(run)], tmp_path / "figures")) == 2
