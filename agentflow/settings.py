@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_PORT", "Settings"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_PORT", "Settings", "agentflow_home"]
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 """The embedded model's served name."""
@@ -41,9 +42,15 @@ class Settings:
             model=model or env.get("AGENTFLOW_MODEL") or DEFAULT_MODEL,
             api_key=env.get("AGENTFLOW_API_KEY") or env.get("OPENAI_API_KEY") or "EMPTY",
             timeout=timeout or float(env.get("AGENTFLOW_TIMEOUT", 120.0)),
-            home=Path(env.get("AGENTFLOW_HOME") or Path.home() / ".cache" / "agentflow"),
+            home=agentflow_home(env),
         )
 
     @property
     def local_port(self) -> int:
         return int(os.environ.get("AGENTFLOW_PORT", DEFAULT_PORT))
+
+
+def agentflow_home(env: Mapping[str, str] | None = None) -> Path:
+    """agentflow's cache and state directory: `$AGENTFLOW_HOME`, default ~/.cache/agentflow."""
+    env = os.environ if env is None else env
+    return Path(env.get("AGENTFLOW_HOME") or Path.home() / ".cache" / "agentflow")

@@ -35,6 +35,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentflow.exceptions import UserError
+from agentflow.settings import agentflow_home
 from agentflow_tools.search.hit import SearchHit
 from agentflow_tools.search.web import WebSearchBackend
 
@@ -51,9 +52,7 @@ logger = logging.getLogger(__name__)
 
 def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """`$AGENTFLOW_HOME/search-cache`, AGENTFLOW_HOME defaulting to ~/.cache/agentflow."""
-    env = os.environ if env is None else env
-    home = env.get("AGENTFLOW_HOME") or Path.home() / ".cache" / "agentflow"
-    return Path(home) / "search-cache"
+    return agentflow_home(env) / "search-cache"
 
 
 def normalize_query(query: str) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ import tantivy
 from tqdm import tqdm
 
 from agentflow.exceptions import UserError
+from agentflow.settings import agentflow_home
 from agentflow.tool import Tool, ToolError, tool
 from agentflow_tools.search.corpus import CorpusIssue, Passage, corpus_fingerprint, read_passages
 from agentflow_tools.search.hit import SearchHit
@@ -63,8 +63,7 @@ class IndexInfo:
 
 
 def default_index_dir() -> Path:
-    home = os.environ.get("AGENTFLOW_HOME") or Path.home() / ".cache" / "agentflow"
-    return Path(home) / "indexes"
+    return agentflow_home() / "indexes"
 
 
 class LocalIndex:
