@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NewType
 
@@ -113,67 +113,80 @@ class Plan:
 
 def find_refs(value: Any) -> set[TaskId]:
     """Every node id referenced anywhere inside `value`."""
-    if isinstance(value, Mapping):
-        if isinstance(value.get("$ref"), str):
-            return {TaskId(value["$ref"].split(".", 1)[0])}
-        if isinstance(value.get("$template"), str):
-            return {TaskId(m) for m in _PLACEHOLDER.findall(value["$template"])}
-        return set().union(*(find_refs(v) for v in value.values()))
-    if isinstance(value, list | tuple):
-        return set().union(*(find_refs(v) for v in value))
-    return set()
+    found: set[TaskId] = set()
+
+    def on_ref(marker: Mapping[str, Any]) -> None:
+        found.add(TaskId(marker["$ref"].split(".", 1)[0]))
+
+    def on_template(marker: Mapping[str, Any]) -> None:
+        found.update(TaskId(m) for m in _PLACEHOLDER.findall(marker["$template"]))
+
+    _rewrite(value, on_ref, on_template)
+    return found
 
 
 def resolve_args(value: Any, outputs: Mapping[TaskId, Any]) -> Any:
     """`value` with every reference replaced by the referenced node's output."""
-    if isinstance(value, Mapping):
-        if isinstance(value.get("$ref"), str):
-            node_id, _, path = value["$ref"].partition(".")
-            output = outputs.get(TaskId(node_id))
-            return output.get(path) if path and isinstance(output, Mapping) else output
-        if isinstance(value.get("$template"), str):
-            return _PLACEHOLDER.sub(
-                lambda m: _as_text(outputs.get(TaskId(m.group(1)), m.group(0))),
-                value["$template"],
-            )
-        return {k: resolve_args(v, outputs) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [resolve_args(v, outputs) for v in value]
-    return value
+
+    def on_ref(marker: Mapping[str, Any]) -> Any:
+        node_id, _, path = marker["$ref"].partition(".")
+        output = outputs.get(TaskId(node_id))
+        return output.get(path) if path and isinstance(output, Mapping) else output
+
+    def on_template(marker: Mapping[str, Any]) -> str:
+        return _PLACEHOLDER.sub(
+            lambda m: _as_text(outputs.get(TaskId(m.group(1)), m.group(0))), marker["$template"]
+        )
+
+    return _rewrite(value, on_ref, on_template)
 
 
 def strip_refs(value: Any, drop: set[TaskId]) -> Any:
     """`value` with references to the ids in `drop` removed (refs become None, placeholders '')."""
-    if isinstance(value, Mapping):
-        if isinstance(value.get("$ref"), str):
-            return None if TaskId(value["$ref"].split(".", 1)[0]) in drop else dict(value)
-        if isinstance(value.get("$template"), str):
-            text = _PLACEHOLDER.sub(
-                lambda m: "" if m.group(1) in drop else m.group(0), value["$template"]
-            )
-            return {"$template": text}
-        return {k: strip_refs(v, drop) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [strip_refs(v, drop) for v in value]
-    return value
+
+    def on_ref(marker: Mapping[str, Any]) -> Any:
+        return None if TaskId(marker["$ref"].split(".", 1)[0]) in drop else dict(marker)
+
+    def on_template(marker: Mapping[str, Any]) -> dict[str, str]:
+        text = _PLACEHOLDER.sub(
+            lambda m: "" if m.group(1) in drop else m.group(0), marker["$template"]
+        )
+        return {"$template": text}
+
+    return _rewrite(value, on_ref, on_template)
 
 
 def rename_refs(value: Any, renames: Mapping[TaskId, TaskId]) -> Any:
     """`value` with references to renamed ids pointing at their new ids."""
+
+    def on_ref(marker: Mapping[str, Any]) -> dict[str, str]:
+        head, dot, path = marker["$ref"].partition(".")
+        return {"$ref": renames.get(TaskId(head), head) + dot + path}
+
+    def on_template(marker: Mapping[str, Any]) -> dict[str, str]:
+        text = _PLACEHOLDER.sub(
+            lambda m: "{" + renames.get(TaskId(m.group(1)), m.group(1)) + "}",
+            marker["$template"],
+        )
+        return {"$template": text}
+
+    return _rewrite(value, on_ref, on_template)
+
+
+Marker = Callable[[Mapping[str, Any]], Any]
+
+
+def _rewrite(value: Any, on_ref: Marker, on_template: Marker) -> Any:
+    """The one walk over argument values: each `$ref` / `$template` marker is replaced by what
+    its callback returns; mappings and lists are rebuilt around them, other values kept."""
     if isinstance(value, Mapping):
         if isinstance(value.get("$ref"), str):
-            head, dot, path = value["$ref"].partition(".")
-            return {"$ref": renames.get(TaskId(head), head) + dot + path}
+            return on_ref(value)
         if isinstance(value.get("$template"), str):
-            return {
-                "$template": _PLACEHOLDER.sub(
-                    lambda m: "{" + renames.get(TaskId(m.group(1)), m.group(1)) + "}",
-                    value["$template"],
-                )
-            }
-        return {k: rename_refs(v, renames) for k, v in value.items()}
+            return on_template(value)
+        return {k: _rewrite(v, on_ref, on_template) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [rename_refs(v, renames) for v in value]
+        return [_rewrite(v, on_ref, on_template) for v in value]
     return value
 
 
