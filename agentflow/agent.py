@@ -23,14 +23,23 @@ __all__ = ["Agent", "RunResult"]
 @dataclass(frozen=True, kw_only=True)
 class RunResult:
     answer: str
+    """The short answer."""
     trace: Trace
+    reply: str = ""
+    """The whole final reply the answer was read from (equal to `answer` when there was no more
+    to it): what a scorer of an answer format (boxed math, BrowseComp) reads."""
 
     @property
     def usage(self) -> Usage:
         return self.trace.usage
 
     def as_dict(self) -> dict[str, Any]:
-        return {"answer": self.answer, "usage": self.usage.as_dict(), "trace": self.trace.as_dict()}
+        return {
+            "answer": self.answer,
+            "reply": self.reply,
+            "usage": self.usage.as_dict(),
+            "trace": self.trace.as_dict(),
+        }
 
 
 class Agent:
@@ -119,7 +128,8 @@ class Agent:
                 decision = await self.planner.join(state, ctx)
                 if isinstance(decision, Answer):
                     trace.emit("answer", text=decision.text)
-                    return RunResult(answer=decision.text, trace=trace)
+                    reply = decision.text if decision.reply is None else decision.reply
+                    return RunResult(answer=decision.text, reply=reply, trace=trace)
                 if isinstance(decision, Replan):
                     trace.replans += 1
                     state.replan_reasons.append(decision.reason)

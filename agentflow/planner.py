@@ -54,6 +54,11 @@ class TaskResult:
 @dataclass(frozen=True, kw_only=True)
 class Answer:
     text: str
+    """The short answer (a name, a number, a phrase): what EM/F1 compare and what `ask` prints."""
+    reply: str | None = None
+    """The whole final reply the planner wrote, when it is more than `text` (reasoning, a
+    `\\boxed{}`, BrowseComp's Explanation / Exact Answer / Confidence lines). Scorers that read
+    an answer format read this; None means the reply was just `text`."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,7 +18,8 @@ Where this module differs from the references, on purpose:
 - simple-evals ignores the judge's confidence. The judge prompt says "Put 100 if there is no
   confidence score available", so a missing confidence is 100 here too.
 - HLE's `calib_err` merges the remainder into the last bin, then skips that last bin, and raises
-  an IndexError under 100 items. `calibration_error` keeps every bin, the partial one included.
+  an IndexError under 100 items. `hle_calibration_error` is that number exactly (None where HLE's
+  code fails); `calibration_error` uses the same bins and counts every one of them.
 
 The decrypted questions and answers exist in memory only: never write them to disk or logs.
 """
@@ -46,12 +47,14 @@ __all__ = [
     "QUERY_TEMPLATE",
     "JudgeResult",
     "JudgeVerdict",
+    "answer_key",
     "calibration_error",
     "confidence_from_response",
     "decrypt",
     "encrypt",
     "exact_answer_from_response",
     "grader_prompt",
+    "hle_calibration_error",
     "judge",
     "parse_verdict_text",
     "query_prompt",
@@ -110,12 +113,14 @@ def grader_prompt(question: str, response: str, correct_answer: str) -> str:
     )
 
 
-# A field line may carry markdown around its name ("**Confidence:** 80%", "- correct: yes"), but
-# nothing else may stand before the name: "incorrect: yes" never reads as "correct: yes".
-_LEAD = r"^[ \t*_#>\-]*"
+# A field line may carry markdown or list numbering around its name ("**Confidence:** 80%",
+# "- correct: yes", "3. correct: yes"), but no word may stand before the name: "incorrect: yes"
+# never reads as "correct: yes".
+_LEAD = r"^[ \t*_#>\-]*(?:\d{1,2}[.)])?[ \t*_]*"  # "- ", "**", "3. " before a field name
 _MID = r"[ \t*_]*:[ \t*_'\"`]*"
 _FLAGS = re.IGNORECASE | re.MULTILINE
-_CORRECT_LINE = re.compile(_LEAD + r"correct" + _MID + r"(yes|no)[ \t*_'\"`.]*$", _FLAGS)
+# The verdict word may be followed by a remark: "correct: yes (they match)".
+_CORRECT_LINE = re.compile(_LEAD + r"correct" + _MID + r"(yes|no)\b[^\n]*$", _FLAGS)
 _CORRECT_JSON = re.compile(r"\"correct\"\s*:\s*\"(yes|no)\"", re.IGNORECASE)
 _NUMBER = r"(\d+(?:\.\d+)?)[ \t]*(\\?%)?"
 _CONFIDENCE_LINE = re.compile(_LEAD + r"confidence" + _MID + _NUMBER, _FLAGS)
@@ -185,6 +190,22 @@ class JudgeResult:
     """How the verdict was read: the JSON schema, the fallback regexes, or not at all (=wrong)."""
     raw: str = field(default="", repr=False)
     """The judge's answer verbatim. It may quote the gold answer: keep BrowseComp's off disk."""
+    cached: bool = False
+    """Read from the judge cache: `extracted_final_answer` is then its `answer_key`."""
+
+
+_KEY_PREFIX = "sha256:"
+
+
+def answer_key(extracted: str) -> str | None:
+    """What majority voting compares for a judged answer: a hash of its normalised form, so
+    equal answers vote together and none reaches disk in plaintext. A key stays itself."""
+    if extracted.startswith(_KEY_PREFIX):
+        return extracted
+    normalized = " ".join(re.sub(r"[^\w\s]", " ", extracted.lower()).split())
+    if not normalized or normalized == "none":
+        return None
+    return _KEY_PREFIX + hashlib.sha256(normalized.encode()).hexdigest()[:16]
 
 
 def parse_verdict_text(text: str) -> JudgeVerdict | None:
@@ -261,39 +282,74 @@ def _result(
 # --- calibration ------------------------------------------------------------------------------
 
 
-def calibration_error(
-    confidences: Sequence[float], correct: Sequence[bool], bin_size: int = 100
-) -> float:
-    """HLE's RMS calibration error, on the 0-1 scale (HLE reports it times 100).
-
-    Items are sorted by confidence and cut into consecutive bins of `bin_size`; the last bin
-    holds the remainder. The error is sqrt(sum(len(bin) * (mean confidence - accuracy)^2) / n).
-
-    Unlike HLE's `calib_err`, which merges the remainder into the last bin and then skips that
-    last bin entirely (and fails with fewer than `bin_size` items), every item counts here: 250
-    items make bins of 100, 100 and 50, and fewer than `bin_size` items make one bin.
-
-    Confidences are fractions 0-1, or percentages 0-100 when any value exceeds 1. Raises
-    ValueError for no items (the error is undefined), mismatched lengths, values out of range,
-    NaN, or `bin_size < 1`.
-    """
+def _bins(confidences: Sequence[float], correct: Sequence[bool], bin_size: int) -> list[_Bin]:
+    """HLE's binning: sorted by confidence, consecutive bins of `bin_size`, the remainder merged
+    into the last bin (fewer than `bin_size` items: one bin). Confidences are percentages."""
     if len(confidences) != len(correct):
         raise ValueError(f"{len(confidences)} confidences but {len(correct)} verdicts")
-    if not confidences:
-        raise ValueError("the calibration error of no items is undefined")
     if bin_size < 1:
         raise ValueError(f"bin_size must be at least 1, not {bin_size}")
     if any(math.isnan(c) or not 0 <= c <= 100 for c in confidences):
-        raise ValueError("confidences must be numbers in 0-1 or 0-100")
-    scale = 100.0 if max(confidences) > 1 else 1.0
-    pairs = sorted(zip((c / scale for c in confidences), correct, strict=True), key=_first)
-    total = 0.0
-    for start in range(0, len(pairs), bin_size):
-        chunk = pairs[start : start + bin_size]
-        mean_confidence = sum(c for c, _ in chunk) / len(chunk)
-        accuracy = sum(1 for _, ok in chunk if ok) / len(chunk)
-        total += len(chunk) * (mean_confidence - accuracy) ** 2
-    return math.sqrt(total / len(pairs))
+        raise ValueError("confidences must be percentages in 0-100")
+    pairs = sorted(zip(confidences, correct, strict=True), key=_first)
+    starts = list(range(0, max(len(pairs) // bin_size, 1) * bin_size, bin_size))
+    ends = [*starts[1:], len(pairs)]
+    return [
+        _Bin(
+            size=end - start,
+            confidence=sum(c for c, _ in pairs[start:end]) / (end - start) / 100,
+            accuracy=sum(1 for _, ok in pairs[start:end] if ok) / (end - start),
+        )
+        for start, end in zip(starts, ends, strict=True)
+        if end > start
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Bin:
+    size: int
+    confidence: float
+    """Mean confidence of the bin as a fraction."""
+    accuracy: float
+
+
+def _rms(bins: Sequence[_Bin], total: int) -> float:
+    """sqrt(sum(size / total * (confidence - accuracy)^2)), in percentage points."""
+    return 100 * math.sqrt(sum(b.size / total * (b.confidence - b.accuracy) ** 2 for b in bins))
+
+
+def calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool], bin_size: int = 100
+) -> float:
+    """RMS calibration error in percentage points, with HLE's bins and every bin counted.
+
+    Confidences are percentages 0-100 (never guessed from the data: 1 means 1%). Bins as in
+    HLE's `calib_err` (sorted, `bin_size` each, the remainder merged into the last bin; fewer
+    than `bin_size` items make one bin), but unlike it the last bin counts: every item is in
+    the error. Raises ValueError for no items, mismatched lengths, values outside 0-100, NaN,
+    or `bin_size < 1`.
+    """
+    if not confidences:
+        raise ValueError("the calibration error of no items is undefined")
+    return _rms(_bins(confidences, correct, bin_size), len(confidences))
+
+
+def hle_calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool], bin_size: int = 100
+) -> float | None:
+    """HLE's `calib_err(p="2", beta=bin_size)` exactly, times 100 (as HLE reports it).
+
+    HLE merges the remainder into the last bin and then leaves that last bin out of the sum
+    (while still dividing by every item), so 100-199 items give 0.0 whatever the answers;
+    with fewer than `bin_size` items its code fails, and this returns None. Reported beside
+    `calibration_error` so a number can be compared with published HLE/BrowseComp figures.
+    """
+    if len(confidences) < bin_size:
+        if len(confidences) != len(correct):
+            raise ValueError(f"{len(confidences)} confidences but {len(correct)} verdicts")
+        return None
+    bins = _bins(confidences, correct, bin_size)
+    return _rms(bins[:-1], len(confidences))
 
 
 def _first(pair: tuple[float, bool]) -> float:

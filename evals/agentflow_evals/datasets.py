@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -185,6 +186,10 @@ class _BrowseCompRow(_Record):
     canary: Text
 
 
+_NUMERIC = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+"""A gold answer that is just a number: compared as a number (ParallelQA)."""
+
+
 def _number_text(value: Scalar) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -261,13 +266,13 @@ def _fanoutqa(raw: dict[str, Any], line: int) -> EvalItem:
     r = _FanOut.model_validate(raw)
     answers = _answers(_answer_text(r.answer))
     meta = {"raw_answer": r.answer}
-    return EvalItem(id=r.id, question=r.question, answers=answers, task="qa", meta=meta)
+    return EvalItem(id=r.id, question=r.question, answers=answers, task="fanout", meta=meta)
 
 
 def _parallelqa(raw: dict[str, Any], line: int) -> EvalItem:
     r = _ParallelQA.model_validate(raw)
     answers = _answers(_number_text(r.answer))
-    meta = {"branch": r.branch}
+    meta = {"branch": r.branch, "numeric": _NUMERIC.fullmatch(answers[0]) is not None}
     return EvalItem(id=str(r.id), question=r.question, answers=answers, task="qa", meta=meta)
 
 
@@ -290,7 +295,7 @@ def _browsecomp(raw: dict[str, Any], line: int) -> EvalItem:
     r = _BrowseCompRow.model_validate(raw)
     question, answer = decrypt(r.problem, r.canary), decrypt(r.answer, r.canary)
     answers = _answers(answer)
-    meta = {"sensitive": True}
+    meta = {"sensitive": True, "canary": r.canary}  # the key that protects its reply on disk
     return EvalItem(id=r.id, question=question, answers=answers, task="browsecomp", meta=meta)
 
 
@@ -323,7 +328,7 @@ _SOURCES: dict[str, _Source] = {
     "musique-train": _Source(
         file="multihop/musique_train100.jsonl", task="qa", parse=_musique, corpus=True
     ),
-    "fanoutqa": _Source(file="planning/fanoutqa_dev.jsonl", task="qa", parse=_fanoutqa),
+    "fanoutqa": _Source(file="planning/fanoutqa_dev.jsonl", task="fanout", parse=_fanoutqa),
     "parallelqa": _Source(file="planning/parallelqa.jsonl", task="qa", parse=_parallelqa),
     "bamboogle": _Source(file="web/bamboogle.jsonl", task="qa", parse=_bamboogle),
     "browsecomp": _Source(

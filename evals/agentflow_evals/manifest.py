@@ -14,8 +14,8 @@ from agentflow import Model, __version__
 from agentflow.exceptions import UserError
 
 if TYPE_CHECKING:
+    from agentflow_evals.config import EvalConfig
     from agentflow_evals.datasets import Dataset
-    from agentflow_evals.runner import EvalConfig
 
 __all__ = ["build_manifest", "check_resumable", "now", "prompts_sha256"]
 

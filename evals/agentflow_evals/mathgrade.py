@@ -38,11 +38,14 @@ G = TypeVar("G")
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BARE_TOKEN = re.compile(r"[^\s$]+")
+_BARE_ANSWER = re.compile(r"[-+\\(]?[0-9]")
 _WRAPPER = re.compile(
     r"\\(?:text|textbf|textrm|textnormal|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}"
 )
 _SPACING = ("\\!", "\\,", "\\;", "\\:", "\\ ", "~")
 _AIME_INTEGER = re.compile(r"([0-9]+)(?:\.0*)?")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
+_ANSWER_LINE = re.compile(r"^\s*\**\s*(?:final\s+)?answer\s*\**\s*[:：]\s*(.+)$", re.I | re.M)
 
 
 # --- extraction -------------------------------------------------------------------------------
@@ -51,16 +54,22 @@ _AIME_INTEGER = re.compile(r"([0-9]+)(?:\.0*)?")
 def last_boxed(text: str) -> str | None:
     """The content of the last `\\boxed{...}` or `\\fbox{...}` (nested braces matched).
 
-    `\\boxed 5` (no braces) gives "5". None when there is no box, the last box is empty, or its
-    braces never close (a truncated answer): an earlier box is not used instead.
+    `\\boxed 5` (no braces) gives "5". A box that is only mentioned (`\\boxed{}` empty, or
+    `\\boxed` followed by a word, as in "I wrote it in \\boxed above") is passed over for the
+    box before it. None when there is no box, or when the last box's braces never close (a
+    truncated answer): an earlier box is not used instead, since the final one was cut off.
     """
-    matches = list(_BOX.finditer(text))
-    if not matches:
-        return None
-    content = _box_content(text, matches[-1].end())
-    if content is None or not content.strip():
-        return None
-    return content.strip()
+    for match in reversed(list(_BOX.finditer(text))):
+        content = _box_content(text, match.end())
+        if content == _UNCLOSED:
+            return None
+        if content is not None and content.strip():
+            return content.strip()
+    return None
+
+
+_UNCLOSED = "\0unclosed"
+"""`_box_content`'s marker for a `{` that never closes."""
 
 
 def _box_content(text: str, start: int) -> str | None:
@@ -71,7 +80,8 @@ def _box_content(text: str, start: int) -> str | None:
         return None
     if text[i] != "{":
         bare = _BARE_TOKEN.match(text, i)
-        return bare.group(0).rstrip(".,;") if bare else None
+        token = bare.group(0).rstrip(".,;") if bare else ""
+        return token if _BARE_ANSWER.match(token) else None  # "\\boxed 5", not "\\boxed to"
     depth = 0
     j = i
     while j < len(text):
@@ -86,18 +96,21 @@ def _box_content(text: str, start: int) -> str | None:
             if depth == 0:
                 return text[i + 1 : j]
         j += 1
-    return None
+    return _UNCLOSED
 
 
 def parse_aime_integer(text: str) -> int | None:
-    """An AIME answer (0-999) from a string like "033", "$33$", "33.0", "\\text{33}."; else None."""
+    """An AIME answer (0-999) from a string like "033", "$33$", "33.0", "\\text{33}.",
+    "x = 33" (the right-hand side of the last `=`) or "33^\\circ"; else None."""
     previous = None
     while previous != text:
         previous, text = text, _WRAPPER.sub(r"\1", text)
     text = text.replace("\\$", "").replace("$", "")
     for spacing in _SPACING:
         text = text.replace(spacing, "")
+    text = _DEGREES.sub("", text)
     text = "".join(text.split()).rstrip(".")
+    text = text.rpartition("=")[2]
     while text.startswith("{") and text.endswith("}"):
         text = text[1:-1]
     match = _AIME_INTEGER.fullmatch(text)
@@ -108,9 +121,16 @@ def parse_aime_integer(text: str) -> int | None:
 
 
 def extract_aime_answer(response: str) -> int | None:
-    """The integer in the last box; without a box, the whole response if it is just an integer."""
+    """The integer in the last box. Without a box: the last `Answer: N` line if N is just an
+    integer, else the whole response if it is just an integer. Anything else is None: a
+    truncated reasoning whose last line happens to be a number does not score."""
     boxed = last_boxed(response)
-    return parse_aime_integer(response if boxed is None else boxed)
+    if boxed is not None:
+        return parse_aime_integer(boxed)
+    answer_lines = _ANSWER_LINE.findall(response)
+    if answer_lines:
+        return parse_aime_integer(answer_lines[-1].strip().strip("*"))
+    return parse_aime_integer(response)
 
 
 # --- scoring ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Exact match and token F1 for short answers, with SQuAD's normalisation, against every alias.
+"""Short answers: exact match and token F1 (SQuAD), FanOutQA's loose accuracy, numbers.
 
 Normalisation (as in the SQuAD v1.1 evaluation script): lower-case, drop punctuation, drop the
 articles a/an/the, collapse whitespace. The score of a prediction is its best over the aliases.
@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-__all__ = ["exact_match", "f1", "normalize_answer"]
+from pydantic import JsonValue
+
+__all__ = [
+    "exact_match",
+    "f1",
+    "loose_accuracy",
+    "normalize_answer",
+    "numbers_match",
+    "parse_number",
+]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -40,3 +50,79 @@ def _f1(prediction: str, gold: str) -> float:
         return 0.0
     precision, recall = common / len(predicted), common / len(expected)
     return 2 * precision * recall / (precision + recall)
+
+
+# --- FanOutQA -----------------------------------------------------------------------------------
+
+
+def loose_accuracy(gold: JsonValue, prediction: str) -> float:
+    """FanOutQA's loose accuracy: the share of the gold answer's strings found in the prediction.
+
+    As `answer_in_text` in zhudotexe/fanoutqa `fanoutqa/eval/string.py`: a list counts each
+    item, a dict each key and each value, booleans read "yes"/"no"; a string is found when its
+    normalised form occurs in the normalised prediction between word boundaries. FanOutQA's
+    normaliser also lemmatises with spaCy; this one does not (no spaCy model at run time), so a
+    gold "Left" does not match a predicted "lefts" here: slightly stricter than the original.
+    """
+    strings = list(_gold_strings(gold))
+    if not strings:
+        return 0.0
+    candidate = _fanout_normalize(prediction)
+    found = sum(1 for s in strings if _found(_fanout_normalize(s), candidate))
+    return found / len(strings)
+
+
+def _gold_strings(gold: JsonValue) -> Iterator[str]:
+    if isinstance(gold, dict):
+        for key, value in gold.items():
+            yield key
+            yield from _gold_strings(value)
+    elif isinstance(gold, list):
+        for value in gold:
+            yield from _gold_strings(value)
+    elif isinstance(gold, bool):
+        yield "yes" if gold else "no"
+    elif gold is not None:
+        yield str(gold)
+
+
+def _found(needle: str, haystack: str) -> bool:
+    return bool(needle) and re.search(rf"\b{re.escape(needle)}\b", haystack) is not None
+
+
+_THOUSANDS = re.compile(r"(\d+,)+\d+(\.\d+)?")
+_FANOUT_PUNCTUATION = re.compile(r"[,.?!:;]")
+
+
+def _fanout_normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKC", str(text).lower())
+    text = _THOUSANDS.sub(lambda m: m.group(0).replace(",", ""), text)
+    return " ".join(_FANOUT_PUNCTUATION.sub("", text).split())
+
+
+# --- numbers (ParallelQA) -----------------------------------------------------------------------
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+def parse_number(text: str) -> float | None:
+    """The one number in `text` ("$5,931.80", "about 40.9 km", "-3"), or None when there is
+    none or more than one (which of several numbers is the answer cannot be told)."""
+    found = _NUMBER.findall(text)
+    if len(found) != 1:
+        return None
+    try:
+        return float(found[0].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def numbers_match(prediction: str, gold: str) -> bool:
+    """Whether `prediction` states the number `gold` to gold's own precision: gold "7.61"
+    accepts 7.61, 7.610 and 7.6133 (rounded to two decimals), not 7.62; gold "3200" accepts
+    3200 and "3,200.4" but not 3201."""
+    expected, predicted = parse_number(gold), parse_number(prediction)
+    if expected is None or predicted is None:
+        return False
+    decimals = len(gold.strip().rpartition(".")[2]) if "." in gold else 0
+    return abs(round(predicted, decimals) - expected) < 0.5 * 10.0**-decimals

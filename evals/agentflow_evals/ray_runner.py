@@ -14,8 +14,9 @@ from typing import Any
 
 from agentflow import Model, OpenAIModel
 from agentflow.exceptions import UserError
+from agentflow_evals.config import EvalConfig
 from agentflow_evals.datasets import EvalItem
-from agentflow_evals.runner import EvalConfig, ToolCache, run_item
+from agentflow_evals.item import ToolCache, make_judge, run_item
 
 __all__ = ["RayItemRunner"]
 
@@ -71,8 +72,9 @@ def _run_item_in_worker(
     async def run() -> dict[str, Any]:
         client, judge_client = model.build(), judge.build() if judge else None
         try:
+            grader = make_judge(config, client, judge_client)
             return await run_item(
-                item, config, client, judge_client, _WORKER_TOOLS.for_item(item, config.corpus)
+                item, config, client, grader, _WORKER_TOOLS.for_item(item, config.corpus)
             )
         finally:
             await client.aclose()

@@ -1,34 +1,55 @@
 """How one sampled answer is scored, per task, and how samples vote.
 
-- `qa`: exact match and token F1 over every alias (SQuAD normalisation); correct = exact match.
-- `aime`: the last boxed integer, compared as an integer.
-- `math`: math-verify on the last boxed expression.
-- `browsecomp`: the judge model reads the response against the gold answer; the response's own
-  stated confidence is kept for the calibration error.
+A run gives two texts: the short `answer` (the planner's extraction: an `Answer:` line or the
+last line) and the whole final `reply` it was read from. Every task's `Scorer` says which one
+decides `correct`, because an extraction loses what an answer format needs (a `\\boxed{}` on an
+earlier line, BrowseComp's Confidence line):
+
+- `aime` reads the reply: the last real `\\boxed{}` (else an `Answer: N` line) is the gold
+  integer.
+- `math` reads the reply: math-verify finds the last boxed expression equal to the gold.
+- `browsecomp` reads the reply: the judge model says so; the confidence is read too.
+- `fanout` reads the reply: every gold string is in it (FanOutQA's strict accuracy); `loose` is
+  the share found. EM/F1 are computed on the short answer beside it.
+- `qa` reads the short answer: SQuAD exact match over the aliases; a numeric gold (ParallelQA)
+  is also compared as a number.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agentflow import Model, RunContext, Toolset, Trace
+from agentflow.exceptions import UserError
 from agentflow_evals import browsecomp
 from agentflow_evals.datasets import EvalItem
+from agentflow_evals.judge_cache import JudgeCache
 from agentflow_evals.mathgrade import (
     extract_aime_answer,
     last_boxed,
     maj_at_k,
-    score_aime,
+    parse_aime_integer,
     score_math,
 )
-from agentflow_evals.qa import exact_match, f1, normalize_answer
+from agentflow_evals.qa import exact_match, f1, loose_accuracy, normalize_answer, numbers_match
 
-__all__ = ["Judge", "SampleScore", "format_question", "majority", "score_sample"]
+__all__ = [
+    "SCORERS",
+    "Judge",
+    "SampleScore",
+    "Scorer",
+    "format_question",
+    "majority",
+    "score_sample",
+]
 
 BOXED_INSTRUCTION = "\n\nReason step by step, and put your final answer within \\boxed{}."
+
+ConfidenceSource = Literal["response", "judge", "missing"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,23 +57,52 @@ class SampleScore:
     correct: bool
     em: float | None = None
     f1: float | None = None
-    confidence: float | None = None
-    """The response's stated confidence, 0-100 (BrowseComp)."""
+    loose: float | None = None
+    """FanOutQA's loose accuracy: the share of gold strings found."""
+    confidence: int | None = None
+    """The response's confidence, a percentage 0-100 (BrowseComp); 100 when it stated none."""
+    confidence_source: ConfidenceSource | None = None
+    """Where `confidence` came from: the response's own Confidence line, the judge's reading of
+    the response, or neither (then 100, as HLE and the judge prompt count it)."""
     extracted: str | None = None
-    """The answer as graded, normalised: what majority voting compares."""
+    """The answer as graded, normalised: what majority voting compares. For judged answers a
+    hash of the judge's extraction, so a BrowseComp answer never reaches disk in plaintext."""
 
 
 @dataclass(frozen=True)
 class Judge:
-    """The model that grades BrowseComp answers, and its token use kept apart from the run's."""
+    """The model that grades BrowseComp answers, with its verdicts cached by content hash."""
 
     model: Model
+    cache: JudgeCache | None = None
 
     async def grade(self, question: str, response: str, gold: str) -> browsecomp.JudgeResult:
+        key = self._key(question, response, gold)
+        if self.cache is not None and (cached := self.cache.get(key)) is not None:
+            return cached
         ctx = RunContext(
-            model=self.model, tools=Toolset(), trace=Trace(question=question, planner="judge")
+            model=self.model, tools=Toolset(), trace=Trace(question="", planner="judge")
         )
-        return await browsecomp.judge(ctx, question, response, gold)
+        result = await browsecomp.judge(ctx, question, response, gold)
+        if self.cache is not None and result.parsed_with != "unparsed":
+            self.cache.put(key, result)
+        return result
+
+    def _key(self, question: str, response: str, gold: str) -> str:
+        prompt = browsecomp.grader_prompt(question, response, gold)
+        settings = repr(browsecomp.JUDGE_SETTINGS)
+        return hashlib.sha256("\0".join([self.model.name, settings, prompt]).encode()).hexdigest()
+
+
+ScoreFunction = Callable[[EvalItem, str, str, Judge | None], Awaitable[SampleScore]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scorer:
+    reads: Literal["reply", "answer"]
+    """The text `correct` is decided on: the whole final reply, or the short answer."""
+    score: ScoreFunction
+    """`score(item, answer, reply, judge)`."""
 
 
 def format_question(item: EvalItem) -> str:
@@ -65,35 +115,90 @@ def format_question(item: EvalItem) -> str:
     return item.question
 
 
-async def score_sample(item: EvalItem, answer: str, judge: Judge) -> SampleScore:
-    if item.task == "aime":
-        value = extract_aime_answer(answer)
-        return SampleScore(
-            correct=score_aime(answer, item.answers[0]),
-            extracted=None if value is None else str(value),
-        )
-    if item.task == "math":
-        # math-verify can take seconds on a nasty expression: keep it off the event loop (off
-        # the main thread it checks in a child process with a hard time limit).
-        correct = await asyncio.to_thread(score_math, answer, item.answers[0])
-        return SampleScore(correct=correct, extracted=last_boxed(answer) or answer)
-    if item.task == "browsecomp":
-        verdict = await judge.grade(item.question, answer, item.answers[0])
-        return SampleScore(
-            correct=verdict.correct,
-            confidence=browsecomp.confidence_from_response(answer),
-            extracted=normalize_answer(verdict.extracted_final_answer),
-        )
+async def score_sample(
+    item: EvalItem, *, answer: str, reply: str, judge: Judge | None
+) -> SampleScore:
+    """Score one sample of `item` with its task's scorer."""
+    scorer = SCORERS.get(item.task)
+    if scorer is None:
+        raise UserError(f"item {item.id!r}: no scorer for task {item.task!r}")
+    return await scorer.score(item, answer, reply, judge)
+
+
+async def _aime(item: EvalItem, answer: str, reply: str, judge: Judge | None) -> SampleScore:
+    value = extract_aime_answer(reply)
+    expected = parse_aime_integer(item.answers[0])
+    if expected is None:
+        raise UserError(f"item {item.id!r}: gold {item.answers[0]!r} is not an AIME integer")
+    return SampleScore(correct=value == expected, extracted=None if value is None else str(value))
+
+
+async def _math(item: EvalItem, answer: str, reply: str, judge: Judge | None) -> SampleScore:
+    # math-verify can take seconds on a nasty expression: keep it off the event loop (off the
+    # main thread it checks in a child process with a hard time limit).
+    correct = await asyncio.to_thread(score_math, reply, item.answers[0])
+    return SampleScore(correct=correct, extracted=last_boxed(reply) or reply.strip() or None)
+
+
+async def _browsecomp(item: EvalItem, answer: str, reply: str, judge: Judge | None) -> SampleScore:
+    if judge is None:
+        raise UserError("BrowseComp answers need a judge model (--judge-model)")
+    verdict = await judge.grade(item.question, reply, item.answers[0])
+    confidence, source = _confidence(reply, verdict)
     return SampleScore(
-        correct=bool(exact_match(answer, item.answers)),
+        correct=verdict.correct,
+        confidence=confidence,
+        confidence_source=source,
+        extracted=browsecomp.answer_key(verdict.extracted_final_answer),
+    )
+
+
+def _confidence(reply: str, verdict: browsecomp.JudgeResult) -> tuple[int, ConfidenceSource]:
+    """The response's own Confidence line; else what the judge read in it (the judge answers
+    100 for "none stated", which is counted as missing); else 100, counted as missing."""
+    stated = browsecomp.confidence_from_response(reply)
+    if stated is not None:
+        return stated, "response"
+    if verdict.parsed_with != "unparsed" and verdict.confidence != 100:
+        return verdict.confidence, "judge"
+    return 100, "missing"
+
+
+async def _fanout(item: EvalItem, answer: str, reply: str, judge: Judge | None) -> SampleScore:
+    loose = loose_accuracy(item.meta.get("raw_answer", item.answers[0]), reply)
+    return SampleScore(
+        correct=loose == 1.0,
         em=exact_match(answer, item.answers),
+        f1=round(f1(answer, item.answers), 4),
+        loose=round(loose, 4),
+        extracted=normalize_answer(answer),
+    )
+
+
+async def _qa(item: EvalItem, answer: str, reply: str, judge: Judge | None) -> SampleScore:
+    em = exact_match(answer, item.answers)
+    numeric = bool(item.meta.get("numeric")) and numbers_match(answer, item.answers[0])
+    return SampleScore(
+        correct=bool(em) or numeric,
+        em=em,
         f1=round(f1(answer, item.answers), 4),
         extracted=normalize_answer(answer),
     )
 
 
+SCORERS: dict[str, Scorer] = {
+    "aime": Scorer(reads="reply", score=_aime),
+    "math": Scorer(reads="reply", score=_math),
+    "browsecomp": Scorer(reads="reply", score=_browsecomp),
+    "fanout": Scorer(reads="reply", score=_fanout),
+    "qa": Scorer(reads="answer", score=_qa),
+}
+
+
 def majority(item: EvalItem, samples: Sequence[dict[str, Any]]) -> bool:
-    """maj@k for one item: is the most common extracted answer among the samples correct?"""
+    """maj@k for one item: is the most common extracted answer among the samples correct?
+
+    Computed from the samples as scored, before anything is redacted for disk."""
     votes = [s.get("extracted") or None for s in samples]
     verdict = {s.get("extracted"): bool(s["correct"]) for s in samples if s.get("extracted")}
     return maj_at_k(votes, item, lambda answer, _: verdict.get(answer, False))

@@ -77,17 +77,23 @@ async def summarize_if_long(state: RunState, ctx: RunContext) -> None:
     ctx.trace.emit("summary", text=response.text)
 
 
+MAX_REPLY_CHARS = 800
+"""Caps a final reply written inside JSON: room for an answer format (a boxed result, or
+Explanation / Exact Answer / Confidence lines), while a model stuck repeating itself is still cut
+off inside the string and the JSON still closes."""
+
+
 class FinalAnswer(BaseModel):
-    answer: str = Field(max_length=200, description="the final answer only")
+    answer: str = Field(max_length=MAX_REPLY_CHARS, description="the final answer")
 
 
 class JoinDecision(BaseModel):
     enough: bool = Field(description="true if the findings answer the question")
-    answer: str = Field(max_length=200, description="the final answer, or your best guess")
+    answer: str = Field(max_length=MAX_REPLY_CHARS, description="the final answer, or a guess")
     missing: str = Field(max_length=200, description="what is still unknown, empty if nothing")
 
 
-JOIN_SETTINGS = ModelSettings(temperature=0.0, max_tokens=200)
+JOIN_SETTINGS = ModelSettings(temperature=0.0, max_tokens=400)
 
 
 async def join(state: RunState, ctx: RunContext, *, allow_replan: bool) -> Answer | Replan:
@@ -103,11 +109,16 @@ async def join(state: RunState, ctx: RunContext, *, allow_replan: bool) -> Answe
     messages = [{"role": "user", "content": text}]
     if not allow_replan:
         final, _ = await ctx.complete_structured(messages, FinalAnswer, JOIN_SETTINGS)
-        return Answer(text=clean_answer(final.answer))
+        return final_answer(final.answer)
     decision, _ = await ctx.complete_structured(messages, JoinDecision, JOIN_SETTINGS)
     if decision.enough or not decision.missing.strip():
-        return Answer(text=clean_answer(decision.answer))
+        return final_answer(decision.answer)
     return Replan(reason=decision.missing.strip())
+
+
+def final_answer(reply: str) -> Answer:
+    """The model's final reply kept whole for scorers of answer formats, and its short answer."""
+    return Answer(text=clean_answer(reply), reply=reply.strip())
 
 
 def clean_answer(text: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from agentflow.answers import extract_answer
 from agentflow.context import RunContext
+from agentflow.exceptions import ExecutionError
 from agentflow.model import ModelSettings
 from agentflow.plan import LLM_KIND, TaskId, TaskNode
 from agentflow.planner import Answer, Continue, Planner, Replan, RunState, load_prompt
@@ -31,6 +32,8 @@ class DirectPlanner(Planner):
 
     async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan | Continue:
         result = state.results[TaskId("answer")]
-        if not result.ok:
-            return Answer(text=f"(no answer: {result.error})")
-        return Answer(text=extract_answer(str(result.output)))
+        if not result.ok:  # a failure is an error, never an answer to score
+            message = f"the answer step {result.status}: {result.error}"
+            raise ExecutionError(message, trace=ctx.trace)
+        reply = str(result.output)
+        return Answer(text=extract_answer(reply), reply=reply)

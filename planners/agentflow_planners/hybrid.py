@@ -17,7 +17,8 @@ from agentflow.model import ModelSettings
 from agentflow.plan import PlanBuilder, PlanLimits, TaskNode
 from agentflow.planner import Answer, Continue, Planner, Replan, RunState
 from agentflow_planners._common import (
-    clean_answer,
+    MAX_REPLY_CHARS,
+    final_answer,
     findings,
     join,
     lookup_tool,
@@ -36,7 +37,7 @@ class Round(BaseModel):
     # Length caps are part of the schema vLLM enforces: a model stuck repeating itself is
     # cut off inside a string and the JSON still closes.
     queries: list[Query] = Field(max_length=5)
-    answer: Annotated[str, StringConstraints(max_length=200)]
+    answer: Annotated[str, StringConstraints(max_length=MAX_REPLY_CHARS)]
 
 
 class HybridPlanner(Planner):
@@ -60,7 +61,7 @@ class HybridPlanner(Planner):
         )
         queries = [q.strip() for q in decision.queries if q.strip()][: self.max_queries]
         if not queries or (decision.answer.strip() and state.round > 0):
-            state.notes["answer"] = clean_answer(decision.answer)
+            state.notes["answer"] = final_answer(decision.answer)
             return
         tool = lookup_tool(ctx)
         builder = PlanBuilder(
@@ -79,9 +80,10 @@ class HybridPlanner(Planner):
                 yield node
 
     async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan | Continue:
-        if "answer" in state.notes and state.notes["answer"]:
-            return Answer(text=state.notes["answer"])
-        if state.final_round or "answer" in state.notes:
+        written: Answer | None = state.notes.get("answer")
+        if written is not None and written.text:
+            return written
+        if state.final_round or written is not None:
             answer = await join(state, ctx, allow_replan=False)
             assert isinstance(answer, Answer)
             return answer

@@ -11,7 +11,8 @@ from agentflow.model import ModelSettings
 from agentflow.plan import TaskNode
 from agentflow.planner import Answer, Continue, Planner, Replan, RunState
 from agentflow_planners._common import (
-    clean_answer,
+    MAX_REPLY_CHARS,
+    final_answer,
     findings,
     join,
     prompt,
@@ -44,13 +45,14 @@ class ReactPlanner(Planner):
         )
         step = _parse_step(response.text)
         if step["tool"] == "finish":
-            state.notes["answer"] = clean_answer(step["input"])
+            state.notes["answer"] = final_answer(step["input"])
             return
         yield step_to_node(f"s{state.round + 1}", step["tool"], step["input"], ctx.tools)
 
     async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan | Continue:
-        if "answer" in state.notes:
-            return Answer(text=state.notes["answer"])
+        written: Answer | None = state.notes.get("answer")
+        if written is not None:
+            return written
         if state.final_round:
             answer = await join(state, ctx, allow_replan=False)
             assert isinstance(answer, Answer)
@@ -64,7 +66,7 @@ def step_schema(tools: list[str]) -> dict[str, Any]:
         "properties": {
             "thought": {"type": "string", "maxLength": 300},
             "tool": {"type": "string", "enum": tools},
-            "input": {"type": "string", "maxLength": 300},
+            "input": {"type": "string", "maxLength": MAX_REPLY_CHARS},
         },
         "required": ["thought", "tool", "input"],
         "additionalProperties": False,

@@ -17,6 +17,7 @@ from agentflow_evals.browsecomp import (
     QUERY_TEMPLATE,
     JudgeVerdict,
     calibration_error,
+    hle_calibration_error,
     confidence_from_response,
     decrypt,
     encrypt,
@@ -57,7 +58,13 @@ def test_templates_are_the_official_ones() -> None:
         ("incorrect: yes\ncorrect: no", "no"),
         ("correct: no\n...on reflection...\ncorrect: yes", "yes"),  # the last match wins
         ("**correct:** yes", "yes"),
+        ("**Correct:** yes", "yes"),
         ("- Correct: NO", "no"),
+        ("3. correct: yes", "yes"),  # a numbered list, as judges often write the fields
+        ("correct: yes (they match)", "yes"),  # a remark after the verdict word
+        ("correct: yes, because it matches", "yes"),
+        ("correct: no - the years differ", "no"),
+        ("correct: 'yes'", "yes"),
     ],
 )
 def test_verdict_lines(text: str, correct: str) -> None:
@@ -70,7 +77,8 @@ def test_verdict_lines(text: str, correct: str) -> None:
     [
         "incorrect: yes",
         "the answer is correct: yes",
-        "correct: yes, because it matches",
+        "correct: yesterday",
+        "correct: nope",
         "correct: Answer 'yes' if extracted_final_answer matches",
         "",
     ],
@@ -188,32 +196,46 @@ async def test_judge_confidence_is_clamped() -> None:
 
 def test_calibration_all_correct_and_confident_is_zero() -> None:
     assert calibration_error([100] * 30, [True] * 30) == 0.0
-    assert calibration_error([1.0] * 250, [True] * 250) == 0.0
+    assert calibration_error([100] * 250, [True] * 250) == 0.0
+
+
+def test_calibration_is_percent_never_guessed_from_the_data() -> None:
+    # Four answers at 1% confidence, all wrong: off by 0.01, i.e. 1 percentage point. The old
+    # scale guess read "1" as 100% here and reported 100 points.
+    assert calibration_error([1, 1, 1, 1], [False] * 4) == pytest.approx(1.0)
+    assert calibration_error([100, 100], [False, False]) == pytest.approx(100.0)
 
 
 def test_calibration_under_100_items_is_one_bin() -> None:
-    error = calibration_error([0.8] * 10, [True] * 5 + [False] * 5)
-    assert error == pytest.approx(0.3)
-    assert calibration_error([80] * 10, [True] * 5 + [False] * 5) == pytest.approx(0.3)
+    # one bin: mean confidence 0.8, accuracy 0.5 -> 30 points
+    assert calibration_error([80] * 10, [True] * 5 + [False] * 5) == pytest.approx(30.0)
+    assert hle_calibration_error([80] * 10, [True] * 5 + [False] * 5) is None  # HLE's code fails
 
 
 def test_calibration_exactly_100_items() -> None:
-    confidences = [0.5] * 50 + [1.0] * 50
+    confidences = [50] * 50 + [100] * 50
     correct = [False] * 50 + [True] * 50
-    # one bin: mean confidence 0.75, accuracy 0.5
-    assert calibration_error(confidences, correct) == pytest.approx(0.25)
+    # one bin: mean confidence 0.75, accuracy 0.5 -> 25 points; HLE skips its only bin -> 0
+    assert calibration_error(confidences, correct) == pytest.approx(25.0)
+    assert hle_calibration_error(confidences, correct) == 0.0
 
 
-def test_calibration_keeps_the_last_partial_bin() -> None:
-    # 250 items, given unsorted: bins of 100 (conf 0.2, all wrong), 100 (conf 0.6, 60 right)
-    # and 50 (conf 0.9, all right); HLE's calib_err would drop the last 150 items.
-    confidences = [0.9] * 50 + [0.6] * 100 + [0.2] * 100
+def test_calibration_merges_the_remainder_into_the_last_bin() -> None:
+    # 250 items, given unsorted. Sorted: 100 at 20% (all wrong) form bin 1; 100 at 60% (60
+    # right) and 50 at 90% (all right) form bin 2 (the remainder is merged, as HLE does):
+    # bin 2 has mean confidence (60 + 45) / 150 = 0.7 and accuracy 110 / 150.
+    confidences = [90] * 50 + [60] * 100 + [20] * 100
     correct = [True] * 50 + [True] * 60 + [False] * 40 + [False] * 100
-    expected = math.sqrt((100 * 0.2**2 + 100 * 0.0**2 + 50 * 0.1**2) / 250)
-    assert calibration_error(confidences, correct) == pytest.approx(expected)
-    assert calibration_error(confidences, correct, bin_size=1000) == pytest.approx(
-        abs(sum(confidences) / 250 - 110 / 250)
-    )
+    bin1 = 100 * (0.2 - 0.0) ** 2
+    bin2 = 150 * (0.7 - 110 / 150) ** 2
+    assert calibration_error(confidences, correct) == pytest.approx(
+        100 * math.sqrt((bin1 + bin2) / 250)
+    )  # = 12.9099...
+    # HLE leaves the last bin out but still divides by all 250 items: 100 * sqrt(4 / 250)
+    assert hle_calibration_error(confidences, correct) == pytest.approx(100 * math.sqrt(0.016))
+    # one bin of everything: mean confidence (50*90 + 100*60 + 100*20) / 250 = 50%, accuracy
+    # 110 / 250 = 44% -> 6 points
+    assert calibration_error(confidences, correct, bin_size=1000) == pytest.approx(6.0)
 
 
 def test_calibration_rejects_bad_input() -> None:
@@ -227,3 +249,5 @@ def test_calibration_rejects_bad_input() -> None:
         calibration_error([float("nan")], [True])
     with pytest.raises(ValueError):
         calibration_error([0.5], [True], bin_size=0)
+    with pytest.raises(ValueError):
+        calibration_error([-1], [True])

@@ -158,7 +158,8 @@ def test_browsecomp_decrypts_in_memory_without_showing_plaintext() -> None:
     assert dataset.task == "browsecomp"
     empty = sum(1 for item in dataset.items if not item.question.strip() or not item.answer)
     assert empty == 0
-    assert all(item.meta == {"sensitive": True} for item in dataset.items)
+    assert all(item.meta["sensitive"] is True for item in dataset.items)
+    assert all(set(item.meta) == {"sensitive", "canary"} for item in dataset.items)
     assert "question" not in repr(dataset.items[0]) and "answers" not in repr(dataset.items[0])
 
 

@@ -61,7 +61,11 @@ def test_last_boxed(text: str, expected: str | None) -> None:
         ("-5", None),
         ("33.5", None),
         ("1/2", None),
-        ("x = 5", None),
+        ("x = 5", 5),  # the right-hand side of an equation
+        ("33^\\circ", 33),
+        ("33^{\\circ}", 33),
+        ("33°", 33),
+        ("x = 5 = y", None),
         ("", None),
         ("٣٣", None),  # non-ASCII digits
     ],

@@ -1,0 +1,33 @@
+"""`EvalConfig`: what one eval run is, shared by the runner, the manifest and the Ray runner."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["EvalConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    dataset: str
+    planner: str = "direct"
+    out: Path
+    limit: int | None = None
+    samples: int = 1
+    concurrency: int = 8
+    """Items in flight at once."""
+    temperature: float | None = None
+    """Default: the planner's own (0) for one sample, 0.7 for several."""
+    max_tokens: int | None = None
+    seed: int | None = None
+    max_model_calls: int = 64
+    command: str = ""
+    base_urls: Sequence[str] = field(default_factory=list)
+    ray: str | None = None
+    """A Ray cluster address, or "local" to start one here: items run as Ray tasks."""
+    corpus: Sequence[str] = ()
+    """Corpus files for a `search` tool on every item, instead of the dataset's own."""
+    judge_cache: Path | None = None
+    """Where judge verdicts are cached by content hash (None: no cache)."""

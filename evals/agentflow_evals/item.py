@@ -1,0 +1,163 @@
+"""One item of an eval: its samples run through an agent, each scored, as one results row."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agentflow import Agent, ExecutionError, Model, ModelSettings, PlanError, RunLimits, Trace
+from agentflow.tool import Tool
+from agentflow_evals.browsecomp import encrypt
+from agentflow_evals.config import EvalConfig
+from agentflow_evals.datasets import EvalItem
+from agentflow_evals.judge_cache import JudgeCache
+from agentflow_evals.scoring import Judge, SampleScore, format_question, majority, score_sample
+
+__all__ = ["ToolCache", "make_judge", "run_item"]
+
+
+def make_judge(config: EvalConfig, model: Model, judge_model: Model | None) -> Judge:
+    """The judge of judged tasks: `judge_model` (default: the model under test), its verdicts
+    cached where the config says."""
+    cache = JudgeCache(config.judge_cache) if config.judge_cache else None
+    return Judge(judge_model or model, cache)
+
+
+async def run_item(
+    item: EvalItem,
+    config: EvalConfig,
+    model: Model,
+    judge: Judge | None,
+    tools: list[Tool],
+) -> dict[str, Any]:
+    """All samples of one item, scored: the row `results.jsonl` gets."""
+    started = time.perf_counter()
+    question = format_question(item)
+    samples = await asyncio.gather(
+        *(
+            _run_sample(item, question, _sample_model(model, config, index), config, tools, judge)
+            for index in range(config.samples)
+        )
+    )
+    correct = [s["correct"] for s in samples]
+    # Voting reads the samples as scored: redaction below removes what it compares.
+    maj_correct = majority(item, samples) if config.samples > 1 else None
+    sensitive = bool(item.meta.get("sensitive"))
+    if sensitive:  # BrowseComp: no plaintext question, gold or (possibly equal) answer on disk
+        samples = [_redacted(s, str(item.meta.get("canary", ""))) for s in samples]
+    return {
+        "id": item.id,
+        "question": None if sensitive else item.question,
+        "answers": None if sensitive else list(item.answers),
+        "task": item.task,
+        "samples": samples,
+        "correct": sum(correct) / len(correct),
+        "maj_correct": maj_correct,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+async def _run_sample(
+    item: EvalItem,
+    question: str,
+    model: Model,
+    config: EvalConfig,
+    tools: list[Tool],
+    judge: Judge | None,
+) -> dict[str, Any]:
+    agent = Agent(
+        model=model,
+        planner=config.planner,
+        tools=tools,
+        limits=RunLimits(max_model_calls=config.max_model_calls),
+    )
+    started = time.perf_counter()
+    trace: Trace | None = None
+    answer, reply, error = "", "", None
+    try:
+        result = await agent.run(question)
+        answer, reply, trace = result.answer, result.reply, result.trace
+    except (ExecutionError, PlanError) as exc:
+        error = str(exc).splitlines()[0][:300]  # recorded with the item; the run goes on
+        partial = exc.trace if isinstance(exc, ExecutionError) else None
+        trace = partial if isinstance(partial, Trace) else None
+    seconds = time.perf_counter() - started
+    score = SampleScore(correct=False)  # a run that failed has no answer to score
+    if error is None:
+        score = await score_sample(item, answer=answer, reply=reply, judge=judge)
+    return {"answer": answer, "reply": reply, **_score_fields(score)} | _cost_fields(
+        trace, seconds, error
+    )
+
+
+def _score_fields(score: SampleScore) -> dict[str, Any]:
+    return {
+        "correct": score.correct,
+        "em": score.em,
+        "f1": score.f1,
+        "loose": score.loose,
+        "confidence": score.confidence,
+        "confidence_source": score.confidence_source,
+        "extracted": score.extracted,
+    }
+
+
+def _cost_fields(trace: Trace | None, seconds: float, error: str | None) -> dict[str, Any]:
+    usage = trace.usage if trace is not None else None
+    return {
+        "seconds": round(seconds, 3),
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "model_calls": usage.calls if usage else 0,
+        "tool_calls": sum(1 for n in trace.nodes.values() if n.tool) if trace else 0,
+        "error": error,
+    }
+
+
+def _redacted(sample: dict[str, Any], canary: str) -> dict[str, Any]:
+    """A BrowseComp sample for disk: the answer only as a hash, the reply encrypted with the
+    item's own canary (the dataset's scheme), so `eval regrade` can judge it again. The
+    `extracted` vote key is already a hash."""
+    answer = str(sample["answer"])
+    digest = hashlib.sha256(answer.encode()).hexdigest()[:16]
+    encrypted = encrypt(str(sample["reply"]), canary) if canary else None
+    return {
+        **sample,
+        "answer": None,
+        "answer_sha256": digest,
+        "reply": None,
+        "reply_encrypted": encrypted,
+    }
+
+
+def _sample_model(model: Model, config: EvalConfig, index: int) -> Model:
+    temperature = config.temperature
+    if temperature is None and config.samples > 1:
+        temperature = 0.7  # k samples at temperature 0 would be k copies of one answer
+    overrides = ModelSettings(
+        temperature=temperature,
+        max_tokens=config.max_tokens,
+        seed=None if config.seed is None else config.seed + index,
+    )
+    return model.with_overrides(overrides) if overrides != ModelSettings() else model
+
+
+class ToolCache:
+    """One search index per corpus set, opened once and shared by every item that needs it."""
+
+    def __init__(self) -> None:
+        self._tools: dict[tuple[str, ...], list[Tool]] = {}
+
+    def for_item(self, item: EvalItem, override: Sequence[str] = ()) -> list[Tool]:
+        corpus = tuple(override or item.meta.get("corpus") or ())
+        if not corpus:
+            return []
+        if corpus not in self._tools:
+            from agentflow_tools.search import LocalIndex, make_search_tool
+
+            self._tools[corpus] = [make_search_tool(LocalIndex.open([Path(p) for p in corpus]))]
+        return self._tools[corpus]
