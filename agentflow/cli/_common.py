@@ -1,0 +1,73 @@
+"""What the core lends every command group: the connection options and the settings built from
+them, plus the one service a group above the core provides to another (`ask --corpus`).
+
+It is its own module, not part of `_main`, because the command modules import it and `_main`
+imports the core command modules: keeping them together would make an import cycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeAlias
+
+from agentflow.settings import Settings
+from agentflow.tool import Tool
+
+__all__ = ["CommandContext", "Commands", "CorpusSearch", "Register"]
+
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""The `add_subparsers()` action a group adds its parsers to (a string: argparse's class is not
+subscriptable at run time)."""
+
+CorpusSearch: TypeAlias = Callable[[Sequence[Path]], Tool]
+"""Builds the `search` tool over JSONL corpora that `ask --corpus` gives the agent."""
+
+Register: TypeAlias = Callable[[Commands, "CommandContext"], None]
+"""What an `agentflow.commands` entry point names: adds its group's parsers to `commands`."""
+
+
+@dataclass(kw_only=True)
+class CommandContext:
+    """Passed to every `register(commands, common)`.
+
+    Groups take the shared options from here instead of importing each other, so a group in a
+    package above the core depends on the core only.
+    """
+
+    corpus_search: CorpusSearch | None = None
+    """Set by the group that owns local search (agentflow_tools): the core's `ask --corpus`
+    uses it without importing that package. None until a group provides it."""
+
+    def connection_options(self) -> argparse.ArgumentParser:
+        """A parent parser (`parents=[...]`) with `--base-url`, `--model` and `--timeout`."""
+        common = argparse.ArgumentParser(add_help=False)
+        group = common.add_argument_group("model server")
+        group.add_argument(
+            "--base-url",
+            action="append",
+            metavar="URL",
+            help="OpenAI-compatible API root; repeat it to spread requests over several servers "
+            "of the same model (env AGENTFLOW_BASE_URL; default: the embedded model at "
+            "http://127.0.0.1:$AGENTFLOW_PORT/v1, port 8100)",
+        )
+        group.add_argument(
+            "--model", help="served model name (env AGENTFLOW_MODEL; default SmolLM2-135M-Instruct)"
+        )
+        group.add_argument(
+            "--timeout",
+            type=float,
+            help="seconds for one model request (env AGENTFLOW_TIMEOUT; default 120)",
+        )
+        return common
+
+    def settings(self, args: argparse.Namespace) -> Settings:
+        """Settings from the connection options, falling back to the environment."""
+        first_url = args.base_url[0] if args.base_url else None
+        return Settings.from_env(base_url=first_url, model=args.model, timeout=args.timeout)
+
+    def base_urls(self, args: argparse.Namespace, settings: Settings) -> list[str]:
+        """Every `--base-url` given, or the one the settings name."""
+        return list(args.base_url or [settings.base_url])

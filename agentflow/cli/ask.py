@@ -1,0 +1,124 @@
+"""`agentflow ask`: answer one question with a planner."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from functools import partial
+from pathlib import Path
+
+from agentflow.agent import Agent, RunResult
+from agentflow.cli._common import CommandContext, Commands
+from agentflow.context import RunLimits
+from agentflow.exceptions import UserError
+from agentflow.models import OpenAIModel
+from agentflow.registry import load_tool, planner_names, tool_names
+from agentflow.settings import Settings
+from agentflow.tool import Tool
+
+__all__ = ["register"]
+
+
+def register(commands: Commands, common: CommandContext) -> None:
+    ask = commands.add_parser(
+        "ask",
+        parents=[common.connection_options()],
+        help="answer one question",
+        description="Answer one question with a planner, printing the answer.",
+    )
+    ask.add_argument("question", help="the question to answer")
+    ask.add_argument(
+        "--planner",
+        default="direct",
+        help=f"strategy: {', '.join(planner_names())} (default: direct)",
+    )
+    ask.add_argument("--json", action="store_true", help="print answer, usage and trace as JSON")
+    ask.add_argument(
+        "--show-plan",
+        action="store_true",
+        help="print the DAG and a timeline of the nodes (to stderr with --json)",
+    )
+    ask.add_argument(
+        "--corpus",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE.jsonl",
+        help="give the agent a `search` tool over these passages (repeatable)",
+    )
+    ask.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"give the agent a registered tool (repeatable): {', '.join(tool_names())}",
+    )
+    _add_limits(ask)
+    ask.set_defaults(handler=partial(_ask, common))
+
+
+def _add_limits(ask: argparse.ArgumentParser) -> None:
+    ask.add_argument(
+        "--max-model-calls",
+        type=int,
+        default=RunLimits.max_model_calls,
+        help="hard cap on model calls for the question (default %(default)s)",
+    )
+    ask.add_argument(
+        "--max-tokens",
+        type=int,
+        default=RunLimits.max_tokens,
+        help="hard cap on prompt+completion tokens (default %(default)s)",
+    )
+    ask.add_argument(
+        "--concurrency", type=int, default=16, help="nodes running at once (default %(default)s)"
+    )
+
+
+def _ask(common: CommandContext, args: argparse.Namespace) -> int:
+    settings = common.settings(args)
+    limits = RunLimits(max_model_calls=args.max_model_calls, max_tokens=args.max_tokens)
+    tools = [*_corpus_tools(common, args.corpus), *(load_tool(name) for name in args.tool)]
+    urls = common.base_urls(args, settings)
+    result = asyncio.run(_ask_async(args, settings, urls, tools, limits))
+    if args.show_plan:
+        print(result.trace.render(), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(result.answer)
+    return 0
+
+
+async def _ask_async(
+    args: argparse.Namespace,
+    settings: Settings,
+    urls: list[str],
+    tools: list[Tool],
+    limits: RunLimits,
+) -> RunResult:
+    model = OpenAIModel(settings.model, urls, api_key=settings.api_key, timeout=settings.timeout)
+    try:
+        agent = Agent(
+            model=model,
+            planner=args.planner,
+            tools=tools,
+            limits=limits,
+            max_concurrency=args.concurrency,
+        )
+        return await agent.run(args.question)
+    finally:
+        await model.aclose()
+
+
+def _corpus_tools(common: CommandContext, corpora: list[Path]) -> list[Tool]:
+    if not corpora:
+        return []
+    if common.corpus_search is None:
+        raise UserError(
+            "--corpus needs the local search of agentflow_tools, whose commands did not load "
+            "(see `agentflow search --help`)"
+        )
+    return [common.corpus_search(corpora)]
