@@ -2,7 +2,9 @@
 
 An eval run is a directory written by the runner: `manifest.json` (how it was run),
 `results.jsonl` (one line per item) and `summary.json` (the aggregate, written when the run
-finishes). The report reads only the manifest and the summary.
+finishes). The report takes its numbers from the summary, and the per-item scores of
+`results.jsonl` for the accuracy's interval and for the paired tests between runs
+(`report_compare.py`; the methods are in `stats.py`).
 
 In the markdown, "–" marks a field the run recorded as absent (or did not record), and "?" a
 manifest fact of a run whose `manifest.json` is missing. Plots need matplotlib
@@ -11,15 +13,20 @@ manifest fact of a run whose `manifest.json` is missing. Plots need matplotlib
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentflow.exceptions import UserError
+from agentflow_evals import _markdown as md
+from agentflow_evals.report_compare import differences_section
+from agentflow_evals.results import RunDirectory
+from agentflow_evals.stats import accuracy_interval, wilson_interval
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -28,10 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "load_run", "markdown_table", "plot_runs", "write_report"]
 
-_MISSING = "–"
 _UNKNOWN = "?"
-_Z95 = 1.959963984540054
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*$<>\[\]~])")
 _LONG_HASH = re.compile(r"\b([0-9a-f]{12})[0-9a-f]+\b")
 _INSTALL_HINT = "plots need matplotlib: `pip install matplotlib`"
 
@@ -46,6 +50,9 @@ class Run:
     """`summary.json`: the aggregate scores and costs."""
     manifest: Mapping[str, object] | None
     """`manifest.json`: how the run was made, or None when the directory has none."""
+    scores: Mapping[str, float] = field(default_factory=dict)
+    """Each finished item's score in [0, 1] (the fraction of its samples that were correct),
+    by item id, from `results.jsonl`; empty when the run has none."""
 
     @property
     def name(self) -> str:
@@ -63,7 +70,22 @@ def load_run(dir: Path) -> Run:
     summary_path = path / "summary.json"
     if not summary_path.is_file():
         raise UserError(_unfinished_message(path, manifest))
-    return Run(path=path, summary=_read_object(summary_path), manifest=manifest)
+    summary = _read_object(summary_path)
+    scores = _scores(RunDirectory(path).read_results()[0])
+    return Run(path=path, summary=summary, manifest=manifest, scores=scores)
+
+
+def _scores(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Item id -> score. An item's first row counts, as when the runner resumes; rows without
+    a score in [0, 1] are left out (unreadable lines were already dropped)."""
+    scores: dict[str, float] = {}
+    for row in rows:
+        score = row.get("correct")
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            continue
+        if 0 <= score <= 1:
+            scores.setdefault(str(row["id"]), float(score))
+    return scores
 
 
 def _read_object(path: Path) -> dict[str, object]:
@@ -104,7 +126,7 @@ def _text(run: Run, key: str) -> str:
         value = source.get(key)
         if value is not None:
             return str(value)
-    return _UNKNOWN if run.manifest is None else _MISSING
+    return _UNKNOWN if run.manifest is None else md.MISSING
 
 
 def _samples(run: Run) -> int:
@@ -117,61 +139,30 @@ def _per_item(run: Run, key: str) -> float | None:
     return total / n if total is not None and n else None
 
 
-def _wilson(run: Run) -> tuple[float, float] | None:
-    """The 95% Wilson interval of the accuracy, treating each item as one trial."""
+def _bounds(run: Run) -> tuple[float, float] | None:
+    """The 95% interval of the accuracy from the per-item scores (`stats.accuracy_interval`).
+    A run without them falls back to the summary's accuracy and n, which is right only when
+    each item was one trial (one sample)."""
+    if run.scores:
+        return _cached_interval(tuple(run.scores.values()))
     p, n = _number(run.summary, "accuracy"), _number(run.summary, "n")
-    if p is None or not n:
+    if p is None or not n or _samples(run) > 1:
         return None
-    p = min(max(p, 0.0), 1.0)
-    z2 = _Z95 * _Z95
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = _Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    # At p = 0 or 1 the bound equals p only up to rounding: keep p inside its interval.
-    return min(max(centre - half, 0.0), p), max(min(centre + half, 1.0), p)
+    return wilson_interval(round(min(max(p, 0.0), 1.0) * n), int(n))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_interval(scores: tuple[float, ...]) -> tuple[float, float]:
+    """The table and each plot ask for the same run's interval; a bootstrap takes a second."""
+    return accuracy_interval(scores)
 
 
 # --- formatting -------------------------------------------------------------------------------
 
 
-def _percent(value: float | None) -> str:
-    return _MISSING if value is None else f"{100 * value:.1f}%"
-
-
-def _seconds(value: float | None) -> str:
-    return _MISSING if value is None else f"{value:.2f}"
-
-
-def _count(value: float | None, decimals: int = 0) -> str:
-    return _MISSING if value is None else f"{value:,.{decimals}f}"
-
-
 def _interval(run: Run) -> str:
-    bounds = _wilson(run)
-    return _MISSING if bounds is None else f"[{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]"
-
-
-def _plain(text: str) -> str:
-    """Text that markdown shows as it is (a `$` would start maths on GitHub, a `*` emphasis)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
-    """A markdown table whose columns are padded so it also reads well as plain text."""
-    cells = [[_cell(c) for c in header], *([_cell(c) for c in row] for row in rows)]
-    widths = [max(3, *(len(row[i]) for row in cells)) for i in range(len(header))]
-    rules = [("-" * (w - 1) + ":") if r else "-" * w for w, r in zip(widths, right, strict=True)]
-
-    def line(row: Sequence[str]) -> str:
-        padded = (
-            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)
-        )
-        return "| " + " | ".join(padded) + " |"
-
-    return "\n".join([line(cells[0]), line(rules), *(line(row) for row in cells[1:])])
+    bounds = _bounds(run)
+    return md.MISSING if bounds is None else f"[{100 * bounds[0]:.1f}, {100 * bounds[1]:.1f}]"
 
 
 # --- the results table ------------------------------------------------------------------------
@@ -192,28 +183,28 @@ def _any(key: str) -> Callable[[Sequence[Run]], bool]:
 
 
 def _multi_sample(key: str) -> Callable[[Run], str]:
-    return lambda run: _percent(_number(run.summary, key)) if _samples(run) > 1 else _MISSING
+    return lambda run: md.percent(_number(run.summary, key)) if _samples(run) > 1 else md.MISSING
 
 
 _COLUMNS = (
-    _Column(header="run", cell=lambda r: _plain(r.name), right=False),
-    _Column(header="dataset", cell=lambda r: _plain(_text(r, "dataset")), right=False),
-    _Column(header="planner", cell=lambda r: _plain(_text(r, "planner")), right=False),
-    _Column(header="model", cell=lambda r: _plain(_text(r, "model")), right=False),
-    _Column(header="n", cell=lambda r: _count(_number(r.summary, "n")), note="items scored"),
+    _Column(header="run", cell=lambda r: md.plain(r.name), right=False),
+    _Column(header="dataset", cell=lambda r: md.plain(_text(r, "dataset")), right=False),
+    _Column(header="planner", cell=lambda r: md.plain(_text(r, "planner")), right=False),
+    _Column(header="model", cell=lambda r: md.plain(_text(r, "model")), right=False),
+    _Column(header="n", cell=lambda r: md.count(_number(r.summary, "n")), note="items scored"),
     _Column(
         header="accuracy",
-        cell=lambda r: _percent(_number(r.summary, "accuracy")),
+        cell=lambda r: md.percent(_number(r.summary, "accuracy")),
         note="mean over items of the fraction of correct samples",
     ),
     _Column(
         header="95% CI",
         cell=_interval,
-        note="Wilson interval of the accuracy over the n items, in % (conservative when "
-        "samples > 1)",
+        note="interval of the accuracy over the items, in %: Wilson when each item has one "
+        "sample, a bootstrap over items when its score is the mean of several",
     ),
-    _Column(header="EM", cell=lambda r: _percent(_number(r.summary, "em")), shown=_any("em")),
-    _Column(header="F1", cell=lambda r: _percent(_number(r.summary, "f1")), shown=_any("f1")),
+    _Column(header="EM", cell=lambda r: md.percent(_number(r.summary, "em")), shown=_any("em")),
+    _Column(header="F1", cell=lambda r: md.percent(_number(r.summary, "f1")), shown=_any("f1")),
     _Column(
         header="avg@k",
         cell=_multi_sample("avg_at_k"),
@@ -228,35 +219,35 @@ _COLUMNS = (
     ),
     _Column(
         header="calib. error",
-        cell=lambda r: _count(_number(r.summary, "calibration_error"), 3),
+        cell=lambda r: md.count(_number(r.summary, "calibration_error"), 3),
         shown=_any("calibration_error"),
         note="calibration error of the answers' confidence, lower is better",
     ),
     _Column(
         header="p50 (s)",
-        cell=lambda r: _seconds(_number(r.summary, "latency_p50")),
+        cell=lambda r: md.seconds(_number(r.summary, "latency_p50")),
         note="median wall-clock seconds per item",
     ),
     _Column(
         header="p90 (s)",
-        cell=lambda r: _seconds(_number(r.summary, "latency_p90")),
+        cell=lambda r: md.seconds(_number(r.summary, "latency_p90")),
         note="90th percentile",
     ),
     _Column(
         header="tokens",
-        cell=lambda r: _count(_number(r.summary, "tokens_total")),
+        cell=lambda r: md.count(_number(r.summary, "tokens_total")),
         note="prompt + completion tokens of the whole run",
     ),
     _Column(
         header="tokens/item",
-        cell=lambda r: _count(_per_item(r, "tokens_total")),
+        cell=lambda r: md.count(_per_item(r, "tokens_total")),
         note="run total divided by n (all samples of an item together), as are the calls per item",
     ),
-    _Column(header="model calls/item", cell=lambda r: _count(_per_item(r, "model_calls"), 1)),
-    _Column(header="tool calls/item", cell=lambda r: _count(_per_item(r, "tool_calls"), 1)),
+    _Column(header="model calls/item", cell=lambda r: md.count(_per_item(r, "model_calls"), 1)),
+    _Column(header="tool calls/item", cell=lambda r: md.count(_per_item(r, "tool_calls"), 1)),
     _Column(
         header="errors",
-        cell=lambda r: _count(_number(r.summary, "errors")),
+        cell=lambda r: md.count(_number(r.summary, "errors")),
         note="samples that ended in an error",
     ),
 )
@@ -265,7 +256,7 @@ _COLUMNS = (
 def _results_table(runs: Sequence[Run]) -> str:
     columns = [column for column in _COLUMNS if column.shown(runs)]
     rows = [[column.cell(run) for column in columns] for run in runs]
-    table = _table([c.header for c in columns], rows, [c.right for c in columns])
+    table = md.table([c.header for c in columns], rows, [c.right for c in columns])
     legend = "; ".join(f"*{c.header}*: {c.note}" for c in columns if c.note)
     return f"{table}\n\n{legend}. A dash (–) marks a value the run did not record."
 
@@ -295,7 +286,7 @@ def _fact(run: Run, key: str) -> str:
         return _UNKNOWN
     value = run.manifest.get(key)
     if value is None:
-        return _MISSING
+        return md.MISSING
     if isinstance(value, list):
         return str(len(value))
     if isinstance(value, str):
@@ -312,8 +303,8 @@ def _facts(runs: Sequence[Run]) -> str:
     if not shared:
         parts = []
     if differ:
-        header = ["", *(_plain(run.name) for run in runs)]
-        table = _table(header, differ, [False] * len(header))
+        header = ["", *(md.plain(run.name) for run in runs)]
+        table = md.table(header, differ, [False] * len(header))
         parts += ["**Setup that differs between runs**", table]
     return "\n\n".join(part for part in parts if part)
 
@@ -336,7 +327,16 @@ def _caveats(runs: Sequence[Run]) -> list[str]:
         notes.append("The runs used different datasets (dataset sha256 differs).")
     if len({_number(run.summary, "n") for run in runs} - {None}) > 1:
         notes.append("The runs scored different numbers of items (n).")
-    return [f"> **Note:** {note} Their scores are not directly comparable." for note in notes]
+    lines = [f"> **Note:** {note} Their scores are not directly comparable." for note in notes]
+    for run in runs:
+        n = _number(run.summary, "n")
+        if run.scores and n is not None and n != len(run.scores):
+            lines.append(
+                f"> **Note:** {md.plain(run.name)} has {len(run.scores)} items in results.jsonl "
+                f"but n = {n:.0f} in summary.json; its 95% CI and the differences use "
+                "results.jsonl."
+            )
+    return lines
 
 
 def markdown_table(runs: Sequence[Run]) -> str:
@@ -403,7 +403,7 @@ _DPI = 200
 
 def _labels(runs: Sequence[Run]) -> list[str]:
     planners = [_text(run, "planner") for run in runs]
-    if {_UNKNOWN, _MISSING} & set(planners) or len(set(planners)) < len(planners):
+    if {_UNKNOWN, md.MISSING} & set(planners) or len(set(planners)) < len(planners):
         return [run.name for run in runs]
     return planners
 
@@ -411,10 +411,11 @@ def _labels(runs: Sequence[Run]) -> list[str]:
 def _points(runs: Sequence[Run], plot: _Plot) -> list[_Point]:
     points = []
     for run, label in zip(runs, _labels(runs), strict=True):
-        x, accuracy, bounds = plot.x(run), _number(run.summary, "accuracy"), _wilson(run)
+        x, accuracy, bounds = plot.x(run), _number(run.summary, "accuracy"), _bounds(run)
         if x is None or x <= 0 or accuracy is None:
             continue
         low, high = bounds if bounds is not None else (accuracy, accuracy)
+        low, high = min(low, accuracy), max(high, accuracy)  # a stale summary may lie outside
         point = _Point(run=run, label=label, x=x, accuracy=accuracy, low=low, high=high)
         points.append(point)
     return points
@@ -581,14 +582,17 @@ def _alt_text(path: Path) -> str:
 
 
 def write_report(run_dirs: Sequence[Path], out: Path) -> Path:
-    """Write `out/report.md` (table, setup, plots as relative links) and the PNGs into `out`."""
+    """Write `out/report.md` (table, setup, the paired tests between runs when there are
+    several, plots as relative links) and the PNGs into `out`."""
     runs = [load_run(Path(run_dir)) for run_dir in run_dirs]
     if not runs:
         raise UserError("no runs to report: pass at least one run directory")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    parts = ["# Eval report", "## Results", markdown_table(runs).rstrip(), "## Figures"]
-    parts.append(_figures_section(runs, out))
+    parts = ["# Eval report", "## Results", markdown_table(runs).rstrip()]
+    if len(runs) > 1:
+        parts += ["## Differences between runs", differences_section(runs)]
+    parts += ["## Figures", _figures_section(runs, out)]
     report = out / "report.md"
     report.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     return report

@@ -9,6 +9,8 @@ import pytest
 
 from agentflow.exceptions import UserError
 from agentflow_evals.report import Run, load_run, markdown_table, plot_runs, write_report
+from agentflow_evals.report_compare import differences_section
+from agentflow_evals.stats import accuracy_interval
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
@@ -64,19 +66,36 @@ def _summary(planner: str, **changes: Any) -> dict[str, Any]:
     return summary | changes
 
 
+def _default_scores(summary: dict[str, Any] | None) -> dict[str, float]:
+    """Per-item scores that agree with the summary: the first accuracy * n items right."""
+    if summary is None or "n" not in summary or "accuracy" not in summary:
+        return {"q1": 1.0}
+    right = round(summary["accuracy"] * summary["n"])
+    return {f"q{i}": float(i < right) for i in range(summary["n"])}
+
+
 def _write_run(
     root: Path,
     name: str,
     *,
     manifest: dict[str, Any] | None,
     summary: dict[str, Any] | None,
+    scores: dict[str, float] | None = None,
+    samples: int = 1,
 ) -> Path:
+    """A run directory; `results.jsonl` holds `scores` (item id -> fraction of `samples`
+    right), by default scores that agree with the summary."""
     run = root / name
     run.mkdir()
     if manifest is not None:
         (run / "manifest.json").write_text(json.dumps(manifest))
-    item = {"id": "q1", "question": "?", "answers": ["a"], "task": "qa", "samples": []}
-    (run / "results.jsonl").write_text(json.dumps(item | {"correct": 1.0}) + "\n")
+    rows = []
+    for item_id, score in (_default_scores(summary) if scores is None else scores).items():
+        right = round(score * samples)
+        answers = [{"correct": i < right} for i in range(samples)]
+        item = {"id": item_id, "question": "?", "answers": ["a"], "task": "qa", "samples": answers}
+        rows.append(json.dumps(item | {"correct": score}) + "\n")
+    (run / "results.jsonl").write_text("".join(rows))
     if summary is not None:
         (run / "summary.json").write_text(json.dumps(summary))
     return run
@@ -212,7 +231,8 @@ def test_not_a_directory_and_bad_json_are_user_errors(tmp_path: Path) -> None:
 
 
 def test_summary_without_manifest_shows_question_marks(tmp_path: Path) -> None:
-    bare = load_run(_write_run(tmp_path, "bare", manifest=None, summary={"accuracy": 0.5}))
+    bare_dir = _write_run(tmp_path, "bare", manifest=None, summary={"accuracy": 0.5}, scores={})
+    bare = load_run(bare_dir)
     full = load_run(
         _write_run(tmp_path, "full", manifest=_manifest("dag"), summary=_summary("dag"))
     )
@@ -221,7 +241,7 @@ def test_summary_without_manifest_shows_question_marks(tmp_path: Path) -> None:
     row = dict(zip(_header(text), _row(text, "bare"), strict=True))
     assert row["accuracy"] == "50.0%"
     assert row["planner"] == row["dataset"] == row["model"] == "?"  # manifest facts
-    assert row["n"] == row["tokens/item"] == row["95% CI"] == "–"  # summary fields
+    assert row["n"] == row["tokens/item"] == row["95% CI"] == "–"  # no n, no per-item scores
     differ = text.partition("**Setup that differs between runs**")[2]
     seeds = next(line for line in differ.splitlines() if line.startswith("| seed"))
     assert [cell.strip() for cell in seeds.strip("|").split("|")] == ["seed", "0", "?"]
@@ -254,6 +274,7 @@ def test_write_report_embeds_the_plots(run_dirs: list[Path], tmp_path: Path) -> 
     text = report.read_text(encoding="utf-8")
     assert "| dag-run " in text
     assert "](accuracy_vs_tokens.png)" in text and "](accuracy_vs_latency.png)" in text
+    assert "## Differences between runs" in text
     assert (tmp_path / "report" / "accuracy_vs_tokens.png").read_bytes().startswith(PNG_MAGIC)
 
 
@@ -278,3 +299,119 @@ def test_plots_runs_at_zero_and_full_accuracy(tmp_path: Path, accuracy: float) -
         tmp_path, "edge", manifest=_manifest("dag"), summary=_summary("dag", accuracy=accuracy)
     )
     assert len(plot_runs([load_run(run)], tmp_path / "figures")) == 2
+
+
+# --- differences between runs -------------------------------------------------------------
+
+
+def _scored_run(
+    root: Path,
+    name: str,
+    scores: dict[str, float],
+    *,
+    dataset: str = "hotpotqa-dev",
+    samples: int = 1,
+) -> Path:
+    accuracy = sum(scores.values()) / len(scores)
+    summary = _summary(name, dataset=dataset, n=len(scores), accuracy=accuracy, samples=samples)
+    manifest = _manifest(name, dataset=dataset, samples=samples)
+    return _write_run(
+        root, name, manifest=manifest, summary=summary, scores=scores, samples=samples
+    )
+
+
+def _pair_rows(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        for line in lines[2:]
+    ]
+    return {(row["run A"], row["run B"]): row for row in rows}
+
+
+def test_differences_mark_significant_and_not_significant_pairs(tmp_path: Path) -> None:
+    ids = [f"q{i}" for i in range(20)]
+    # base: q0..q9 right (10/20). better: q1..q18 right, so on the 20 shared items 1 is right
+    # only in base (q0) and 9 only in better (q10..q18): McNemar p = 2 * (1 + 10) / 2^10 =
+    # 0.021484375 -> "0.021", significant; difference (9 - 1) / 20 = +40.0 points.
+    base = _scored_run(tmp_path, "base", {k: float(i < 10) for i, k in enumerate(ids)})
+    better = _scored_run(tmp_path, "better", {k: float(1 <= i <= 18) for i, k in enumerate(ids)})
+    # similar finished only q0..q15 (16 shared with base) and got q3..q12 right: 3 right only
+    # in base (q0..q2), 3 only in similar (q10..q12): p = min(1, 2 * 42/64) = 1.000, +0.0.
+    # Against better (q1..q15 right on those 16): 5 only in better (q1, q2, q13..q15), 0 only
+    # in similar: p = 2 * 1/32 = 0.0625 -> "0.062", not significant.
+    similar = _scored_run(
+        tmp_path, "similar", {k: float(3 <= i <= 12) for i, k in enumerate(ids[:16])}
+    )
+    other = _scored_run(tmp_path, "other", dict.fromkeys(ids, 1.0), dataset="musique-dev")
+    text = differences_section([load_run(d) for d in (base, better, similar, other)])
+    rows = _pair_rows(text)
+    assert set(rows) == {("base", "better"), ("base", "similar"), ("better", "similar")}
+    significant = rows["base", "better"]
+    assert significant["shared items"] == "20"
+    assert significant["B − A (points)"] == "+40.0"
+    assert significant["right only in A / B"] == "1 / 9"
+    assert significant["test"] == "McNemar exact"
+    assert (significant["p-value"], significant["verdict"]) == ("0.021", "significant")
+    same = rows["base", "similar"]
+    assert (same["shared items"], same["B − A (points)"], same["right only in A / B"]) == (
+        "16",
+        "+0.0",
+        "3 / 3",
+    )
+    assert (same["p-value"], same["verdict"]) == ("1.000", "not significant")
+    assert (rows["better", "similar"]["p-value"], rows["better", "similar"]["verdict"]) == (
+        "0.062",
+        "not significant",
+    )
+    assert "McNemar" in text and "only: items both runs finished" in text
+
+
+def test_differences_with_several_samples_use_a_paired_bootstrap(tmp_path: Path) -> None:
+    # Four samples per item; B gets one more sample right than A on every one of 40 items, so
+    # every resampled mean difference is +0.25: p = 2 * (0 + 1) / (10,000 + 1) < 0.001 and the
+    # interval is [+25.0, +25.0].
+    a_scores = {f"q{i}": 0.25 * (i % 4) for i in range(40)}
+    b_scores = {key: score + 0.25 for key, score in a_scores.items()}
+    a = _scored_run(tmp_path, "a", a_scores, samples=4)
+    b = _scored_run(tmp_path, "b", b_scores, samples=4)
+    text = differences_section([load_run(a), load_run(b)])
+    row = _pair_rows(text)["a", "b"]
+    assert row["test"] == "paired bootstrap"
+    assert (row["B − A (points)"], row["95% CI"]) == ("+25.0", "[+25.0, +25.0]")
+    assert row["right only in A / B"] == "–"
+    assert (row["p-value"], row["verdict"]) == ("< 0.001", "significant")
+    assert "paired bootstrap over the shared items (10,000 resamples, seed 0)" in text
+    assert "McNemar" not in text
+
+
+def test_no_comparable_pair_says_so_and_one_run_has_no_section(tmp_path: Path) -> None:
+    a = _scored_run(tmp_path, "a", {"q1": 1.0})
+    b = _scored_run(tmp_path, "b", {"q1": 1.0}, dataset="musique-dev")
+    c = _scored_run(tmp_path, "c", {"q2": 1.0})  # same dataset as a, no item in common
+    text = differences_section([load_run(d) for d in (a, b, c)])
+    assert text.startswith("_No two runs ran the same dataset with items in common")
+    report = write_report([a], tmp_path / "report").read_text(encoding="utf-8")
+    assert "Differences between runs" not in report
+
+
+def test_fractional_scores_get_a_bootstrap_interval(tmp_path: Path) -> None:
+    # 400 items scoring 0.25 or 0.75 (4 samples each): the bootstrap interval is about
+    # 50 +- 1.96 * 25 / sqrt(400) = [47.5, 52.5], where a Wilson interval taking each item for
+    # a coin flip would claim [45.1, 54.9].
+    scores = {f"q{i}": 0.25 + 0.5 * (i % 2) for i in range(400)}
+    run = load_run(_scored_run(tmp_path, "k4", scores, samples=4))
+    low, high = accuracy_interval(list(scores.values()))
+    row = dict(zip(_header(markdown_table([run])), _row(markdown_table([run]), "k4"), strict=True))
+    assert row["95% CI"] == f"[{100 * low:.1f}, {100 * high:.1f}]"
+    assert 47.0 < 100 * low < 48.0 and 52.0 < 100 * high < 53.0
+
+
+def test_results_and_summary_that_disagree_are_noted(tmp_path: Path) -> None:
+    summary = _summary("dag", n=3, accuracy=1.0)
+    scores = {"q1": 1.0, "q2": 1.0, "q3": 1.0, "q4": 0.0}  # resumed after the summary
+    run = load_run(
+        _write_run(tmp_path, "stale", manifest=_manifest("dag"), summary=summary, scores=scores)
+    )
+    assert "stale has 4 items in results.jsonl but n = 3 in summary.json" in markdown_table([run])
