@@ -1,0 +1,54 @@
+"""The command line's assembly: groups found through `agentflow.commands`, a stand-in for a group
+that cannot be imported, and the `GROUP ACTION` rewrite."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from agentflow.cli import _main, main
+
+
+def _help(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_lists_the_core_and_the_registered_groups(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _help(capsys)
+    for command in ("ask", "model", "eval", "index", "search"):
+        assert f"\n    {command} " in out
+    assert "eval-report" not in out and "SUPPRESS" not in out
+
+
+def test_eval_report_is_its_own_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _help(capsys, "eval", "report").startswith("usage: agentflow eval report ")
+    assert "--list-datasets" in _help(capsys, "eval")
+
+
+def test_a_group_that_cannot_be_imported_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ghost = EntryPoint(
+        name="ghost", value="agentflow_ghost.cli:register [ghost]", group=_main.COMMAND_GROUP
+    )
+    monkeypatch.setattr(_main, "entry_points", lambda group: [ghost])
+    assert "pip install 'agentflow-dag[ghost]'" in _help(capsys)
+    assert main(["ghost", "anything", "--at-all"]) == 1
+    err = capsys.readouterr().err
+    assert "agentflow_ghost" in err and "pip install 'agentflow-dag[ghost]'" in err
+
+
+def test_python_dash_m_runs_the_same_main() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agentflow.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.startswith("agentflow ")
