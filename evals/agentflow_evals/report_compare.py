@@ -23,7 +23,7 @@ from agentflow_evals.stats import (
 )
 
 if TYPE_CHECKING:
-    from agentflow_evals.report import Run
+    from agentflow_evals.runs import Run
 
 __all__ = ["compare_runs", "differences_section"]
 

@@ -204,6 +204,9 @@ def test_calibration_is_percent_never_guessed_from_the_data() -> None:
     # scale guess read "1" as 100% here and reported 100 points.
     assert calibration_error([1, 1, 1, 1], [False] * 4) == pytest.approx(1.0)
     assert calibration_error([100, 100], [False, False]) == pytest.approx(100.0)
+    # the same four answers at 100% are 100 times worse calibrated than at 1%
+    one_percent = calibration_error([1] * 4, [False] * 4)
+    assert calibration_error([100] * 4, [False] * 4) == pytest.approx(100 * one_percent)
 
 
 def test_calibration_under_100_items_is_one_bin() -> None:
