@@ -18,22 +18,27 @@ from typing import TYPE_CHECKING, Any
 from agentflow.cli import CommandContext, Commands
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
-from agentflow.settings import Settings
+from agentflow.settings import Settings, agentflow_home
 
 if TYPE_CHECKING:
     from agentflow_evals.config import EvalConfig
 
 __all__ = ["register_eval"]
 
+JudgeSpec = tuple[str, list[str]]
+"""A judge model's name and the URLs of its server."""
+
 
 def register_eval(commands: Commands, common: CommandContext) -> None:
     run = commands.add_parser(
         "eval",
         parents=[common.connection_options()],
-        help="score a planner on a dataset (resumable); `eval report DIR...` compares runs",
+        help="score a planner on a dataset (resumable); `eval report DIR...` compares runs, "
+        "`eval regrade DIR` re-scores one",
         description="Run a dataset through a planner and score it. Results are appended to "
         "OUT/results.jsonl as items finish: run the same command again to resume a killed run. "
-        "`agentflow eval report DIR [DIR...]` writes a markdown table and plots comparing runs.",
+        "`agentflow eval report DIR [DIR...]` writes a markdown table and plots comparing runs; "
+        "`agentflow eval regrade DIR` scores a finished run again without the model.",
     )
     _add_run_options(run)
     run.set_defaults(handler=partial(_eval, common))
@@ -52,6 +57,40 @@ def register_eval(commands: Commands, common: CommandContext) -> None:
         help="where report.md and the plots go (default ./report)",
     )
     report.set_defaults(handler=_eval_report)
+    regrade = commands.add_parser(
+        "eval-regrade",
+        prog="agentflow eval regrade",
+        description="Score a finished run again with today's scorers (and, for BrowseComp, the "
+        "judge named here) without running the model: the replies it kept are re-read. The old "
+        "results stay beside the new ones as results.before-regrade.jsonl.",
+    )
+    regrade.add_argument("run", type=Path, metavar="DIR", help="the run directory")
+    _add_judge_options(regrade)
+    regrade.set_defaults(handler=partial(_eval_regrade, common))
+
+
+def _add_judge_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("judge (BrowseComp)")
+    group.add_argument(
+        "--judge-model",
+        help="model that grades BrowseComp answers (default: the model under test; a judge "
+        "that is not the model under test is the fair setting)",
+    )
+    group.add_argument(
+        "--judge-base-url",
+        metavar="URL",
+        help="OpenAI-compatible API root of the judge (default: the model server's)",
+    )
+    group.add_argument(
+        "--judge-cache",
+        type=Path,
+        metavar="FILE",
+        help="where verdicts are cached by content hash, so a rerun or regrade costs no judge "
+        "call (default $AGENTFLOW_HOME/judge-cache.sqlite3)",
+    )
+    group.add_argument(
+        "--no-judge-cache", action="store_true", help="call the judge for every answer"
+    )
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
@@ -74,7 +113,6 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="another server of the same model to share the load (repeatable)",
     )
-    run.add_argument("--judge-model", help="model judging BrowseComp answers (default: --model)")
     run.add_argument("--temperature", type=float, help="default: 0, or 0.7 with --samples > 1")
     run.add_argument("--max-tokens", type=int, help="cap on tokens per model call")
     run.add_argument("--seed", type=int, help="base seed; sample i uses seed + i")
@@ -93,6 +131,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="run items as tasks on a Ray cluster "
         "(`local` starts one here); results land in OUT exactly as without it",
     )
+    _add_judge_options(run)
 
 
 def _eval(common: CommandContext, args: argparse.Namespace) -> int:
@@ -106,7 +145,7 @@ def _eval(common: CommandContext, args: argparse.Namespace) -> int:
     if not args.dataset:
         raise UserError("name a dataset (agentflow eval --list-datasets) or a JSONL file")
     settings = common.settings(args)
-    urls = common.base_urls(args, settings)
+    urls = [*common.base_urls(args, settings), *args.extra_base_url]
     out = args.out or Path("runs") / _slug(
         f"{Path(args.dataset).stem}-{args.planner}-{settings.model}"
     )
@@ -115,27 +154,92 @@ def _eval(common: CommandContext, args: argparse.Namespace) -> int:
         samples=args.samples, concurrency=args.concurrency, temperature=args.temperature,
         max_tokens=args.max_tokens, seed=args.seed, max_model_calls=args.max_model_calls,
         command=" ".join(["agentflow", *sys.argv[1:]]), base_urls=urls, ray=args.ray,
-        corpus=[str(Path(c).resolve()) for c in args.corpus],
+        corpus=[str(Path(c).resolve()) for c in args.corpus], judge_cache=_judge_cache(args),
     )  # fmt: skip
-    summary = asyncio.run(_eval_async(config, settings, urls, args.judge_model))
+    summary = asyncio.run(_eval_async(config, settings, urls, _judge_spec(args, urls)))
     print(json.dumps(summary, indent=2))
     print(f"results in {out}", file=sys.stderr)
     return 0
 
 
+def _judge_cache(args: argparse.Namespace) -> Path | None:
+    if args.no_judge_cache:
+        return None
+    return args.judge_cache or agentflow_home() / "judge-cache.sqlite3"
+
+
+def _judge_spec(args: argparse.Namespace, urls: list[str]) -> JudgeSpec | None:
+    """(judge model, its URLs), or None to judge with the model under test."""
+    if not args.judge_model and not args.judge_base_url:
+        return None
+    if not args.judge_model:
+        raise UserError("--judge-base-url needs --judge-model (the judge server's model name)")
+    return args.judge_model, [args.judge_base_url] if args.judge_base_url else urls
+
+
 async def _eval_async(
-    config: EvalConfig, settings: Settings, urls: list[str], judge_name: str | None
+    config: EvalConfig,
+    settings: Settings,
+    urls: list[str],
+    judge_spec: JudgeSpec | None,
 ) -> dict[str, Any]:
     from agentflow_evals.runner import run_eval
 
     model = OpenAIModel(settings.model, urls, api_key=settings.api_key, timeout=settings.timeout)
-    judge = OpenAIModel(judge_name, urls, api_key=settings.api_key) if judge_name else None
+    judge = _judge_model(judge_spec, settings)
     try:
         return await run_eval(config, model, judge)
     finally:
         await model.aclose()
         if judge is not None:
             await judge.aclose()
+
+
+def _judge_model(spec: JudgeSpec | None, settings: Settings) -> OpenAIModel | None:
+    if spec is None:
+        return None
+    name, urls = spec
+    return OpenAIModel(name, urls, api_key=settings.api_key, timeout=settings.timeout)
+
+
+def _eval_regrade(common: CommandContext, args: argparse.Namespace) -> int:
+    from agentflow_evals.results import RunDirectory
+
+    manifest = RunDirectory(args.run).read_manifest()
+    if manifest is None:
+        raise UserError(f"{args.run} has no manifest.json: pass the directory of an eval run")
+    settings = Settings.from_env(model=manifest.get("judge_model") or manifest.get("model"))
+    urls = list(manifest.get("base_urls") or [settings.base_url])
+    spec = _judge_spec(args, urls) or (settings.model, urls)
+    result = asyncio.run(_regrade_async(args.run, spec, settings, _judge_cache(args)))
+    print(json.dumps(result.summary, indent=2))
+    print(
+        f"accuracy {result.before:.4f} -> {result.after:.4f}; "
+        f"{len(result.gained)} items gained, {len(result.lost)} lost"
+        + (f": +{', +'.join(result.gained)}" if result.gained else "")
+        + (f" -{', -'.join(result.lost)}" if result.lost else ""),
+        file=sys.stderr,
+    )
+    if result.from_short_answer:
+        print(
+            f"note: {result.from_short_answer} samples were scored from their short answer: the "
+            "run predates kept replies",
+            file=sys.stderr,
+        )
+    return 0
+
+
+async def _regrade_async(run: Path, spec: JudgeSpec, settings: Settings, cache: Path | None) -> Any:
+    from agentflow_evals.judge_cache import JudgeCache
+    from agentflow_evals.regrade import regrade
+    from agentflow_evals.scoring import Judge
+
+    judge_model = _judge_model(spec, settings)
+    assert judge_model is not None
+    try:
+        return await regrade(run, Judge(judge_model, JudgeCache(cache) if cache else None))
+    finally:
+        await judge_model.aclose()
 
 
 def _eval_report(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from agentflow_evals.datasets import EvalItem
 from agentflow_evals.judge_cache import JudgeCache
 from agentflow_evals.scoring import Judge, SampleScore, format_question, majority, score_sample
 
-__all__ = ["ToolCache", "make_judge", "run_item"]
+__all__ = ["ToolCache", "make_judge", "run_item", "score_fields"]
 
 
 def make_judge(config: EvalConfig, model: Model, judge_model: Model | None) -> Judge:
@@ -89,12 +89,12 @@ async def _run_sample(
     score = SampleScore(correct=False)  # a run that failed has no answer to score
     if error is None:
         score = await score_sample(item, answer=answer, reply=reply, judge=judge)
-    return {"answer": answer, "reply": reply, **_score_fields(score)} | _cost_fields(
+    return {"answer": answer, "reply": reply, **score_fields(score)} | _cost_fields(
         trace, seconds, error
     )
 
 
-def _score_fields(score: SampleScore) -> dict[str, Any]:
+def score_fields(score: SampleScore) -> dict[str, Any]:
     return {
         "correct": score.correct,
         "em": score.em,
