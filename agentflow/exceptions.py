@@ -10,6 +10,7 @@ AgentflowError
 │   ├── ModelHTTPError        the server answered with an error status
 │   │   └── ModelNotFoundError    the server does not serve that model (lists what it serves)
 │   └── ModelResponseError    the server answered 200 with a body agentflow cannot use (carries it)
+│       └── ModelOutputError  the body is fine, the model's text does not fit the schema asked for
 ├── ExecutionError            a run could not finish (carries the partial trace)
 │   └── LimitExceededError    the run hit its cap on model calls or tokens
 └── RuntimeSetupError         the embedded model failed to prepare or start (carries the log tail)
@@ -28,6 +29,7 @@ __all__ = [
     "ModelError",
     "ModelHTTPError",
     "ModelNotFoundError",
+    "ModelOutputError",
     "ModelResponseError",
     "ModelTimeoutError",
     "PlanError",
@@ -100,6 +102,11 @@ class ModelResponseError(ModelError):
     def __str__(self) -> str:
         excerpt = self.body if len(self.body) <= 1000 else self.body[:1000] + "..."
         return f"{self.args[0]}\nraw body: {excerpt!r}"
+
+
+class ModelOutputError(ModelResponseError):
+    """The server answered properly, but the model's text does not fit the schema asked for:
+    the model's failure, not the server's."""
 
 
 class ExecutionError(AgentflowError):

@@ -159,19 +159,20 @@ class Executor:
         # time growing with the plan, for every node.
         args = resolve_args(dict(node.args), inputs)
         error = "not run"
+        cause: BaseException | None = None
         for _ in range(self.node_retries + 1):
             try:
                 output = await self._call(node, args, ctx, run_llm)
                 return TaskResult(node_id=node.id, status="ok", output=output)
             except ToolError as exc:  # the tool's own message for the model (RetryTask too)
                 return TaskResult(node_id=node.id, status="failed", error=str(exc))
-            except TimeoutError:
-                error = f"timed out after {self._timeout(node, ctx):g} s"
+            except TimeoutError as exc:
+                error, cause = f"timed out after {self._timeout(node, ctx):g} s", exc
             except _FATAL:
                 raise
             except Exception as exc:  # a tool's own bug: recorded for the joiner, run goes on
-                error = f"{type(exc).__name__}: {exc}"
-        return TaskResult(node_id=node.id, status="failed", error=error)
+                error, cause = f"{type(exc).__name__}: {exc}", exc
+        return TaskResult(node_id=node.id, status="failed", error=error, exception=cause)
 
     async def _call(
         self, node: TaskNode, args: dict[str, Any], ctx: RunContext, run_llm: LLMStepRunner

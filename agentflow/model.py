@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from agentflow.exceptions import ModelResponseError
+from agentflow.exceptions import ModelOutputError
 
 __all__ = [
     "Choice",
@@ -133,7 +133,7 @@ class ModelResponse:
         try:
             return schema.model_validate_json(_strip_code_fence(text))
         except ValidationError as exc:
-            raise ModelResponseError(
+            raise ModelOutputError(
                 f"the model's answer does not match the {schema.__name__} schema: "
                 f"{exc.error_count()} error(s), first: {exc.errors()[0]['msg']}",
                 body=text,

@@ -39,6 +39,9 @@ class TaskResult:
     status: Literal["ok", "failed", "cancelled"]
     output: Any = None
     error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+    """What made the node fail, when it was an exception (a timeout, a model error): lets a
+    planner that cannot answer without the node raise it as the cause."""
 
     @property
     def ok(self) -> bool:

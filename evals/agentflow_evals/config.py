@@ -31,3 +31,6 @@ class EvalConfig:
     """Corpus files for a `search` tool on every item, instead of the dataset's own."""
     judge_cache: Path | None = None
     """Where judge verdicts are cached by content hash (None: no cache)."""
+    max_failures: int = 5
+    """Items that may fail on the model server (not recorded, retried on resume) before the run
+    stops: a dead server costs seconds, not the dataset."""

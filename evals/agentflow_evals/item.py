@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from agentflow import Agent, ExecutionError, Model, ModelSettings, PlanError, RunLimits, Trace
+from agentflow.exceptions import ModelError
 from agentflow.tool import Tool
 from agentflow_evals.browsecomp import encrypt
 from agentflow_evals.config import EvalConfig
 from agentflow_evals.datasets import EvalItem
+from agentflow_evals.failures import InfrastructureFailure, classify
 from agentflow_evals.judge_cache import JudgeCache
 from agentflow_evals.scoring import Judge, SampleScore, format_question, majority, score_sample
 
@@ -77,20 +79,31 @@ async def _run_sample(
     )
     started = time.perf_counter()
     trace: Trace | None = None
-    answer, reply, error = "", "", None
+    answer, reply, failure = "", "", None
     try:
         result = await agent.run(question)
         answer, reply, trace = result.answer, result.reply, result.trace
     except (ExecutionError, PlanError) as exc:
-        error = str(exc).splitlines()[0][:300]  # recorded with the item; the run goes on
+        failure = classify(exc)
+        if failure.infrastructure:  # no answer at all: never recorded as a wrong one
+            raise InfrastructureFailure(failure, item.id) from exc
         partial = exc.trace if isinstance(exc, ExecutionError) else None
         trace = partial if isinstance(partial, Trace) else None
     seconds = time.perf_counter() - started
-    score = SampleScore(correct=False)  # a run that failed has no answer to score
-    if error is None:
-        score = await score_sample(item, answer=answer, reply=reply, judge=judge)
-    return {"answer": answer, "reply": reply, **score_fields(score)} | _cost_fields(
-        trace, seconds, error
+    score = SampleScore(correct=False)  # the system under test failed: wrong, with its error
+    if failure is None:
+        try:
+            score = await score_sample(item, answer=answer, reply=reply, judge=judge)
+        except ModelError as exc:  # the judge's server
+            raise InfrastructureFailure(classify(exc), item.id) from exc
+    return (
+        {"answer": answer, "reply": reply}
+        | score_fields(score)
+        | _cost_fields(trace, seconds)
+        | {
+            "error": None if failure is None else failure.message,
+            "error_kind": None if failure is None else failure.kind,
+        }
     )
 
 
@@ -106,7 +119,7 @@ def score_fields(score: SampleScore) -> dict[str, Any]:
     }
 
 
-def _cost_fields(trace: Trace | None, seconds: float, error: str | None) -> dict[str, Any]:
+def _cost_fields(trace: Trace | None, seconds: float) -> dict[str, Any]:
     usage = trace.usage if trace is not None else None
     return {
         "seconds": round(seconds, 3),
@@ -114,7 +127,6 @@ def _cost_fields(trace: Trace | None, seconds: float, error: str | None) -> dict
         "completion_tokens": usage.completion_tokens if usage else 0,
         "model_calls": usage.calls if usage else 0,
         "tool_calls": sum(1 for n in trace.nodes.values() if n.tool) if trace else 0,
-        "error": error,
     }
 
 

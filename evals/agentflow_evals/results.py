@@ -51,6 +51,8 @@ class RunDirectory:
                 row = json.loads(line)
                 if not isinstance(row, dict) or "id" not in row:
                     raise ValueError("not a result object")
+                if not isinstance(row.get("samples"), list) or not row["samples"]:
+                    raise ValueError("a result row without samples")
                 rows.append(row)
             except ValueError as exc:
                 partial = number == len(lines) and not raw.endswith(b"\n")

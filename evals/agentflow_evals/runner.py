@@ -11,21 +11,25 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from agentflow import Model
+from agentflow.exceptions import AgentflowError, UserError
 from agentflow_evals.config import EvalConfig
 from agentflow_evals.datasets import Dataset, EvalItem, load_dataset
+from agentflow_evals.failures import InfrastructureFailure
 from agentflow_evals.item import ToolCache, make_judge, run_item
 from agentflow_evals.manifest import build_manifest, check_resumable, now
 from agentflow_evals.results import RunDirectory
 from agentflow_evals.summary import summarize
 
-__all__ = ["EvalConfig", "run_eval"]
+__all__ = ["EvalConfig", "EvalIncompleteError", "run_eval"]
 
 
 @dataclass(kw_only=True)
@@ -64,10 +68,11 @@ async def _resume(
     config: EvalConfig, dataset: Dataset, run_dir: RunDirectory, model: Model, judge: Model | None
 ) -> dict[str, Any]:
     manifest = build_manifest(config, dataset, model, judge)
-    check_resumable(run_dir.read_manifest(), manifest, run_dir.path)
     finished, problems = run_dir.read_results()
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
+    if finished:  # a directory with no finished item holds nothing to mix up: settings may change
+        _check_same_run(run_dir, manifest, len(finished))
     items = list(dataset.items[: config.limit] if config.limit else dataset.items)
     wanted = {item.id for item in items}
     finished = list({r["id"]: r for r in reversed(finished) if r["id"] in wanted}.values())[::-1]
@@ -77,17 +82,54 @@ async def _resume(
         print(f"resuming: {len(finished)} of {len(items)} items already done", file=sys.stderr)
     run_dir.write_json(run_dir.manifest, manifest)
     started = time.perf_counter()
-    new_rows = await _run_items(todo, config, model, judge, run_dir)
+    new_rows, failures = await _run_items(todo, config, model, judge, run_dir)
     wall = time.perf_counter() - started
     rows = finished + new_rows
-    summary = summarize(rows, manifest, wall=wall, new_rows=new_rows)
-    run_dir.write_json(run_dir.summary, summary)
+    summary: dict[str, Any] = {}
+    if rows:
+        summary = summarize(rows, manifest, wall=wall, new_rows=new_rows)
+        summary["infrastructure_failures"] = dict(Counter(f.failure.kind for f in failures))
+        summary["unfinished"] = len(items) - len(rows)
+        run_dir.write_json(run_dir.summary, summary)
+    if failures:
+        raise EvalIncompleteError(failures, todo=len(items) - len(rows), where=run_dir.path)
     manifest["finished_at"] = now()
     run_dir.write_json(run_dir.manifest, manifest)
     return summary
 
 
+def _check_same_run(run_dir: RunDirectory, manifest: dict[str, Any], finished: int) -> None:
+    old = run_dir.read_manifest()
+    if old is None:
+        raise UserError(
+            f"{run_dir.results} holds {finished} finished items but {run_dir.manifest} is missing "
+            "or not a JSON object, so nothing tells which run they belong to; pass another "
+            "--out, or restore the manifest"
+        )
+    check_resumable(old, manifest, run_dir.path)
+
+
+class EvalIncompleteError(AgentflowError):
+    """Items failed on the model server: nothing was recorded for them, a resume retries them."""
+
+    def __init__(self, failures: list[InfrastructureFailure], *, todo: int, where: Path) -> None:
+        kinds = Counter(f.failure.kind for f in failures)
+        counted = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        stopped = " (stopped early)" if todo > len(failures) else ""
+        super().__init__(
+            f"{len(failures)} items failed on the model server ({counted}){stopped}; first: "
+            f"{str(failures[0]).rstrip('.')}. Nothing was recorded for them and {todo} items are "
+            "not done. Check the server (agentflow model status, --base-url, --model), then "
+            f"run the same command again to resume into {where}."
+        )
+        self.failures = failures
+
+
 ItemRunner = Callable[[EvalItem], Awaitable[dict[str, Any]]]
+
+
+class _Stop(Exception):
+    """Enough infrastructure failures: cancel the items in flight."""
 
 
 async def _run_items(
@@ -96,16 +138,24 @@ async def _run_items(
     model: Model,
     judge: Model | None,
     run_dir: RunDirectory,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[InfrastructureFailure]]:
     gate = asyncio.Semaphore(config.concurrency)
     run_one = _item_runner(config, model, judge)
     rows: list[dict[str, Any]] = []
+    failures: list[InfrastructureFailure] = []
     bar = tqdm(total=len(items), desc=config.dataset, unit="item", disable=not sys.stderr.isatty())
     progress = _Progress(bar=bar)
 
     async def one(item: EvalItem) -> None:
         async with gate:
-            row = await run_one(item)
+            try:
+                row = await run_one(item)
+            except InfrastructureFailure as failure:
+                failures.append(failure)
+                print(f"error: {failure} (not recorded; a resume retries it)", file=sys.stderr)
+                if len(failures) >= config.max_failures:
+                    raise _Stop from None
+                return
         run_dir.append_result(row)
         rows.append(row)
         progress.update(row)
@@ -114,9 +164,11 @@ async def _run_items(
         async with asyncio.TaskGroup() as group:
             for item in items:
                 group.create_task(one(item))
+    except* _Stop:
+        pass  # the items still in flight were cancelled, nothing half-written
     finally:
         bar.close()
-    return rows
+    return rows, failures
 
 
 def _item_runner(config: EvalConfig, model: Model, judge: Model | None) -> ItemRunner:

@@ -34,6 +34,6 @@ class DirectPlanner(Planner):
         result = state.results[TaskId("answer")]
         if not result.ok:  # a failure is an error, never an answer to score
             message = f"the answer step {result.status}: {result.error}"
-            raise ExecutionError(message, trace=ctx.trace)
+            raise ExecutionError(message, trace=ctx.trace) from result.exception
         reply = str(result.output)
         return Answer(text=extract_answer(reply), reply=reply)

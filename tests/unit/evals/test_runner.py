@@ -106,13 +106,67 @@ async def test_samples_give_avg_and_maj_at_k(dataset: Path, tmp_path: Path) -> N
     assert manifest["samples"] == 3 and manifest["seed"] == 7
 
 
-async def test_a_failing_item_is_recorded_not_fatal(dataset: Path, tmp_path: Path) -> None:
+async def test_a_server_failure_is_never_recorded_and_a_resume_retries_it(
+    dataset: Path, tmp_path: Path
+) -> None:
     from agentflow.exceptions import ModelConnectionError
+    from agentflow_evals.runner import EvalIncompleteError
 
-    def reply(*_: Any) -> str:
+    def down(*_: Any) -> str:
         raise ModelConnectionError("server gone", base_url="http://x/v1")
 
-    summary = await run_eval(config(dataset, tmp_path / "run"), FunctionModel(reply))
-    assert summary["errors"] == 3 and summary["accuracy"] == 0.0
+    out = tmp_path / "run"
+    with pytest.raises(EvalIncompleteError, match=r"3 items failed .*3 connection.*resume"):
+        await run_eval(config(dataset, out), FunctionModel(down, name="typo"))
+    assert RunDirectory(out).read_results() == ([], [])  # no "answered" rows
+    # the server is fixed, and so is the mistyped model name: nothing finished, nothing to mix
+    summary = await run_eval(config(dataset, out), answering({"Sky?": "blue"}))
+    assert summary["n"] == 3 and summary["accuracy"] == pytest.approx(1 / 3, abs=1e-3)
+    assert summary["errors"] == 0 and summary["infrastructure_failures"] == {}
+
+
+async def test_a_dead_server_stops_the_run_after_a_few_items(tmp_path: Path) -> None:
+    from agentflow.exceptions import ModelHTTPError
+    from agentflow_evals.runner import EvalIncompleteError
+
+    path = tmp_path / "many.jsonl"
+    path.write_text(
+        "".join(f'{{"id": "{i}", "question": "q{i}?", "answer": "a"}}\n' for i in range(50))
+    )
+    calls: list[int] = []
+
+    def failing(*_: Any) -> str:
+        calls.append(1)
+        raise ModelHTTPError("HTTP 500", status_code=500, body="boom")
+
+    with pytest.raises(EvalIncompleteError, match="stopped early"):
+        await run_eval(
+            EvalConfig(dataset=str(path), out=tmp_path / "run", concurrency=2, max_failures=3),
+            FunctionModel(failing),
+        )
+    assert len(calls) <= 4  # three failures and at most one more in flight, not fifty
+
+
+async def test_a_model_failure_is_a_recorded_wrong_answer(dataset: Path, tmp_path: Path) -> None:
+    def off_schema(*_: Any) -> str:
+        return "not json at all"
+
+    summary = await run_eval(
+        config(dataset, tmp_path / "run", planner="dag"), FunctionModel(off_schema)
+    )
     rows, _ = RunDirectory(tmp_path / "run").read_results()
-    assert "server gone" in rows[0]["samples"][0]["error"]
+    assert summary["errors"] == 3 and summary["accuracy"] == 0.0
+    assert {r["samples"][0]["error_kind"] for r in rows} == {"plan"}
+
+
+async def test_rows_without_a_manifest_are_not_reused_for_another_run(
+    dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    await run_eval(config(dataset, out, limit=1), answering({}))
+    (out / "manifest.json").unlink()
+    with pytest.raises(UserError, match="manifest.json is missing or not a JSON object"):
+        await run_eval(config(dataset, out, planner="react"), answering({}))
+    (out / "manifest.json").write_text("[]")
+    with pytest.raises(UserError, match="missing or not a JSON object"):
+        await run_eval(config(dataset, out), answering({}))
