@@ -102,9 +102,16 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--list-datasets", action="store_true", help="list known datasets and exit")
     run.add_argument("--planner", default="direct", help="default: direct")
-    run.add_argument("--limit", type=int, help="only the first N items")
-    run.add_argument("--samples", type=int, default=1, help="runs per item, for avg@k/maj@k")
-    run.add_argument("--concurrency", type=int, default=8, help="items at once (default 8)")
+    run.add_argument("--limit", type=_positive, help="only the first N items")
+    run.add_argument("--samples", type=_positive, default=1, help="runs per item, for avg@k/maj@k")
+    run.add_argument("--concurrency", type=_positive, default=8, help="items at once (default 8)")
+    run.add_argument(
+        "--max-failures",
+        type=_positive,
+        default=5,
+        help="items that may fail on the model server (never recorded; a resume retries them) "
+        "before the run stops (default %(default)s)",
+    )
     run.add_argument("--out", type=Path, help="run directory (default runs/DATASET-PLANNER-MODEL)")
     run.add_argument(
         "--extra-base-url",
@@ -116,7 +123,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--temperature", type=float, help="default: 0, or 0.7 with --samples > 1")
     run.add_argument("--max-tokens", type=int, help="cap on tokens per model call")
     run.add_argument("--seed", type=int, help="base seed; sample i uses seed + i")
-    run.add_argument("--max-model-calls", type=int, default=64, help="per sample (default 64)")
+    run.add_argument(
+        "--max-model-calls", type=_positive, default=64, help="per sample (default 64)"
+    )
     run.add_argument(
         "--corpus",
         action="append",
@@ -155,6 +164,7 @@ def _eval(common: CommandContext, args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens, seed=args.seed, max_model_calls=args.max_model_calls,
         command=" ".join(["agentflow", *sys.argv[1:]]), base_urls=urls, ray=args.ray,
         corpus=[str(Path(c).resolve()) for c in args.corpus], judge_cache=_judge_cache(args),
+        max_failures=args.max_failures,
     )  # fmt: skip
     summary = asyncio.run(_eval_async(config, settings, urls, _judge_spec(args, urls)))
     print(json.dumps(summary, indent=2))
@@ -248,6 +258,18 @@ def _eval_report(args: argparse.Namespace) -> int:
     path = write_report(args.runs, args.out)
     print(f"report written to {path}")
     return 0
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (0 and negatives are usage errors, not
+    "everything" or "all but a few")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _slug(text: str) -> str:
