@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentflow.context import RunContext
 from agentflow.exceptions import ModelResponseError
@@ -70,8 +70,9 @@ QUERY_TEMPLATE = _prompt("browsecomp_query.md")
 GRADER_TEMPLATE = _prompt("browsecomp_grader.md")
 """The judge prompt; `{question}`, `{response}` and `{correct_answer}` (str.format syntax)."""
 
-JUDGE_SETTINGS = ModelSettings(temperature=0.0)
-"""The judge samples greedily unless told otherwise, so a rerun grades the same way."""
+JUDGE_SETTINGS = ModelSettings(temperature=0.0, max_tokens=512)
+"""The judge samples greedily unless told otherwise, so a rerun grades the same way; its verdict
+is short, and the cap keeps a judge that rambles from holding an item until it times out."""
 
 
 # --- the cipher -------------------------------------------------------------------------------
@@ -166,8 +167,10 @@ class JudgeVerdict(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    extracted_final_answer: str
-    reasoning: str
+    # Length caps are part of the schema the server enforces: a judge stuck repeating itself is
+    # cut off inside a string and the JSON still closes with a verdict.
+    extracted_final_answer: str = Field(max_length=300)
+    reasoning: str = Field(max_length=800)
     correct: Literal["yes", "no"]
     confidence: int
     """The confidence the graded RESPONSE stated, 0-100 (100 when it stated none)."""

@@ -106,3 +106,35 @@ def test_eval_sharded_over_a_local_ray_cluster(tmp_path: Path) -> None:
     ids = [r["id"] for r in read_rows(out)]
     assert len(ids) == len(set(ids)) == 3
     assert json.loads((out / "summary.json").read_text())["n"] == 3
+
+
+def test_browsecomp_judged_by_the_live_model_then_regraded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real model answers in BrowseComp's format and judges through the JSON schema; the
+    run keeps its replies encrypted, so `eval regrade` can judge them again from disk."""
+    from agentflow_evals.browsecomp import encrypt
+
+    canary = "LIVE-TEST-CANARY"
+    items = [("What is the capital of France?", "Paris"), ("What colour is the sky?", "blue")]
+    lines = ["id,problem,answer,canary"] + [
+        f"{i},{encrypt(q, canary)},{encrypt(a, canary)},{canary}" for i, (q, a) in enumerate(items)
+    ]
+    data = tmp_path / "data"
+    (data / "web").mkdir(parents=True)
+    (data / "web" / "browsecomp_subset50_encrypted.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("AGENTFLOW_DATA", str(data))
+    out = tmp_path / "bc"
+    cache = tmp_path / "judge.sqlite3"
+    common = ["--max-tokens", "128", "--judge-cache", str(cache)]
+    assert main(["eval", "browsecomp", "--out", str(out), *common]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 2 and summary["errors"] == 0
+    assert summary["calibration_error"] is not None and summary["calibration_error_hle"] is None
+    stored = (out / "results.jsonl").read_text()
+    assert "France" not in stored and "Paris" not in stored
+    rows = [json.loads(line) for line in stored.splitlines()]
+    assert all(s["reply_encrypted"] for r in rows for s in r["samples"])
+    capsys.readouterr()
+    assert main(["eval", "regrade", str(out), "--judge-cache", str(cache)]) == 0
+    assert "0 items gained, 0 lost" in capsys.readouterr().err  # same judge, cached verdicts
