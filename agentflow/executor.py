@@ -21,7 +21,7 @@ from agentflow.exceptions import (
     ModelConnectionError,
     ModelHTTPError,
 )
-from agentflow.plan import TaskId, TaskNode, resolve_args
+from agentflow.plan import LLM_KIND, TaskId, TaskNode, resolve_args
 from agentflow.planner import RunState, TaskResult
 from agentflow.tool import ToolError
 from agentflow.trace import EventType, NodeRecord
@@ -157,7 +157,7 @@ class Executor:
     ) -> TaskResult:
         # Resolve against this node's own inputs only: the whole run's outputs would cost
         # time growing with the plan, for every node.
-        args = resolve_args(dict(node.args), inputs)
+        args = resolve_args(dict(node.args), inputs, fence=node.kind == LLM_KIND)
         error = "not run"
         cause: BaseException | None = None
         for _ in range(self.node_retries + 1):

@@ -20,6 +20,7 @@ from typing import Any, Literal, NewType
 import networkx as nx
 
 from agentflow.exceptions import PlanError
+from agentflow.tool import delimit
 
 __all__ = [
     "LLM_KIND",
@@ -125,18 +126,28 @@ def find_refs(value: Any) -> set[TaskId]:
     return found
 
 
-def resolve_args(value: Any, outputs: Mapping[TaskId, Any]) -> Any:
-    """`value` with every reference replaced by the referenced node's output."""
+def resolve_args(value: Any, outputs: Mapping[TaskId, Any], *, fence: bool = False) -> Any:
+    """`value` with every reference replaced by the referenced node's output.
+
+    With `fence`, an output written into a `$template` string is fenced as data (`delimit`):
+    the string is a prompt (an `llm` node's question), and a search result pasted raw into a
+    prompt could carry instructions. Tool inputs (a search query) take the output as it is.
+    """
 
     def on_ref(marker: Mapping[str, Any]) -> Any:
         node_id, _, path = marker["$ref"].partition(".")
         output = outputs.get(TaskId(node_id))
         return output.get(path) if path and isinstance(output, Mapping) else output
 
+    def fill(match: re.Match[str]) -> str:
+        node_id = TaskId(match.group(1))
+        if node_id not in outputs:
+            return match.group(0)
+        text = _as_text(outputs[node_id])
+        return delimit(node_id, text) if fence else text
+
     def on_template(marker: Mapping[str, Any]) -> str:
-        return _PLACEHOLDER.sub(
-            lambda m: _as_text(outputs.get(TaskId(m.group(1)), m.group(0))), marker["$template"]
-        )
+        return _PLACEHOLDER.sub(fill, marker["$template"])
 
     return _rewrite(value, on_ref, on_template)
 

@@ -126,7 +126,11 @@ class Planner(ABC):
         """Execute an `llm` node: answer `args["question"]` from `args["context"]`."""
         question = str(args.get("question") or args.get("input") or "")
         context = args.get("context") or []
-        notes = "\n".join(f"- {render_output(c, 1500)}" for c in context if c) or "(none)"
+        notes = "\n".join(
+            delimit(f"note{index}", render_output(c, 1500))
+            for index, c in enumerate((c for c in context if c), start=1)
+        )  # the notes are other nodes' outputs: data, fenced like every tool output
+        notes = notes or "(none)"
         prompt = load_prompt("agentflow", "reasoning_step.md").format(
             question=question, context=notes
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -149,7 +150,13 @@ def render_output(value: Any, budget: int = 4000) -> str:
 
 def delimit(node_id: str, text: str) -> str:
     """`text` fenced as data from node `node_id`, so instructions inside a fetched page or a
-    search result read as quoted material, not as part of the prompt. A fence inside the text
-    is defused so the data cannot close its own block."""
-    safe = text.replace("</result>", "</ result>")
+    search result read as quoted material, not as part of the prompt.
+
+    Every tag inside the text that could open or close a fence (`</result>`, `</RESULT >`,
+    `< result id="x">`, in any case or spacing) loses its `<`, so the data can neither close
+    its own block nor forge another one."""
+    safe = _FENCE_TAG.sub("‹", text)
     return f'<result id="{node_id}">\n{safe}\n</result>'
+
+
+_FENCE_TAG = re.compile(r"<(?=\s*/?\s*result\b)", re.IGNORECASE)

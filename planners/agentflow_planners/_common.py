@@ -12,21 +12,23 @@ from agentflow.context import RunContext
 from agentflow.model import ModelSettings
 from agentflow.plan import LLM_KIND, TaskId, TaskNode
 from agentflow.planner import Answer, Replan, RunState, load_prompt
-from agentflow.tool import Toolset
+from agentflow.tool import Toolset, delimit
 
 PACKAGE = "agentflow_planners"
 SUMMARY_THRESHOLD = 6000
 """Characters of findings past which older findings are summarized (Flash-Searcher's summary)."""
 
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][\w-]*\}")
+_FIELD = re.compile(r"\{([A-Za-z_]\w*)\}")
 
 
 def prompt(name: str, **values: str) -> str:
-    """A prompt file with `{name}` fields filled in; other braces (JSON examples) are left alone."""
-    text = load_prompt(PACKAGE, name)
-    for key, value in values.items():
-        text = text.replace("{" + key + "}", value)
-    return text
+    """A prompt file with `{name}` fields filled in; other braces (JSON examples) are left alone.
+
+    One pass over the template: a value is never scanned again, so a question or a passage that
+    contains `{findings}` or `{instructions}` stays that text instead of pulling in another
+    field."""
+    return _FIELD.sub(lambda m: values.get(m.group(1), m.group(0)), load_prompt(PACKAGE, name))
 
 
 def lookup_tool(ctx: RunContext) -> str:
@@ -56,8 +58,8 @@ def findings(state: RunState) -> str:
     recent = RunState(question=state.question, nodes=state.nodes)
     recent.results = {k: v for k, v in state.results.items() if k not in summarized}
     text = recent.transcript() if recent.results else ""
-    if summary:
-        return f"Summary of earlier findings: {summary}\n{text}".strip()
+    if summary:  # written by the model from fenced data: still data
+        return f"Summary of earlier findings:\n{delimit('summary', summary)}\n{text}".strip()
     return text or "(nothing yet)"
 
 
