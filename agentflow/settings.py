@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentflow.exceptions import UserError
+
 __all__ = ["DEFAULT_MODEL", "DEFAULT_PORT", "Settings", "agentflow_home"]
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -36,18 +38,39 @@ class Settings:
         timeout: float | None = None,
     ) -> Settings:
         env = os.environ
-        port = int(env.get("AGENTFLOW_PORT", DEFAULT_PORT))
+        port = _port(env)
+        if timeout is None:
+            timeout = _number(env, "AGENTFLOW_TIMEOUT", 120.0)
+        if not timeout > 0:  # also NaN
+            raise UserError(f"the request timeout must be seconds above 0, not {timeout}")
         return cls(
             base_url=base_url or env.get("AGENTFLOW_BASE_URL") or f"http://127.0.0.1:{port}/v1",
             model=model or env.get("AGENTFLOW_MODEL") or DEFAULT_MODEL,
             api_key=env.get("AGENTFLOW_API_KEY") or env.get("OPENAI_API_KEY") or "EMPTY",
-            timeout=timeout or float(env.get("AGENTFLOW_TIMEOUT", 120.0)),
+            timeout=timeout,
             home=agentflow_home(env),
         )
 
     @property
     def local_port(self) -> int:
-        return int(os.environ.get("AGENTFLOW_PORT", DEFAULT_PORT))
+        return _port(os.environ)
+
+
+def _port(env: Mapping[str, str]) -> int:
+    text = env.get("AGENTFLOW_PORT", str(DEFAULT_PORT))
+    if not text.strip().isdigit() or not 0 < int(text) < 65536:
+        raise UserError(f"AGENTFLOW_PORT must be a port number (1-65535), not {text!r}")
+    return int(text)
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise UserError(f"{name} must be a number, not {text!r}") from None
 
 
 def agentflow_home(env: Mapping[str, str] | None = None) -> Path:

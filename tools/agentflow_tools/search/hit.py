@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SearchHit"]
+__all__ = ["MAX_K", "SearchHit"]
+
+MAX_K = 1000
+"""Results one search may return: a search engine allocates for k up front, and a huge k (a
+typo) would exhaust memory before it found anything."""
 
 
 @dataclass(frozen=True, kw_only=True)

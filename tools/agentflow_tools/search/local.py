@@ -30,7 +30,7 @@ from agentflow.exceptions import UserError
 from agentflow.settings import agentflow_home
 from agentflow.tool import Tool, ToolError, tool
 from agentflow_tools.search.corpus import CorpusIssue, Passage, corpus_fingerprint, read_passages
-from agentflow_tools.search.hit import SearchHit
+from agentflow_tools.search.hit import MAX_K, SearchHit
 
 __all__ = [
     "INDEX_VERSION",
@@ -100,8 +100,13 @@ class LocalIndex:
         return cls(tantivy.Index.open(str(directory / "tantivy")), info)
 
     def search(self, query: str, k: int = 10) -> list[SearchHit]:
-        """The top `k` passages for `query`, best first, deduplicated."""
-        words = _NOT_A_WORD.sub(" ", query[:MAX_QUERY_CHARS]).split()
+        """The top `k` passages for `query`, best first, deduplicated.
+
+        The query is words, never query syntax: "AND", "OR" and "NOT" are searched for as
+        words (lower-cased, which the index's tokenizer does to every word anyway)."""
+        if not 1 <= k <= MAX_K:
+            raise ToolError(f"k must be between 1 and {MAX_K}, not {k}")
+        words = _NOT_A_WORD.sub(" ", query[:MAX_QUERY_CHARS]).lower().split()
         if not words:
             raise ToolError("the search query is empty: give some words to search for")
         parsed = self._index.parse_query(" ".join(words), ["title", "text"])
