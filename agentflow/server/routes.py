@@ -1,0 +1,88 @@
+"""The HTTP routes: thin, each hands the request to the `ChatService` on `app.state`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from agentflow.server.protocol import ChatCompletionRequest, RequestError
+from agentflow.server.service import ChatService, RunId
+from agentflow.server.streaming import collect, sse
+
+__all__ = ["RUN_ID_HEADER", "router"]
+
+RUN_ID_HEADER = "X-Agentflow-Run-Id"
+
+
+def _service(request: Request) -> ChatService:
+    service: ChatService = request.app.state.service
+    return service
+
+
+def _authorize(request: Request) -> None:
+    keys = _service(request).config.api_keys
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or token.strip() not in keys:
+        raise RequestError(
+            "invalid or missing API key (send it as `Authorization: Bearer KEY`)",
+            status=401,
+            code="invalid_api_key",
+        )
+
+
+health = APIRouter()
+router = APIRouter(prefix="/v1", dependencies=[Depends(_authorize)])
+
+
+@health.get("/health")
+async def get_health(request: Request) -> JSONResponse:
+    service = _service(request)
+    status = "ok" if service.accepting else "shutting down"
+    body = {"status": status, "runs_in_flight": service.in_flight, "queued": service.waiting}
+    return JSONResponse(body, status_code=200 if service.accepting else 503)
+
+
+def _model_card(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "agentflow"}
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [_model_card(m) for m in _service(request).agents]}
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    if model_id not in _service(request).agents:
+        raise RequestError(
+            f"the model {model_id!r} does not exist",
+            param="model",
+            status=404,
+            code="model_not_found",
+        )
+    return _model_card(model_id)
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    service = _service(request)
+    run = service.start(body)
+    headers: dict[str, str] = {RUN_ID_HEADER: run.id}
+    request.state.run_id = run.id
+    if body.stream:
+        stream = sse(run, service.config.keepalive)
+        headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    return JSONResponse(await collect(run, request.is_disconnected), headers=headers)
+
+
+@router.get("/runs/{run_id}")
+async def get_run(run_id: str, request: Request) -> dict[str, object]:
+    record = _service(request).runs.get(RunId(run_id))
+    if record is None:
+        raise RequestError(f"no run {run_id!r} (finished runs are kept for a while)", status=404)
+    return record.as_dict()
