@@ -34,23 +34,38 @@ class CorpusIssue:
     path: Path
     line: int
     reason: str
+    skipped: bool = True
+    """False for a line that was indexed after a repair (bytes that are not UTF-8 replaced)."""
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: skipped: {self.reason}"
+        return (
+            f"{self.path}:{self.line}: {'skipped' if self.skipped else 'repaired'}: {self.reason}"
+        )
 
 
 def read_passages(path: Path, issues: list[CorpusIssue]) -> Iterator[Passage]:
     """The passages of one JSONL file; skipped lines are appended to `issues`."""
     if not path.is_file():
         raise UserError(f"corpus file not found: {path}")
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, start=1):
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            line = _decode(raw, path, number, issues)
             if not line.strip():
                 continue
             try:
                 yield _passage(json.loads(line), path, number)
             except (ValueError, TypeError) as exc:
                 issues.append(CorpusIssue(path=path, line=number, reason=str(exc)[:200]))
+
+
+def _decode(raw: bytes, path: Path, number: int, issues: list[CorpusIssue]) -> str:
+    """A line as text; bytes that are not UTF-8 are replaced, and the line is reported."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        reason = f"bytes that are not UTF-8 (from byte {exc.start + 1}) were replaced with U+FFFD"
+        issues.append(CorpusIssue(path=path, line=number, reason=reason, skipped=False))
+        return raw.decode("utf-8", errors="replace")
 
 
 def _passage(record: Any, path: Path, number: int) -> Passage:

@@ -12,13 +12,15 @@ matching `meta.json` (older version, interrupted build) is rebuilt.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +98,10 @@ class LocalIndex:
         directory = root / key
         info = _read_info(directory)
         if info is None or info.version != INDEX_VERSION:
-            info = _build(paths, directory, key, progress)
+            with _build_lock(root, key):  # one builder per corpus across processes
+                info = _read_info(directory)  # another process may have built it meanwhile
+                if info is None or info.version != INDEX_VERSION:
+                    info = _build(paths, directory, key, progress)
         return cls(tantivy.Index.open(str(directory / "tantivy")), info)
 
     def search(self, query: str, k: int = 10) -> list[SearchHit]:
@@ -159,6 +164,13 @@ def _build(paths: list[Path], directory: Path, key: str, progress: bool | None) 
         index = tantivy.Index(_schema(), path=str(scratch / "tantivy"))
         issues: list[CorpusIssue] = []
         passages, duplicates = _write(index, _passages(paths, issues), progress)
+        if passages == 0:
+            first = f" (first: {issues[0]})" if issues else ""
+            raise UserError(
+                f"no usable passages in {', '.join(map(str, paths))}: {len(issues)} lines "
+                f"skipped{first}; each line must be a JSON object with a 'text' (or "
+                "'sentences') field"
+            )
         info = IndexInfo(
             version=INDEX_VERSION,
             key=key,
@@ -175,6 +187,19 @@ def _build(paths: list[Path], directory: Path, key: str, progress: bool | None) 
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return info
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path, key: str) -> Iterator[None]:
+    """An exclusive lock on one corpus key: concurrent `ask --corpus X` on a cold cache build
+    the index once and the others adopt it, instead of racing to rename over each other."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / f".{key}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _passages(paths: list[Path], issues: list[CorpusIssue]) -> Iterable[Passage]:
