@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from agentflow.allocation import Allocator, Step, load_allocator
 from agentflow.context import RunContext, RunLimits
 from agentflow.exceptions import ExecutionError, ModelError, UserError
-from agentflow.executor import Executor
+from agentflow.executor import Executor, LLMStepRunner
 from agentflow.model import Model, Usage
+from agentflow.plan import TaskNode
 from agentflow.planner import Answer, Planner, Replan, RunState
 from agentflow.registry import load_planner
-from agentflow.tool import Tool, Toolset
+from agentflow.tool import Tool, Toolset, render_output
 from agentflow.trace import Trace, TraceEvent
 
 __all__ = ["Agent", "RunResult"]
@@ -59,7 +61,11 @@ class Agent:
         limits: RunLimits | None = None,
         max_concurrency: int = 16,
         node_timeout: float = 180.0,
+        allocation: Allocator | str | None = None,
     ) -> None:
+        """`allocation`: an `Allocator`, an `--allocation` name (`"score"`, `"agreement"`, ...,
+        with the calibrated tau from the allocation config), `"off"`, or None for the
+        planner's own default (`scale` allocates by `score`; the others run off)."""
         self.model = model
         self.planner = load_planner(planner) if isinstance(planner, str) else planner
         self.tools = tools if isinstance(tools, Toolset) else Toolset(tools)
@@ -68,6 +74,9 @@ class Agent:
             raise UserError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.max_concurrency = max_concurrency
         self.node_timeout = node_timeout
+        if allocation is None:
+            allocation = getattr(self.planner, "default_allocation", None) or "off"
+        self.allocator = load_allocator(allocation) if isinstance(allocation, str) else allocation
 
     async def run(self, question: str) -> RunResult:
         """Answer `question`. Raises `ExecutionError` (with `.trace`) if the run cannot finish."""
@@ -124,7 +133,7 @@ class Agent:
                 state.round = round_index
                 state.final_round = round_index == self.planner.max_rounds - 1
                 nodes = self.planner.plan(state, ctx)
-                await executor.execute(nodes, state, ctx, self.planner.run_llm_node)
+                await executor.execute(nodes, state, ctx, self._llm_runner(state))
                 decision = await self.planner.join(state, ctx)
                 if isinstance(decision, Answer):
                     trace.emit("answer", text=decision.text)
@@ -139,3 +148,34 @@ class Agent:
         raise ExecutionError(
             f"planner {self.planner.name!r} did not answer in its final round", trace=trace
         )
+
+    def _llm_runner(self, state: RunState) -> LLMStepRunner:
+        """The planner's `run_llm_node`, under the allocator when there is one: each node gets
+        a context whose calls for it are sent under its budget."""
+        allocator, run_llm = self.allocator, self.planner.run_llm_node
+        if allocator is None:
+            return run_llm
+
+        async def allocated(node: TaskNode, args: dict[str, Any], ctx: RunContext) -> Any:
+            step = _step(node, args, state, ctx.trace.question)
+            allocation = allocator.for_node(node.id, step, ctx.trace, ctx.model.name)
+            return await run_llm(node, args, replace(ctx, allocation=allocation))
+
+        return allocated
+
+
+def _step(node: TaskNode, args: dict[str, Any], state: RunState, problem: str) -> Step:
+    """What the allocator sees of a node: its question and the steps it builds on, answered."""
+    earlier = []
+    for dep in sorted(node.deps):
+        result, dep_node = state.results.get(dep), state.nodes.get(dep)
+        asked = str(dep_node.args.get("question") or dep_node.describe()) if dep_node else dep
+        answered = result.as_text(600) if result else ""
+        earlier.append((asked, answered))
+    question = args.get("question") or args.get("input") or node.describe()
+    return Step(
+        problem=problem,
+        question=render_output(question, 2000),
+        earlier=tuple(earlier),
+        difficulty=node.difficulty,
+    )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from agentflow.allocation import NodeAllocation
 from agentflow.exceptions import LimitExceededError
 from agentflow.model import Message, Model, ModelResponse, ModelSettings
 from agentflow.tool import Toolset
@@ -33,6 +35,8 @@ class RunContext:
     tools: Toolset
     trace: Trace
     limits: RunLimits = RunLimits()
+    allocation: NodeAllocation | None = None
+    """Set while an `llm` node runs under an allocator: its free-text calls go through it."""
 
     async def complete(
         self,
@@ -42,7 +46,24 @@ class RunContext:
         node_id: str | None = None,
         json_schema: Mapping[str, Any] | None = None,
     ) -> ModelResponse:
-        """A model call counted against the run's caps and charged to `node_id` in the trace."""
+        """A model call counted against the run's caps and charged to `node_id` in the trace.
+
+        A call of the node an allocation is for is sent under that node's budget (structured
+        calls excepted: their schema, not a thinking mode, shapes the answer)."""
+        allocation = self.allocation
+        if allocation is not None and node_id == allocation.node_id and json_schema is None:
+            charged = partial(self._complete, node_id=node_id)
+            return await allocation.complete(messages, settings or ModelSettings(), charged)
+        return await self._complete(messages, settings, node_id=node_id, json_schema=json_schema)
+
+    async def _complete(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings | None,
+        *,
+        node_id: str | None,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> ModelResponse:
         self._check_limits()
         response = await self.model.complete(messages, settings, json_schema=json_schema)
         self.trace.add_usage(response.usage, node_id)

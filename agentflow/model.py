@@ -49,6 +49,10 @@ class ModelSettings:
     """vLLM request priority (lower is served first; needs `--scheduling-policy priority`)."""
     chat_template_kwargs: Mapping[str, Any] | None = None
     """vLLM pass-through, e.g. `{"enable_thinking": True}` for Qwen3."""
+    reasoning_effort: str | None = None
+    """`low` / `medium` / `high` for models whose thinking is switched that way (gpt-oss)."""
+    thinking_token_budget: int | None = None
+    """Cap on thinking tokens, for vLLM servers with a reasoning parser that accept it."""
     timeout: float | None = None
     """Seconds for one HTTP attempt; `None` keeps the model's default."""
 

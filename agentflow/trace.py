@@ -13,7 +13,16 @@ __all__ = ["EventType", "NodeRecord", "NodeStatus", "Trace", "TraceEvent"]
 
 NodeStatus = Literal["planned", "running", "ok", "failed", "cancelled"]
 EventType = Literal[
-    "plan", "planned", "started", "finished", "failed", "cancelled", "replan", "summary", "answer"
+    "plan",
+    "planned",
+    "allocated",
+    "started",
+    "finished",
+    "failed",
+    "cancelled",
+    "replan",
+    "summary",
+    "answer",
 ]
 
 
@@ -43,6 +52,9 @@ class NodeRecord:
     usage: Usage = field(default_factory=Usage)
     error: str | None = None
     output: str | None = None
+    allocation: dict[str, Any] | None = None
+    """For an `llm` node under an allocator: difficulty, estimator, tau, mode, budget, samples
+    drawn, whether the vote stopped early, completion tokens by mode, fallbacks taken."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +71,7 @@ class NodeRecord:
             "model_calls": self.usage.calls,
             "error": self.error,
             "output": self.output,
+            "allocation": self.allocation,
         }
 
 
@@ -102,7 +115,7 @@ class Trace:
         lines = [f"plan ({len(nodes)} nodes, {self.replans} replans, planner {self.planner}):"]
         for n in nodes:
             after = f"  <- {', '.join(n.deps)}" if n.deps else ""
-            lines.append(f"  {n.id:<{name_width}}  {n.label[:70]}{after}")
+            lines.append(f"  {n.id:<{name_width}}  {n.label[:70]}{after}{_mode(n)}")
         lines.append(f"timeline (0 to {end:.2f} s):")
         for n in nodes:
             start, stop = n.started_at or 0.0, n.finished_at or end
@@ -120,3 +133,16 @@ class Trace:
             "replans": self.replans,
             "usage": self.usage.as_dict(),
         }
+
+
+def _mode(node: NodeRecord) -> str:
+    """`  [think, difficulty 0.72 by score, 3 samples, stopped early]` for an allocated node."""
+    a = node.allocation
+    if not a or "mode" not in a:
+        return ""
+    parts = [str(a["mode"]), f"difficulty {a['difficulty']:.2f} by {a['estimator']}"]
+    if a.get("samples", 1) > 1:
+        parts.append(f"{a['samples']} samples")
+    if a.get("stopped_early"):
+        parts.append("stopped early")
+    return f"  [{', '.join(parts)}]"

@@ -172,6 +172,7 @@ class OpenAIModel(Model):
             "seed": s.seed,
             "stop": list(s.stop) if s.stop else None,
             "top_logprobs": s.top_logprobs,
+            "reasoning_effort": s.reasoning_effort,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         if s.n != 1:
@@ -183,7 +184,11 @@ class OpenAIModel(Model):
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": dict(json_schema), "strict": True},
             }
-        extra = {"priority": s.priority, "chat_template_kwargs": s.chat_template_kwargs}
+        extra = {
+            "priority": s.priority,
+            "chat_template_kwargs": s.chat_template_kwargs,
+            "thinking_token_budget": s.thinking_token_budget,
+        }
         extra = {k: v for k, v in extra.items() if v is not None}
         if extra:
             body["extra_body"] = extra

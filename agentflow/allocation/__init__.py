@@ -1,0 +1,91 @@
+"""Difficulty-based compute allocation (after SCALE): System 1 or System 2 per `llm` node.
+
+An `Allocator` rates each node with a `DifficultyEstimator` and turns the rating into a `Budget`
+(fast: no thinking, short, one sample; think: thinking on, more tokens, optionally several
+samples under an early-stopping vote). A `ThinkingAdapter` applies the budget to a request the
+way the model family switches thinking. `AllocationConfig` is the calibrated threshold on disk.
+"""
+
+from agentflow.allocation._adapters import (
+    ADAPTERS,
+    AlwaysThinking,
+    ChatTemplateSwitch,
+    NoThinking,
+    ReasoningEffort,
+    ThinkingAdapter,
+    adapter_for,
+)
+from agentflow.allocation._allocator import DEFAULT_TAU, Allocator, NodeAllocation
+from agentflow.allocation._budget import FAST, THINK, Budget, Draw, Mode, VoteName
+from agentflow.allocation._config import (
+    ALLOCATIONS,
+    AllocationConfig,
+    Calibration,
+    CurvePoint,
+    config_path,
+    load_allocator,
+    read_config,
+)
+from agentflow.allocation._estimators import (
+    ESTIMATORS,
+    Agreement,
+    Confidence,
+    Constant,
+    DifficultyEstimator,
+    Estimate,
+    Score,
+    Static,
+    Step,
+    parse_score,
+)
+from agentflow.allocation._sampling import VoteOutcome, draw_and_vote
+from agentflow.allocation._vote import (
+    AdaptiveConsistency,
+    EarlyStoppingSelfConsistency,
+    VoteRule,
+    answer_key,
+    beta_tail_above_half,
+)
+
+__all__ = [
+    "ADAPTERS",
+    "ALLOCATIONS",
+    "DEFAULT_TAU",
+    "ESTIMATORS",
+    "FAST",
+    "THINK",
+    "AdaptiveConsistency",
+    "Agreement",
+    "AllocationConfig",
+    "Allocator",
+    "AlwaysThinking",
+    "Budget",
+    "Calibration",
+    "ChatTemplateSwitch",
+    "Confidence",
+    "Constant",
+    "CurvePoint",
+    "DifficultyEstimator",
+    "Draw",
+    "EarlyStoppingSelfConsistency",
+    "Estimate",
+    "Mode",
+    "NoThinking",
+    "NodeAllocation",
+    "ReasoningEffort",
+    "Score",
+    "Static",
+    "Step",
+    "ThinkingAdapter",
+    "VoteName",
+    "VoteOutcome",
+    "VoteRule",
+    "adapter_for",
+    "answer_key",
+    "beta_tail_above_half",
+    "config_path",
+    "draw_and_vote",
+    "load_allocator",
+    "parse_score",
+    "read_config",
+]

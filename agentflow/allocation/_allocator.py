@@ -1,0 +1,230 @@
+"""`Allocator`: a node's difficulty becomes its `Budget`; `NodeAllocation` spends it.
+
+The allocator is shared by every run of an agent. For each `llm` node the agent makes a
+`NodeAllocation`, which the run context consults on the node's first model call: it estimates
+the difficulty there (so estimators that draw fast answers draw the node's own request, and a
+fast answer they vouch for is the node's answer at no further cost), picks fast or think by the
+threshold tau (think iff difficulty > tau, as SCALE), and sends the request through the model
+family's thinking adapter, with an early-stopping vote when the think budget has samples. What
+was decided and spent goes into the node's trace record (`NodeRecord.allocation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agentflow.allocation._adapters import ThinkingAdapter, adapter_for
+from agentflow.allocation._budget import FAST, THINK, Budget, Draw, VoteName
+from agentflow.allocation._estimators import (
+    Complete,
+    DifficultyEstimator,
+    Estimate,
+    Step,
+    estimator,
+)
+from agentflow.allocation._sampling import draw_and_vote
+from agentflow.allocation._vote import vote_rule
+from agentflow.exceptions import ModelHTTPError, UserError
+from agentflow.model import Message, ModelResponse, ModelSettings
+from agentflow.trace import Trace
+
+__all__ = ["DEFAULT_TAU", "Allocator", "NodeAllocation"]
+
+DEFAULT_TAU = 0.5
+"""SCALE's default threshold; calibrate it (`agentflow allocate calibrate`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Allocator:
+    """Turns a node's difficulty into a `Budget` and decides how System 2 is spent."""
+
+    estimator: DifficultyEstimator
+    tau: float = DEFAULT_TAU
+    fast: Budget = FAST
+    think: Budget = THINK
+    adapter: str | None = None
+    """A thinking adapter by name (`ADAPTERS`); None chooses by the model's name."""
+    priorities: bool = False
+    """Send vLLM request priorities (fast 0, think 1); needs `--scheduling-policy priority`."""
+
+    @classmethod
+    def named(
+        cls,
+        name: str,
+        *,
+        tau: float = DEFAULT_TAU,
+        vote: VoteName = "none",
+        samples: int = 1,
+        draw: Draw = "parallel",
+        adapter: str | None = None,
+    ) -> Allocator:
+        """The allocator `--allocation NAME` means, with an early-stopping vote of up to
+        `samples` samples in think mode when `vote` is not "none"."""
+        if not 0.0 <= tau <= 1.0:
+            raise UserError(f"tau must be between 0 and 1, got {tau}")
+        think = THINK.with_vote(vote, samples, draw)
+        return cls(estimator=estimator(name), tau=tau, think=think, adapter=adapter)
+
+    def budget_for(self, difficulty: float) -> Budget:
+        budget = self.think if difficulty > self.tau else self.fast
+        if self.priorities:
+            budget = replace(budget, priority=0 if budget.mode == "fast" else 1)
+        return budget
+
+    def for_node(self, node_id: str, step: Step, trace: Trace, model_name: str) -> NodeAllocation:
+        return NodeAllocation(
+            node_id=node_id,
+            step=step,
+            allocator=self,
+            adapter=adapter_for(model_name, self.adapter),
+            trace=trace,
+        )
+
+
+class NodeAllocation:
+    """One node's allocation: decided on its first model call, applied to every call."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        step: Step,
+        allocator: Allocator,
+        adapter: ThinkingAdapter,
+        trace: Trace,
+    ) -> None:
+        self.node_id, self.step, self.allocator = node_id, step, allocator
+        self.adapter, self.trace = adapter, trace
+        self.budget: Budget | None = None
+        self.record: dict[str, Any] = {"adapter": adapter.name, "notes": [], "tokens": {}}
+        self._no_thinking_budget = False
+
+    async def complete(
+        self, messages: Sequence[Message], settings: ModelSettings, complete: Complete
+    ) -> ModelResponse:
+        """The node's call `messages` under its budget (estimating it first if not yet done)."""
+        if self.budget is None:
+            estimate = await self._estimate(messages, settings, complete)
+            self.budget = self.allocator.budget_for(estimate.difficulty)
+            self._record_decision(estimate, self.budget)
+            if self.budget.mode == "fast" and estimate.answer is not None:
+                self._record_run(drawn=estimate.samples, stopped_early=False)
+                return estimate.answer  # the estimator's fast answer is the node's answer
+        return await self._run(messages, settings, self.budget, complete)
+
+    async def _estimate(
+        self, messages: Sequence[Message], settings: ModelSettings, complete: Complete
+    ) -> Estimate:
+        async def estimating(
+            messages: Sequence[Message],
+            settings: ModelSettings,
+            *,
+            json_schema: Mapping[str, Any] | None = None,
+        ) -> ModelResponse:
+            response = await complete(messages, settings, json_schema=json_schema)
+            return self._count("estimate", response)
+
+        fast_budget = self.allocator.fast
+
+        async def fast(extra: ModelSettings) -> ModelResponse:
+            return await self._send(messages, settings, fast_budget, complete, extra)
+
+        return await self.allocator.estimator.estimate(self.step, estimating, fast)
+
+    async def _run(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings,
+        budget: Budget,
+        complete: Complete,
+    ) -> ModelResponse:
+        rule = vote_rule(budget.vote, budget.window)
+        if rule is None or budget.samples <= 1:
+            response = await self._send(messages, settings, budget, complete, ModelSettings())
+            self._record_run(drawn=len(response.choices), stopped_early=False)
+            return response
+
+        async def send(index: int, n: int) -> ModelResponse:
+            seed = None if settings.seed is None else settings.seed + index
+            extra = ModelSettings(n=n, seed=seed)
+            return await self._send(messages, settings, budget, complete, extra)
+
+        outcome = await draw_and_vote(send, budget, rule)
+        self.record["notes"].extend(outcome.notes)
+        self.record["votes"] = outcome.counts
+        self._record_run(drawn=outcome.drawn, stopped_early=outcome.stopped_early)
+        return outcome.response
+
+    async def _send(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings,
+        budget: Budget,
+        complete: Complete,
+        extra: ModelSettings,
+    ) -> ModelResponse:
+        """One request in `budget`'s mode; a server that refuses `thinking_token_budget` is
+        asked again without it (the cap then holds through `max_tokens` only), once per node."""
+        msgs, request = self.adapter.apply(messages, settings, budget)
+        request = request.merged(extra)
+        if self._no_thinking_budget:
+            request = replace(request, thinking_token_budget=None)
+        try:
+            response = await complete(msgs, request)
+        except ModelHTTPError as exc:
+            refused = exc.status_code == 400 and "thinking_token_budget" in (exc.body or "")
+            if not refused or request.thinking_token_budget is None:
+                raise
+            self._no_thinking_budget = True
+            self.record["notes"].append(
+                "server refused thinking_token_budget: thinking capped by max_tokens only"
+            )
+            response = await complete(msgs, replace(request, thinking_token_budget=None))
+        self._check_switch(response, budget)
+        return self._count(budget.mode, response)
+
+    def _check_switch(self, response: ModelResponse, budget: Budget) -> None:
+        """Note a model that ignores the thinking switch (it is not an error: the answer is
+        still read from the content, never from the thinking)."""
+        if not self.adapter.can_think or self.adapter.name == "always-thinking":
+            return
+        thought = any(c.reasoning for c in response.choices)
+        note = None
+        if budget.mode == "fast" and thought:
+            note = "the model thought in fast mode: it ignores the thinking switch"
+        elif budget.mode == "think" and not thought:
+            note = "no thinking came back in think mode: the switch may be ignored"
+        if note and note not in self.record["notes"]:
+            self.record["notes"].append(note)
+
+    def _count(self, purpose: str, response: ModelResponse) -> ModelResponse:
+        tokens: dict[str, int] = self.record["tokens"]
+        tokens[purpose] = tokens.get(purpose, 0) + response.usage.completion_tokens
+        return response
+
+    def _record_decision(self, estimate: Estimate, budget: Budget) -> None:
+        if estimate.note:
+            self.record["notes"].append(estimate.note)
+        self.record.update(
+            difficulty=round(estimate.difficulty, 4),
+            estimator=estimate.estimator,
+            tau=self.allocator.tau,
+            mode=budget.mode,
+            budget=budget.as_dict(),
+        )
+        node = self.trace.nodes.get(self.node_id)
+        if node is not None:
+            node.allocation = self.record
+        self.trace.emit(
+            "allocated",
+            self.node_id,
+            mode=budget.mode,
+            difficulty=self.record["difficulty"],
+            estimator=estimate.estimator,
+        )
+
+    def _record_run(self, *, drawn: int, stopped_early: bool) -> None:
+        self.record["samples"] = self.record.get("samples", 0) + drawn
+        self.record["stopped_early"] = self.record.get("stopped_early", False) or stopped_early
