@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from agentflow.model import Message, ModelSettings, StreamDelta
 from agentflow.server import AgentSpec, ServerConfig, create_app
@@ -57,8 +58,14 @@ def config(fn: ReplyFunction = fake_reply, **options: Any) -> ServerConfig:
 
 @contextmanager
 def serving(server_config: ServerConfig, **app_options: Any) -> Iterator[str]:
-    """Run the app under uvicorn on a free loopback port; yields the `/v1` base URL."""
-    app = create_app(server_config, **app_options)
+    """Run agentflow's app under uvicorn on a free loopback port; yields the `/v1` base URL."""
+    with serving_app(create_app(server_config, **app_options)) as root:
+        yield f"{root}/v1"
+
+
+@contextmanager
+def serving_app(app: ASGIApp) -> Iterator[str]:
+    """Run any ASGI app under uvicorn in a thread on a free loopback port; yields its root."""
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     )
@@ -70,7 +77,7 @@ def serving(server_config: ServerConfig, **app_options: Any) -> Iterator[str]:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)
