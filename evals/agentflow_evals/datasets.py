@@ -27,7 +27,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+)
 
 from agentflow.exceptions import UserError
 from agentflow_evals.browsecomp import decrypt
@@ -88,7 +96,15 @@ class Dataset:
 # --- record formats ---------------------------------------------------------------------------
 
 Text = Annotated[str, Field(min_length=1)]
-Scalar = str | int | float
+
+
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would read true as 1: a gold answer "1" nobody wrote
+        raise ValueError("a gold answer must be a string or a number, not true/false")
+    return value
+
+
+Scalar = Annotated[str | int | float, BeforeValidator(_not_a_boolean)]
 
 
 class _Record(BaseModel):

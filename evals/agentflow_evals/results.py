@@ -79,8 +79,15 @@ class RunDirectory:
     def lock(self) -> Iterator[None]:
         """Hold the directory for one run: a second `agentflow eval` on it fails at once
         instead of interleaving duplicate results."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with (self.path / ".lock").open("w") as handle:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = (self.path / ".lock").open("w")
+        except OSError as exc:  # --out names a file, or a directory we may not write
+            raise UserError(
+                f"cannot use {self.path} as the run directory ({exc.strerror}); pass --out "
+                "with a directory you can write"
+            ) from exc
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:

@@ -55,6 +55,7 @@ class _Progress:
 
 async def run_eval(config: EvalConfig, model: Model, judge: Model | None = None) -> dict[str, Any]:
     """Run (or resume) the eval `config` describes; returns the summary it writes."""
+    _check_corpus(config)
     dataset = load_dataset(config.dataset)
     for issue in dataset.issues:
         print(f"warning: {issue}", file=sys.stderr)
@@ -62,6 +63,13 @@ async def run_eval(config: EvalConfig, model: Model, judge: Model | None = None)
     with run_dir.lock():
         summary = await _resume(config, dataset, run_dir, model, judge)
     return summary
+
+
+def _check_corpus(config: EvalConfig) -> None:
+    """Before any item starts: a missing file would otherwise fail every item in flight."""
+    missing = [c for c in config.corpus if not Path(c).is_file()]
+    if missing:
+        raise UserError(f"corpus file not found: {', '.join(missing)}")
 
 
 async def _resume(

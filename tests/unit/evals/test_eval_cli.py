@@ -45,3 +45,27 @@ def test_an_eval_against_a_closed_port_records_nothing_and_fails(
     err = capsys.readouterr().err
     assert "items failed on the model server" in err and "resume" in err
     assert not (out / "results.jsonl").exists() or not (out / "results.jsonl").read_text()
+
+
+def test_out_that_is_a_file_and_a_missing_corpus_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "1", "question": "Q?", "answer": "a"}) + "\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert main(["eval", str(questions), "--out", str(a_file)]) == 1
+    assert "cannot use" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.jsonl")
+    assert main(["eval", str(questions), "--corpus", missing, "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "corpus file not found" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_boolean_gold_answer_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "1", "question": "Q?", "answer": True}) + "\n")
+    assert main(["eval", str(questions), "--out", str(tmp_path / "r")]) == 1
+    assert "not true/false" in capsys.readouterr().err
