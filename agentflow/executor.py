@@ -42,9 +42,10 @@ class Executor:
     max_concurrency: int = 16
     """Nodes running at once, over all tools and model steps."""
     node_timeout: float = 180.0
-    """Seconds for one attempt of an `llm` node; tools use their own `Tool.timeout`."""
+    """Seconds for an `llm` node; tools use their own `Tool.timeout`. A node that times out is
+    not tried again (whatever hung would hang again), so a node never takes longer than this."""
     node_retries: int = 1
-    """Extra attempts after an unexpected error or a timeout (not after a `ToolError`)."""
+    """Extra attempts after an unexpected error (not after a `ToolError` or a timeout)."""
     _global: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
     _per_tool: dict[str, asyncio.Semaphore] = field(default_factory=dict, init=False, repr=False)
 
@@ -168,6 +169,7 @@ class Executor:
                 return TaskResult(node_id=node.id, status="failed", error=str(exc))
             except TimeoutError as exc:
                 error, cause = f"timed out after {self._timeout(node, ctx):g} s", exc
+                break
             except _FATAL:
                 raise
             except Exception as exc:  # a tool's own bug: recorded for the joiner, run goes on

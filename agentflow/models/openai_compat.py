@@ -53,12 +53,17 @@ class RetryPolicy:
 
 
 class _Retryable(Exception):
-    """An attempt failed in a way worth another try; `error` is what to raise if none is left."""
+    """An attempt failed in a way worth another try; `error` is what to raise if none is left.
 
-    def __init__(self, error: Exception, *, backoff: bool) -> None:
+    `elsewhere_only`: worth another try on another server only. A server that let a request
+    time out is hung or overloaded; asking it again costs another full timeout, so a hung
+    single server gives up after one `timeout`, predictably."""
+
+    def __init__(self, error: Exception, *, backoff: bool, elsewhere_only: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
         self.backoff = backoff
+        self.elsewhere_only = elsewhere_only
 
 
 class OpenAIModel(Model):
@@ -147,10 +152,11 @@ class OpenAIModel(Model):
                     return await self._translate_errors(endpoint, send, request_timeout)
                 except _Retryable as failure:
                     tried.add(endpoint.base_url)
-                    if attempt == self.retry.max_retries:
+                    failover_left = any(url not in tried for url in self.pool.base_urls)
+                    last_try = attempt == self.retry.max_retries
+                    if last_try or (failure.elsewhere_only and not failover_left):
                         raise failure.error from failure
                     last_backoff = failure.backoff
-            failover_left = any(url not in tried for url in self.pool.base_urls)
             if last_backoff or not failover_left:
                 await asyncio.sleep(self.retry.delay(attempt))
         raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
@@ -206,7 +212,7 @@ class OpenAIModel(Model):
                 f"{request_timeout:g} s (raise it with --timeout or ModelSettings.timeout)",
                 base_url=endpoint.base_url,
             )
-            raise _Retryable(timed_out, backoff=True) from exc
+            raise _Retryable(timed_out, backoff=False, elsewhere_only=True) from exc
         except openai.APIConnectionError as exc:
             self.pool.mark_down(endpoint)
             unreachable = ModelConnectionError(

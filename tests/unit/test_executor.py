@@ -118,15 +118,19 @@ async def test_a_failing_tool_is_data_for_the_joiner_and_the_run_goes_on() -> No
 
 
 async def test_a_tool_that_never_returns_times_out() -> None:
+    attempts = []
+
     @tool(timeout=0.05)
     async def hang(x: str) -> str:
         """Never returns."""
+        attempts.append(x)
         await asyncio.Event().wait()
         return x
 
     result = await agent_for(StaticPlanner([[call("a", "hang")]]), hang).run("q")
     assert result.trace.nodes["a"].status == "failed"
     assert "timed out" in (result.trace.nodes["a"].error or "")
+    assert len(attempts) == 1  # not tried again: a node never takes longer than its timeout
 
 
 async def test_unexpected_errors_are_retried() -> None:

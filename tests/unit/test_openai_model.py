@@ -332,3 +332,26 @@ async def test_overrides_win_over_each_calls_settings() -> None:
     model = model_on(handler).with_overrides(ModelSettings(temperature=0.7, seed=3))
     await model.complete(USER, ModelSettings(temperature=0.0, max_tokens=9))
     assert (seen[0]["temperature"], seen[0]["seed"], seen[0]["max_tokens"]) == (0.7, 3, 9)
+
+
+async def test_a_hung_server_is_asked_once_so_giving_up_takes_one_timeout() -> None:
+    calls = []
+
+    def hung(request: httpx2.Request) -> httpx2.Response:
+        calls.append(request)
+        raise httpx2.ReadTimeout("slow", request=request)
+
+    with pytest.raises(ModelTimeoutError):
+        await model_on(hung, retries=3).complete(USER)
+    assert len(calls) == 1  # was 4 attempts: 4 x the timeout before giving up
+
+
+async def test_a_timeout_fails_over_to_another_server() -> None:
+    def hung(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ReadTimeout("slow", request=request)
+
+    def fine(request: httpx2.Request) -> httpx2.Response:
+        return json_response(completion())
+
+    model = model_on({"http://server-a/v1": hung, "http://server-b/v1": fine}, retries=3)
+    assert (await model.complete(USER)).text
