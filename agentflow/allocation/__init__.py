@@ -38,6 +38,11 @@ from agentflow.allocation._estimators import (
     Step,
     parse_score,
 )
+from agentflow.allocation._options import (
+    add_allocation_options,
+    allocation_settings,
+    allocator_from_settings,
+)
 from agentflow.allocation._sampling import VoteOutcome, draw_and_vote
 from agentflow.allocation._vote import (
     AdaptiveConsistency,
@@ -81,6 +86,9 @@ __all__ = [
     "VoteOutcome",
     "VoteRule",
     "adapter_for",
+    "add_allocation_options",
+    "allocation_settings",
+    "allocator_from_settings",
     "answer_key",
     "beta_tail_above_half",
     "config_path",

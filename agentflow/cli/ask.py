@@ -10,11 +10,16 @@ from functools import partial
 from pathlib import Path
 
 from agentflow.agent import Agent, RunResult
+from agentflow.allocation import (
+    add_allocation_options,
+    allocation_settings,
+    allocator_from_settings,
+)
 from agentflow.cli._common import CommandContext, Commands
 from agentflow.context import RunLimits
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
-from agentflow.registry import load_tool, planner_names, tool_names
+from agentflow.registry import load_planner, load_tool, planner_names, tool_names
 from agentflow.settings import Settings
 from agentflow.tool import Tool
 
@@ -56,6 +61,7 @@ def register(commands: Commands, common: CommandContext) -> None:
         help=f"give the agent a registered tool (repeatable): {', '.join(tool_names())}",
     )
     _add_limits(ask)
+    add_allocation_options(ask)
     ask.set_defaults(handler=partial(_ask, common))
 
 
@@ -99,14 +105,18 @@ async def _ask_async(
     tools: list[Tool],
     limits: RunLimits,
 ) -> RunResult:
+    planner = load_planner(args.planner)
+    allocation = allocation_settings(args, getattr(planner, "default_allocation", None))
+    allocator = allocator_from_settings(allocation)  # before connecting: bad options fail fast
     model = OpenAIModel(settings.model, urls, api_key=settings.api_key, timeout=settings.timeout)
     try:
         agent = Agent(
             model=model,
-            planner=args.planner,
+            planner=planner,
             tools=tools,
             limits=limits,
             max_concurrency=args.concurrency,
+            allocation=allocator or "off",
         )
         return await agent.run(args.question)
     finally:

@@ -15,9 +15,15 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentflow.allocation import (
+    add_allocation_options,
+    allocation_settings,
+    allocator_from_settings,
+)
 from agentflow.cli import CommandContext, Commands
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
+from agentflow.registry import load_planner
 from agentflow.settings import Settings, agentflow_home
 
 if TYPE_CHECKING:
@@ -94,6 +100,7 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
+    add_allocation_options(run)
     run.add_argument(
         "dataset",
         nargs="?",
@@ -164,12 +171,20 @@ def _eval(common: CommandContext, args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens, seed=args.seed, max_model_calls=args.max_model_calls,
         command=" ".join(["agentflow", *sys.argv[1:]]), base_urls=urls, ray=args.ray,
         corpus=[str(Path(c).resolve()) for c in args.corpus], judge_cache=_judge_cache(args),
-        max_failures=args.max_failures,
+        max_failures=args.max_failures, allocation=_allocation(args),
     )  # fmt: skip
     summary = asyncio.run(_eval_async(config, settings, urls, _judge_spec(args, urls)))
     print(json.dumps(summary, indent=2))
     print(f"results in {out}", file=sys.stderr)
     return 0
+
+
+def _allocation(args: argparse.Namespace) -> dict[str, Any]:
+    """The `--allocation` options, checked now so a bad one fails before any item runs."""
+    planner = load_planner(args.planner)
+    values = allocation_settings(args, getattr(planner, "default_allocation", None))
+    allocator_from_settings(values)
+    return values
 
 
 def _judge_cache(args: argparse.Namespace) -> Path | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["EvalConfig"]
 
@@ -34,3 +35,6 @@ class EvalConfig:
     max_failures: int = 5
     """Items that may fail on the model server (not recorded, retried on resume) before the run
     stops: a dead server costs seconds, not the dataset."""
+    allocation: Mapping[str, Any] | None = None
+    """The `--allocation` options (`agentflow.allocation.allocation_settings`); None runs each
+    planner with its own default."""

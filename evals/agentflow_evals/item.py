@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agentflow import Agent, ExecutionError, Model, ModelSettings, PlanError, RunLimits, Trace
+from agentflow.allocation import Allocator, allocator_from_settings
 from agentflow.exceptions import ModelError
 from agentflow.tool import Tool
 from agentflow_evals.browsecomp import encrypt
@@ -76,6 +77,7 @@ async def _run_sample(
         planner=config.planner,
         tools=tools,
         limits=RunLimits(max_model_calls=config.max_model_calls),
+        allocation=_allocation(config),
     )
     started = time.perf_counter()
     trace: Trace | None = None
@@ -105,6 +107,12 @@ async def _run_sample(
             "error_kind": None if failure is None else failure.kind,
         }
     )
+
+
+def _allocation(config: EvalConfig) -> Allocator | str | None:
+    if config.allocation is None:
+        return None  # the planner's own default
+    return allocator_from_settings(dict(config.allocation)) or "off"
 
 
 def score_fields(score: SampleScore) -> dict[str, Any]:

@@ -1,0 +1,79 @@
+"""The `--allocation` options `ask` and `eval` share, and the allocator they name."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from agentflow.allocation._allocator import Allocator
+from agentflow.allocation._config import ALLOCATIONS, load_allocator
+
+__all__ = ["add_allocation_options", "allocation_settings", "allocator_from_settings"]
+
+
+def add_allocation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("compute allocation (System 1 / System 2 per llm node)")
+    group.add_argument(
+        "--allocation",
+        choices=ALLOCATIONS,
+        help="how each llm node's difficulty is judged: off, uniform-fast, uniform-think, score "
+        "(a rating call), agreement (fast samples agree), confidence (token log-probs), static "
+        "(the planner's); default: the planner's own (scale: score, others: off)",
+    )
+    group.add_argument(
+        "--tau",
+        type=float,
+        help="think iff difficulty > tau (default: the calibrated tau in the allocation config "
+        "for that estimator, else 0.5)",
+    )
+    group.add_argument(
+        "--vote",
+        choices=("none", "esc", "adaptive"),
+        default="none",
+        help="early-stopping vote for think-mode nodes: esc (a window that agrees) or adaptive "
+        "(Adaptive-Consistency, 95%% sure of the leader)",
+    )
+    group.add_argument(
+        "--vote-samples",
+        type=int,
+        default=8,
+        help="most samples a vote draws (default %(default)s)",
+    )
+    group.add_argument(
+        "--vote-draw",
+        choices=("parallel", "n"),
+        default="parallel",
+        help="parallel requests (cancelled when the vote settles) or n=window per request",
+    )
+    group.add_argument(
+        "--allocation-config",
+        type=Path,
+        help="calibrated thresholds (default $AGENTFLOW_ALLOCATION_CONFIG or "
+        "$AGENTFLOW_HOME/allocation.json)",
+    )
+
+
+def allocation_settings(args: argparse.Namespace, planner_default: str | None) -> dict[str, Any]:
+    """The options as plain values (what an eval config stores), the allocation resolved to
+    the planner's default when not given."""
+    return {
+        "allocation": args.allocation or planner_default or "off",
+        "tau": args.tau,
+        "vote": args.vote,
+        "vote_samples": args.vote_samples,
+        "vote_draw": args.vote_draw,
+        "allocation_config": args.allocation_config,
+    }
+
+
+def allocator_from_settings(values: dict[str, Any]) -> Allocator | None:
+    """The allocator `allocation_settings` describes; None when allocation is off."""
+    return load_allocator(
+        values["allocation"],
+        tau=values["tau"],
+        vote=values["vote"],
+        samples=values["vote_samples"],
+        draw=values["vote_draw"],
+        config=values["allocation_config"],
+    )
