@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from agentflow.server.protocol import ChatCompletionRequest, RequestError
 from agentflow.server.service import ChatService, RunId
@@ -44,6 +45,12 @@ async def get_health(request: Request) -> JSONResponse:
     status = "ok" if service.accepting else "shutting down"
     body = {"status": status, "runs_in_flight": service.in_flight, "queued": service.waiting}
     return JSONResponse(body, status_code=200 if service.accepting else 503)
+
+
+@health.get("/metrics")
+async def get_metrics(request: Request) -> Response:
+    """Prometheus text format; like /health, open without a key (scrapers rarely send one)."""
+    return Response(_service(request).metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _model_card(model_id: str) -> dict[str, Any]:

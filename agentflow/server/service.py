@@ -26,6 +26,7 @@ from agentflow.planner import Planner
 from agentflow.registry import load_planner
 from agentflow.server.config import AgentSpec, ServerConfig
 from agentflow.server.conversation import Conversation, planned_question
+from agentflow.server.metrics import ServerMetrics
 from agentflow.server.progress import describe
 from agentflow.server.protocol import ChatCompletionRequest, RequestError
 from agentflow.trace import Trace
@@ -137,6 +138,7 @@ class ChatService:
         self._slots = asyncio.Semaphore(config.max_runs)
         self._tasks: set[asyncio.Task[None]] = set()
         self._planners: dict[str, Planner] = {}
+        self.metrics = ServerMetrics(lambda: self.in_flight, lambda: self.waiting)
 
     def start(self, request: ChatCompletionRequest) -> ChatRun:
         """Check the request and admit it (429 when the queue is full); the run starts now."""
@@ -151,7 +153,11 @@ class ChatService:
             )
         conversation = Conversation.from_messages(request.messages)
         planner = self._planner(request, spec)
-        self._admit()
+        try:
+            self._admit()
+        except RequestError as exc:
+            self.metrics.rejected.labels(status=str(exc.status)).inc()
+            raise
         run = ChatRun(self, spec, planner, request, conversation)
         self.runs[run.id] = run.record
         self._prune()
@@ -283,6 +289,8 @@ class ChatRun:
             self._fail("internal error", 500)
         finally:
             record.finished = time.time()
+            seconds = record.finished - record.created
+            self.service.metrics.finished(record.status, seconds, record.usage)
 
     def _put(self, update: Update) -> None:
         self._queue.put_nowait(update)
@@ -300,6 +308,9 @@ class ChatRun:
         usage = usage + result.usage
         messages = conversation.answer_messages(result, reminder)
         async for delta in self.spec.model.stream(messages, self._answer_settings()):
+            if delta.text and not self.record.answer:
+                waited = time.time() - self.record.created
+                self.service.metrics.first_content_seconds.observe(waited)
             if delta.text:
                 self.record.answer += delta.text
                 self._put(Content(delta.text))
@@ -336,6 +347,8 @@ class ChatRun:
                         self._put(Reasoning(line))
         finally:
             self.record.trace = agent.trace
+            if agent.trace is not None:
+                self.record.usage = agent.trace.usage
         raise ExecutionError("the run ended without a result", trace=agent.trace)
 
     def _limits(self) -> RunLimits:

@@ -1,0 +1,127 @@
+"""The pieces behind the routes, without HTTP: conversations, shutdown, the command line."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentflow.agent import RunResult
+from agentflow.cli._common import CommandContext
+from agentflow.cli._main import _parser
+from agentflow.exceptions import UserError
+from agentflow.model import Message, ModelSettings
+from agentflow.server.cli import API_KEYS_ENV, build_config
+from agentflow.server.conversation import Conversation
+from agentflow.server.protocol import ChatCompletionRequest, ChatMessage, RequestError
+from agentflow.server.service import ChatService, Failed, Finished
+from agentflow.trace import Trace
+
+from .conftest import config, fake_reply
+
+
+def conversation(*turns: tuple[str, str]) -> Conversation:
+    return Conversation.from_messages([ChatMessage(role=r, content=t) for r, t in turns])  # type: ignore[arg-type]
+
+
+def test_standing_instructions_are_restated_once_the_conversation_is_long() -> None:
+    turns = [
+        ("system", "You are a geography tutor."),
+        ("user", "Always answer in French."),
+        ("assistant", "D'accord."),
+        ("user", "What is the capital of Italy?"),
+        ("assistant", "Rome."),
+        ("user", "And of Spain?"),
+    ]
+    chat = conversation(*turns)
+    assert chat.user_turns == 3 and chat.message == "And of Spain?"
+    assert chat.standing_instructions() == "You are a geography tutor. Always answer in French."
+    assert chat.reminder(after_turns=3) is None
+    reminder = chat.reminder(after_turns=2)
+    assert reminder is not None and "Always answer in French." in reminder
+    assert chat.reminder(after_turns=None) is None
+
+
+def test_a_conversation_must_end_with_a_user_message() -> None:
+    with pytest.raises(RequestError) as caught:
+        conversation(("user", "hi"), ("assistant", "hello"))
+    assert caught.value.param == "messages"
+    with pytest.raises(RequestError) as caught:
+        conversation(("user", "hi"), ("tool", "42"))
+    assert caught.value.param == "messages[1].role"
+
+
+def test_the_rewrite_and_answer_calls_see_the_earlier_turns() -> None:
+    chat = conversation(
+        ("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello"), ("user", "Q?")
+    )
+    (rewrite,) = chat.rewrite_messages()
+    assert (
+        "user: Hi\nassistant: Hello" in rewrite["content"]
+        and "Last message: Q?" in rewrite["content"]
+    )
+    result = RunResult(answer="Rome", trace=Trace(question="Q?", planner="direct"))
+    answer = chat.answer_messages(result, reminder="Remember: be brief.")
+    assert [m["role"] for m in answer] == ["system", "user", "assistant", "user"]
+    assert answer[0]["content"] == "Be brief."
+    last = answer[-1]["content"]
+    assert last.startswith("Q?") and "Proposed answer: Rome" in last
+    assert last.endswith("Remember: be brief.")
+
+
+def request(content: str = "What is the capital of France?") -> ChatCompletionRequest:
+    return ChatCompletionRequest(
+        model="agentflow-direct", messages=[ChatMessage(role="user", content=content)]
+    )
+
+
+async def test_shutdown_lets_short_runs_finish_and_cancels_long_ones() -> None:
+    async def reply(messages: Sequence[Message], settings: ModelSettings, schema: Any) -> str:
+        if "slow" in str(messages[-1]["content"]):
+            await asyncio.sleep(30)
+        return fake_reply(messages, settings, schema)
+
+    service = ChatService(config(reply))
+    quick, slow = service.start(request()), service.start(request("slow question"))
+    await service.aclose(grace=0.5)
+    assert quick.record.status == "ok" and slow.record.status == "cancelled"
+    with pytest.raises(RequestError) as caught:
+        service.start(request())
+    assert caught.value.status == 503
+    updates = [u async for u in quick.updates(keepalive=1)]
+    assert isinstance(updates[-1], Finished) and not any(isinstance(u, Failed) for u in updates)
+
+
+def parse(*argv: str) -> Any:
+    parser, _ = _parser()
+    return parser.parse_args(["serve", *argv])
+
+
+def test_the_command_line_builds_agents_keys_and_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(API_KEYS_ENV, "from-env, other")
+    args = parse("--planner", "react", "--tool", "calculator", "--api-key", "k1", "--max-runs", "3")
+    built = build_config(CommandContext(), args)
+    (agent,) = built.agents
+    assert agent.id == "agentflow-react" and [t.name for t in agent.tools] == ["calculator"]
+    assert built.api_keys == {"k1", "from-env", "other"} and built.max_runs == 3
+    with pytest.raises(UserError, match="--max-runs"):
+        build_config(CommandContext(), parse("--max-runs", "0"))
+
+
+def test_a_config_file_names_several_agents(tmp_path: Path) -> None:
+    path = tmp_path / "agents.toml"
+    path.write_text(
+        '[[agents]]\nid = "quick"\nplanner = "direct"\n\n'
+        '[[agents]]\nid = "deep"\nplanner = "dag"\nmax_model_calls = 9\n'
+        'model = "other"\nbase_url = ["http://gpu:8000/v1"]\n'
+    )
+    built = build_config(CommandContext(), parse("--config", str(path)))
+    quick, deep = built.agents
+    assert (quick.id, quick.planner, deep.id, deep.planner) == ("quick", "direct", "deep", "dag")
+    assert deep.limits.max_model_calls == 9 and deep.model.name == "other"
+    path.write_text('[[agents]]\nid = "x"\nplaner = "dag"\n')
+    with pytest.raises(UserError, match="planer"):
+        build_config(CommandContext(), parse("--config", str(path)))
