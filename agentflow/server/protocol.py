@@ -30,22 +30,6 @@ __all__ = [
 
 logger = logging.getLogger("agentflow.server")
 
-IGNORED_FIELDS = frozenset(
-    {
-        "frequency_penalty",
-        "presence_penalty",
-        "logit_bias",
-        "user",
-        "metadata",
-        "store",
-        "parallel_tool_calls",
-        "top_logprobs",
-        "service_tier",
-    }
-)
-"""Known OpenAI fields that do not change an agent run: accepted, and logged as ignored."""
-
-
 class RequestError(Exception):
     """A request agentflow refuses; rendered as `{"error": {...}}` with `status`."""
 
@@ -145,8 +129,8 @@ class ChatCompletionRequest(_Wire):
             raise RequestError("only text responses are supported", param="response_format")
         if self.logprobs:
             raise RequestError("logprobs are not supported", param="logprobs")
-        ignored = sorted(set(self.model_extra or {}) | (IGNORED_FIELDS & self.model_fields_set))
-        if ignored:
+        ignored = sorted(self.model_extra or {})
+        if ignored:  # frequency_penalty, user, metadata...: nothing an agent run can use
             logger.warning("ignored request fields: %s", ", ".join(ignored))
 
     @property

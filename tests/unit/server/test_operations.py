@@ -143,3 +143,38 @@ async def test_fifty_concurrent_streamed_chats_each_get_their_own_answer() -> No
     for index, answer in enumerate(answers):
         assert answer.endswith("as far as I can tell."), answer
         assert MARKER.findall(answer) == [f"marker-{index}"]
+
+
+def test_a_client_that_gives_up_on_a_whole_answer_cancels_its_run() -> None:
+    cancelled = threading.Event()
+
+    async def endless(messages: Sequence[Message], settings: ModelSettings, schema: Any) -> str:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    with serving(config(endless)) as base_url:
+        with pytest.raises(httpx2.ReadTimeout):
+            httpx2.post(f"{base_url}/chat/completions", json=BODY, timeout=0.5)
+        assert cancelled.wait(timeout=10), "the run went on for nobody"
+
+
+def test_cors_answers_the_configured_origin_only() -> None:
+    with serving(config(cors_origins=("http://chat.example",))) as base_url:
+        asked = {"Origin": "http://chat.example", "Access-Control-Request-Method": "POST"}
+        allowed = httpx2.options(f"{base_url}/chat/completions", headers=asked)
+        other = dict(asked, Origin="http://elsewhere.example")
+        refused = httpx2.options(f"{base_url}/chat/completions", headers=other)
+    assert allowed.headers["access-control-allow-origin"] == "http://chat.example"
+    assert "access-control-allow-origin" not in refused.headers
+
+
+def test_unknown_fields_are_accepted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with serving(config()) as base_url:
+        body = dict(BODY, frequency_penalty=0.5, user="someone")
+        response = httpx2.post(f"{base_url}/chat/completions", json=body)
+    assert response.status_code == 200
+    assert "ignored request fields: frequency_penalty, user" in caplog.text
