@@ -50,6 +50,7 @@ from agentflow.allocation._vote import (
     VoteRule,
     answer_key,
     beta_tail_above_half,
+    last_boxed,
 )
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "beta_tail_above_half",
     "config_path",
     "draw_and_vote",
+    "last_boxed",
     "load_allocator",
     "parse_score",
     "read_config",

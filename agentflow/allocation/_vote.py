@@ -25,6 +25,7 @@ __all__ = [
     "VoteRule",
     "answer_key",
     "beta_tail_above_half",
+    "last_boxed",
     "vote_rule",
 ]
 
@@ -90,7 +91,7 @@ def answer_key(text: str) -> str | None:
     `Answer:` line (else the last line), SQuAD-normalised, numbers in one form ("33.0" is "33").
     None when nothing usable is left, or when the last box was cut off (no answer yet)."""
     if _BOXED.search(text):
-        raw = _last_boxed(text)
+        raw = last_boxed(text)
         if raw is None:
             return None
     else:
@@ -99,7 +100,9 @@ def answer_key(text: str) -> str | None:
     return key or None
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{}` / `\\fbox{}` (braces matched), None if there is
+    none or it was cut off."""
     matches = list(_BOXED.finditer(text))
     if not matches:
         return None

@@ -5,7 +5,7 @@ from agentflow.registry import load_planner, load_tool, planner_names, tool_name
 
 
 def test_shipped_planners_and_tools_are_registered() -> None:
-    assert planner_names() == ["dag", "direct", "hybrid", "react"]
+    assert planner_names() == ["dag", "direct", "hybrid", "react", "scale"]
     assert {"calculator", "fetch_page", "run_python"} <= set(tool_names())
     assert load_planner("dag").name == "dag"
     assert load_tool("calculator").name == "calculator"
