@@ -1,0 +1,262 @@
+"""`agentflow serve` under load: concurrent streamed chats against a fake delayed model server.
+
+    python benchmarks/serve.py [--levels 10,50,200] [--delay 0.05] [--out FILE]
+
+Three processes on loopback: the fake OpenAI-compatible server (`_fake_openai.py`, every
+completion after `--delay` s), `agentflow serve`'s app under uvicorn (this script with
+`--child`, one agent on the `direct` planner), and this process as the client: for each level,
+that many chats at once through the official `AsyncOpenAI` client, streamed, each with a marker
+of its own that its answer must not lack (the fake model does not echo it, so the check is that
+every stream ended with `[DONE]` after content and a usage chunk).
+
+Per level: chats completed and lost, time to first byte (the first chunk) and to the first
+piece of the answer, p50 and p99, runs per second, and the server's CPU per run (its process's
+user+system time during the level, from /proc). Then the same questions through `Agent.run`
+plus the answer-writing call, in one process with no HTTP in front: the same two model calls
+per question, so `serve / in-process` is the HTTP layer's own cost as a ratio of throughput.
+
+Each run makes two model calls (the direct planner's step, then the answer); no follow-ups, so
+no rewrite. The fake server answers whole completions only, so the answer arrives in one piece.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import httpx2
+import openai
+import uvicorn
+from _common import table, write_result
+from _fake_openai import MODEL, FakeServer
+
+from agentflow.agent import Agent
+from agentflow.model import Message, ModelSettings, StreamDelta
+from agentflow.models import OpenAIModel
+from agentflow.server import AgentSpec, ServerConfig, create_app
+from agentflow.server.conversation import Conversation
+from agentflow.server.protocol import ChatMessage
+
+AGENT = "agentflow-direct"
+
+
+class OneShotModel(OpenAIModel):
+    """The fake server answers whole completions only: a stream is the answer in one piece."""
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings | None = None,
+        *,
+        json_schema: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[StreamDelta]:
+        response = await self.complete(messages, settings, json_schema=json_schema)
+        yield StreamDelta(text=response.text, usage=response.usage)
+
+
+def model_on(base_url: str) -> OneShotModel:
+    return OneShotModel(MODEL, base_url, max_concurrency=1024, timeout=300)
+
+
+def run_child(port: int, model_url: str) -> None:
+    """The server process: the app under uvicorn, queue and slots large enough for any level."""
+    agents = (AgentSpec(id=AGENT, model=model_on(model_url), planner="direct"),)
+    config = ServerConfig(agents=agents, max_runs=1024, max_queue=1024, keepalive=30)
+    uvicorn.run(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Chat:
+    first_byte: float
+    first_content: float
+    ok: bool
+
+
+def _question(index: int) -> str:
+    return f"Which is older, Oxford or Cambridge? (chat marker-{index})"
+
+
+async def chat(api: openai.AsyncOpenAI, index: int) -> Chat:
+    started = time.perf_counter()
+    first_byte = first_content = float("nan")
+    content, usage = "", None
+    stream = await api.chat.completions.create(
+        model=AGENT,
+        messages=[{"role": "user", "content": _question(index)}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    async for piece in stream:
+        now = time.perf_counter() - started
+        first_byte = now if first_byte != first_byte else first_byte
+        if piece.choices and piece.choices[0].delta.content:
+            first_content = now if first_content != first_content else first_content
+            content += piece.choices[0].delta.content
+        usage = piece.usage or usage
+    return Chat(first_byte, first_content, ok=bool(content) and usage is not None)
+
+
+async def through_serve(base_url: str, chats: int, server_pid: int) -> dict[str, Any]:
+    http = httpx2.AsyncClient(timeout=300, limits=httpx2.Limits(max_connections=chats + 8))
+    async with openai.AsyncOpenAI(
+        base_url=base_url, api_key="x", http_client=http, max_retries=0
+    ) as api:
+        cpu, client_cpu = _cpu_seconds(server_pid), time.process_time()
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(
+            *(chat(api, i) for i in range(chats)), return_exceptions=True
+        )
+        wall = time.perf_counter() - started
+        cpu, client_cpu = _cpu_seconds(server_pid) - cpu, time.process_time() - client_cpu
+    done = [o for o in outcomes if isinstance(o, Chat) and o.ok]
+    return {
+        "chats": chats,
+        "completed": len(done),
+        "lost": chats - len(done),
+        "first_byte_p50_ms": _percentile([c.first_byte for c in done], 50),
+        "first_byte_p99_ms": _percentile([c.first_byte for c in done], 99),
+        "first_content_p50_ms": _percentile([c.first_content for c in done], 50),
+        "runs_per_s": len(done) / wall,
+        "server_cpu_ms_per_run": 1000 * cpu / chats,
+        "client_cpu_ms_per_run": 1000 * client_cpu / chats,
+        "wall_s": wall,
+    }
+
+
+async def in_process(model_url: str, chats: int) -> dict[str, Any]:
+    """The same work without HTTP in front: `Agent.run`, then the answer-writing call."""
+    model = model_on(model_url)
+    agent = Agent(model=model, planner="direct")
+
+    async def one(index: int) -> None:
+        message = ChatMessage(role="user", content=_question(index))
+        result = await agent.run(message.text(0))
+        answer = Conversation.from_messages([message]).answer_messages(result, None)
+        await model.complete(answer)
+
+    try:
+        cpu, started = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(chats)))
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        await model.aclose()
+    return {"runs_per_s": chats / wall, "cpu_ms_per_run": 1000 * cpu / chats, "wall_s": wall}
+
+
+def _percentile(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0] * 1000 if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
+
+
+def start_server(model_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    command = [sys.executable, __file__, "--child", str(port), "--model-url", model_url]
+    process = subprocess.Popen(command, start_new_session=True)
+    root = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the agentflow server did not start")
+        try:
+            if httpx2.get(f"{root}/health", timeout=1).status_code == 200:
+                return process, f"{root}/v1"
+        except httpx2.TransportError:
+            time.sleep(0.1)
+
+
+async def measure(
+    levels: list[int], model_url: str, server: subprocess.Popen[bytes], base_url: str
+) -> list[dict[str, Any]]:
+    await through_serve(base_url, 10, server.pid)  # warm-up: imports, connections, planner
+    await in_process(model_url, 10)
+    rows = []
+    for level in levels:
+        row = await through_serve(base_url, level, server.pid)
+        baseline = await in_process(model_url, level)
+        row["in_process"] = baseline
+        row["ratio"] = row["runs_per_s"] / baseline["runs_per_s"]
+        rows.append(row)
+        print(f"{level} chats: {row['completed']} completed in {row['wall_s']:.1f} s", flush=True)
+    return rows
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    headers = ["chats", "completed", "lost", "TTFB p50 ms", "TTFB p99 ms",
+               "first answer p50 ms", "runs/s", "server CPU ms/run", "client CPU ms/run",
+               "in-process runs/s", "in-process CPU ms/run", "serve / in-process"]  # fmt: skip
+    body = [
+        [
+            r["chats"],
+            r["completed"],
+            r["lost"],
+            f"{r['first_byte_p50_ms']:.0f}",
+            f"{r['first_byte_p99_ms']:.0f}",
+            f"{r['first_content_p50_ms']:.0f}",
+            f"{r['runs_per_s']:.1f}",
+            f"{r['server_cpu_ms_per_run']:.1f}",
+            f"{r['client_cpu_ms_per_run']:.1f}",
+            f"{r['in_process']['runs_per_s']:.1f}",
+            f"{r['in_process']['cpu_ms_per_run']:.1f}",
+            f"{r['ratio']:.2f}",
+        ]
+        for r in rows
+    ]
+    return table(headers, body)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", default="10,50,200", help="concurrent chats per level")
+    parser.add_argument("--delay", type=float, default=0.05, help="seconds per fake completion")
+    parser.add_argument("--out", type=Path, help="JSON result (default benchmarks/results/)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--model-url", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        run_child(args.child, args.model_url)
+        return 0
+    levels = [int(level) for level in args.levels.split(",")]
+    with FakeServer(args.delay) as fake:
+        server, base_url = start_server(fake.base_url)
+        try:
+            rows = asyncio.run(measure(levels, fake.base_url, server, base_url))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    print(report(rows))
+    path = write_result("serve", {"delay_s": args.delay, "levels": rows}, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
