@@ -30,6 +30,7 @@ __all__ = [
 
 logger = logging.getLogger("agentflow.server")
 
+
 class RequestError(Exception):
     """A request agentflow refuses; rendered as `{"error": {...}}` with `status`."""
 
