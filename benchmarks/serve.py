@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import httpx2
 import openai
 import uvicorn
-from _common import table, write_result
+from _common import RESULTS_DIR, table, write_result
 from _fake_openai import MODEL, FakeServer
 
 from agentflow.agent import Agent
@@ -47,7 +47,9 @@ from agentflow.model import Message, ModelSettings, StreamDelta
 from agentflow.models import OpenAIModel
 from agentflow.server import AgentSpec, ServerConfig, create_app
 from agentflow.server.conversation import Conversation
-from agentflow.server.protocol import ChatMessage
+from agentflow.server.protocol import ChatCompletionRequest, ChatMessage
+from agentflow.server.service import ChatService, Content
+from agentflow.settings import Settings
 
 AGENT = "agentflow-direct"
 
@@ -75,6 +77,85 @@ def run_child(port: int, model_url: str) -> None:
     agents = (AgentSpec(id=AGENT, model=model_on(model_url), planner="direct"),)
     config = ServerConfig(agents=agents, max_runs=1024, max_queue=1024, keepalive=30)
     uvicorn.run(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+
+
+CONSTRAINTS: dict[str, tuple[str, Callable[[str], bool]]] = {
+    "ten words": ("Answer in at most ten words.", lambda reply: 0 < len(reply.split()) <= 10),
+    "French": ("Always answer in French.", lambda reply: _is_french(reply)),
+    "capitals": (
+        "Always answer in capital letters only.",
+        lambda reply: any(c.isalpha() for c in reply) and not any(c.islower() for c in reply),
+    ),
+}
+"""A constraint set in turn 1 and a check of every later reply against it."""
+QUESTIONS = [
+    "What is the capital of Italy?",
+    "How many legs does a spider have?",
+    "Who wrote Romeo and Juliet?",
+    "What is the largest planet in the solar system?",
+    "What do bees make?",
+    "What colour is the sky on a clear day?",
+]
+_FRENCH = {"le", "la", "les", "est", "de", "des", "une", "un", "et", "du", "en", "qui", "c'est"}
+_ENGLISH = {"the", "is", "of", "and", "a", "in", "to", "it", "that", "was", "are"}
+
+
+def _is_french(reply: str) -> bool:
+    words = [w.strip(".,;:!?\"'()").lower() for w in reply.split()]
+    return sum(w in _FRENCH for w in words) > sum(w in _ENGLISH for w in words)
+
+
+async def converse(service: ChatService, constraint: str, rotation: int, turns: int) -> list[bool]:
+    """One conversation: the constraint in turn 1, then a question per turn; whether each
+    reply kept the constraint."""
+    instruction, check = CONSTRAINTS[constraint]
+    questions = QUESTIONS[rotation:] + QUESTIONS[:rotation]
+    messages: list[ChatMessage] = []
+    kept = []
+    for turn in range(turns):
+        text = f"{instruction} {questions[turn]}" if turn == 0 else questions[turn]
+        messages.append(ChatMessage(role="user", content=text))
+        request = ChatCompletionRequest(model=AGENT, messages=messages, temperature=0)
+        run = service.start(request)
+        pieces = [u.text async for u in run.updates(60) if isinstance(u, Content)]
+        reply = "".join(pieces).strip()
+        messages.append(ChatMessage(role="assistant", content=reply))
+        kept.append(check(reply))
+    return kept
+
+
+async def drift(base_url: str, model_name: str, turns: int, tokens: int) -> dict[str, Any]:
+    """Adherence per turn with and without reminders, on a live model; both conditions at
+    once, so the model server batches them alike."""
+    model = OpenAIModel(model_name, base_url, timeout=900)
+    agents = (AgentSpec(id=AGENT, model=model.with_overrides(ModelSettings(max_tokens=tokens))),)
+    conditions = {"without reminders": None, "with reminders": 1}
+    plan = [(label, c, r) for label in conditions for c in CONSTRAINTS for r in (0, 3)]
+    services = {
+        label: ChatService(ServerConfig(agents=agents, max_runs=32, remind_after_turns=remind))
+        for label, remind in conditions.items()
+    }
+    try:
+        runs = (converse(services[name], c, r, turns) for name, c, r in plan)
+        kept = await asyncio.gather(*runs)
+    finally:
+        await model.aclose()
+    results: dict[str, Any] = {label: {} for label in conditions}
+    for (label, c, r), conversation in zip(plan, kept, strict=True):
+        results[label][f"{c}/{r}"] = conversation
+    return results
+
+
+def drift_report(results: dict[str, Any], turns: int) -> str:
+    headers = ["turn", *results]
+    rows = []
+    for turn in range(turns):
+        cells = []
+        for runs in results.values():
+            kept = [conversation[turn] for conversation in runs.values()]
+            cells.append(f"{sum(kept)}/{len(kept)}")
+        rows.append([turn + 1, *cells])
+    return table(headers, rows)
 
 
 def _free_port() -> int:
@@ -234,6 +315,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--levels", default="10,50,200", help="concurrent chats per level")
     parser.add_argument("--delay", type=float, default=0.05, help="seconds per fake completion")
     parser.add_argument("--out", type=Path, help="JSON result (default benchmarks/results/)")
+    parser.add_argument(
+        "--drift", action="store_true", help="instead: instruction drift on the live model"
+    )
+    parser.add_argument("--turns", type=int, default=5, help="turns per conversation (drift)")
+    parser.add_argument("--drift-tokens", type=int, default=48, help="token cap per call (drift)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model-url", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -244,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         run_child(args.child, args.model_url)
         return 0
+    if args.drift:
+        return main_drift(args)
     levels = [int(level) for level in args.levels.split(",")]
     with FakeServer(args.delay) as fake:
         server, base_url = start_server(fake.base_url)
@@ -255,6 +343,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(rows))
     path = write_result("serve", {"delay_s": args.delay, "levels": rows}, args.out)
     print(f"wrote {path}")
+    return 0
+
+
+def main_drift(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    started = time.perf_counter()
+    results = asyncio.run(drift(settings.base_url, settings.model, args.turns, args.drift_tokens))
+    print(drift_report(results, args.turns))
+    out = args.out or RESULTS_DIR / "serve_drift.json"
+    data = {"model": settings.model, "turns": args.turns, "max_tokens": args.drift_tokens}
+    path = write_result("serve_drift", {**data, "results": results}, out)
+    print(f"wrote {path} in {time.perf_counter() - started:.0f} s")
     return 0
 
 

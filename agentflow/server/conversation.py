@@ -27,7 +27,8 @@ _INSTRUCTION = re.compile(
     r"using|as|at most|briefly))\b",
     re.IGNORECASE,
 )
-"""An earlier user message that reads as a standing instruction rather than a question."""
+"""A sentence of an earlier user message that reads as a standing instruction."""
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +69,15 @@ class Conversation:
         return 1 + sum(role == "user" for role, _ in self.turns)
 
     def standing_instructions(self) -> str:
-        """The system messages and the earlier user messages that set a rule."""
-        ruled = [text for role, text in self.turns if role == "user" and _INSTRUCTION.search(text)]
+        """The system messages and the sentences of earlier user messages that set a rule
+        (not the questions asked beside them)."""
+        ruled = [
+            sentence
+            for role, text in self.turns
+            if role == "user"
+            for sentence in _SENTENCE_END.split(text)
+            if _INSTRUCTION.search(sentence)
+        ]
         return " ".join(part.strip() for part in (*self.system, *ruled) if part.strip())
 
     def reminder(self, after_turns: int | None) -> str | None:

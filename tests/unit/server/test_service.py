@@ -30,7 +30,7 @@ def conversation(*turns: tuple[str, str]) -> Conversation:
 def test_standing_instructions_are_restated_once_the_conversation_is_long() -> None:
     turns = [
         ("system", "You are a geography tutor."),
-        ("user", "Always answer in French."),
+        ("user", "Always answer in French. What is the capital of France?"),
         ("assistant", "D'accord."),
         ("user", "What is the capital of Italy?"),
         ("assistant", "Rome."),
