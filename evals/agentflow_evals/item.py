@@ -40,12 +40,15 @@ async def run_item(
     """All samples of one item, scored: the row `results.jsonl` gets."""
     started = time.perf_counter()
     question = format_question(item)
-    samples = await asyncio.gather(
-        *(
-            _run_sample(item, question, _sample_model(model, config, index), config, tools, judge)
-            for index in range(config.samples)
-        )
-    )
+    try:  # one sample failing on the server cancels its siblings: no orphaned requests
+        async with asyncio.TaskGroup() as group:
+            runs = [
+                group.create_task(_run_sample(item, question, sample_model, config, tools, judge))
+                for sample_model in (_sample_model(model, config, i) for i in range(config.samples))
+            ]
+    except* InfrastructureFailure as failed:
+        raise failed.exceptions[0] from None
+    samples = [run.result() for run in runs]
     correct = [s["correct"] for s in samples]
     # Voting reads the samples as scored: redaction below removes what it compares.
     maj_correct = majority(item, samples) if config.samples > 1 else None

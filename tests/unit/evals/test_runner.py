@@ -144,7 +144,7 @@ async def test_a_dead_server_stops_the_run_after_a_few_items(tmp_path: Path) -> 
             EvalConfig(dataset=str(path), out=tmp_path / "run", concurrency=2, max_failures=3),
             FunctionModel(failing),
         )
-    assert len(calls) <= 4  # three failures and at most one more in flight, not fifty
+    assert len(calls) <= 3 + 2  # three failures and what was in flight beside them, not fifty
 
 
 async def test_a_model_failure_is_a_recorded_wrong_answer(dataset: Path, tmp_path: Path) -> None:
@@ -170,3 +170,33 @@ async def test_rows_without_a_manifest_are_not_reused_for_another_run(
     (out / "manifest.json").write_text("[]")
     with pytest.raises(UserError, match="missing or not a JSON object"):
         await run_eval(config(dataset, out), answering({}))
+
+
+async def test_a_sample_failing_on_the_server_cancels_its_siblings(
+    dataset: Path, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from agentflow.exceptions import ModelConnectionError
+    from agentflow_evals.runner import EvalIncompleteError
+
+    started, cancelled = [], []
+
+    async def reply(messages: Any, settings: ModelSettings, *_: Any) -> str:
+        started.append(settings.seed)
+        if settings.seed == 0:
+            await asyncio.sleep(0.01)
+            raise ModelConnectionError("gone", base_url="http://x/v1")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(settings.seed)
+            raise
+        return "Answer: x"
+
+    with pytest.raises(EvalIncompleteError):
+        await run_eval(
+            config(dataset, tmp_path / "run", limit=1, samples=3, seed=0, max_failures=1),
+            FunctionModel(reply),
+        )
+    assert sorted(started) == [0, 1, 2] and sorted(cancelled) == [1, 2]
