@@ -6,16 +6,22 @@ result says, never on how long a run took.
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agentflow.exceptions import UserError
 from agentflow.tool import ToolError
 from agentflow_tools.python_exec import (
+    ISOLATION_ENV,
     MAX_CODE_CHARS,
     PythonSandbox,
+    UnisolatedWarning,
+    _namespace,
     available_isolation,
     make_python_tool,
     run_code,
@@ -23,7 +29,7 @@ from agentflow_tools.python_exec import (
 )
 
 needs_namespaces = pytest.mark.skipif(
-    available_isolation() != "namespace", reason="unshare cannot create namespaces here"
+    available_isolation() is None, reason="the namespace sandbox does not work here"
 )
 
 
@@ -122,12 +128,12 @@ async def test_stderr_is_cut_too() -> None:
     assert "bytes cut" in result.stderr
 
 
-async def test_the_working_directory_is_temporary_and_removed() -> None:
+async def test_nothing_is_left_on_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     code = "import os\nopen('scratch.txt', 'w').write('data')\nprint(os.getcwd())"
     result = await run_code(code)
-    workdir = Path(result.stdout.strip())
-    assert workdir.name.startswith("agentflow-python-")
-    assert not _exists(workdir)
+    assert result.stdout == f"{_namespace.HOME}\n"
+    assert os.listdir(tmp_path) == []
 
 
 async def test_each_run_starts_from_scratch() -> None:
@@ -169,11 +175,66 @@ async def test_the_network_is_refused(listener: socket.socket, isolation: str) -
 
 
 @needs_namespaces
-async def test_namespaces_make_the_rest_of_the_filesystem_read_only(tmp_path: Path) -> None:
-    outside = tmp_path / "outside.txt"
-    result = await run_code(f"open({str(outside)!r}, 'w').write('x')")
+async def test_namespaces_make_the_rest_of_the_filesystem_read_only() -> None:
+    result = await run_code("open('/usr/agentflow-outside.txt', 'w').write('x')")
     assert "Read-only file system" in result.stderr
-    assert not _exists(outside)
+    assert not _exists(Path("/usr/agentflow-outside.txt"))
+    result = await run_code("open('/tmp/x', 'w').write('x')\nopen('/x', 'w')")
+    assert "Read-only file system: '/x'" in result.stderr
+
+
+@needs_namespaces
+async def test_the_home_and_tmp_are_small() -> None:
+    code = "block = b'x' * (1 << 20)\nwith open('{}/big', 'wb') as f:\n    for _ in range(3):\n"
+    code += "        f.write(block)"
+    for where in ("/tmp", "."):
+        result = await run_code(code.format(where), PythonSandbox(scratch_bytes=2 << 20))
+        assert "No space left on device" in result.stderr
+
+
+def _no_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = _namespace.Probe(works=False, reason="unshare not found")
+    monkeypatch.setattr(_namespace, "probe", lambda: broken)
+    monkeypatch.delenv(ISOLATION_ENV, raising=False)
+
+
+@pytest.mark.parametrize("isolation", ["auto", "namespace"])
+async def test_without_namespaces_nothing_runs(
+    monkeypatch: pytest.MonkeyPatch, isolation: str
+) -> None:
+    _no_namespaces(monkeypatch)
+    sandbox = PythonSandbox(isolation=isolation)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match=f"unshare not found.*{ISOLATION_ENV}=audit-hook"):
+        await run_code("print('ran')", sandbox)
+    with pytest.raises(UserError):
+        await make_python_tool(sandbox).call({"code": "print('ran')"})
+
+
+async def test_the_weak_mode_is_opt_in_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_namespaces(monkeypatch)
+    monkeypatch.setenv(ISOLATION_ENV, "audit-hook")
+    with pytest.warns(UnisolatedWarning, match="WITHOUT isolation"):
+        weak = make_python_tool()
+    assert "WITHOUT isolation" in weak.description
+    assert "no network" not in weak.description
+    assert await weak.call({"code": "print('ran')"}) == "exit status 0\nstdout:\nran"
+
+
+async def test_the_isolation_is_fixed_when_the_tool_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_namespaces(monkeypatch)
+    strict = make_python_tool()
+    assert "no network" in strict.description
+    monkeypatch.setenv(ISOLATION_ENV, "audit-hook")  # too late: the description said isolated
+    with pytest.raises(UserError):
+        await strict.call({"code": "print('ran')"})
+
+
+def test_an_unknown_isolation_setting_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ISOLATION_ENV, "none")
+    with pytest.raises(UserError, match=f"{ISOLATION_ENV}='none'"):
+        make_python_tool()
 
 
 @needs_namespaces

@@ -1,16 +1,16 @@
 """Run model-written Python in a separate, limited process: the tool for tool-integrated math.
 
-Each call gets a fresh interpreter (`sys.executable -I -u -X utf8`) in a new temporary working
-directory, which is removed afterwards, in its own session (process group) so that it and any
-children are killed together. Before the model's code runs, a short prelude in the child:
+Each call gets a fresh interpreter (`sys.executable -I -u -X utf8`), in its own session (process
+group) so that it and any children are killed together. Before the model's code runs, a short
+prelude in the child:
 
 - sets resource limits: CPU time (`RLIMIT_CPU`, 10 s: seconds of real arithmetic, far more than
   a worked maths problem needs, and an endless loop is stopped by the kernel), address space
   (`RLIMIT_AS`, 1 GiB: room for numpy and sympy, while `[0] * 10**10` fails at once with
   `MemoryError` instead of pushing the machine into swap), file size (`RLIMIT_FSIZE`, 64 MiB),
-  and no core dumps;
+  no core dumps, and in the sandbox processes (`RLIMIT_NPROC`, 4, threads included);
 - refuses to start processes (an audit hook on fork, exec, spawn and `subprocess`), since maths
-  needs none and a fork bomb would outlive the limits of one process;
+  needs none: a friendly error for the usual ways, while `RLIMIT_NPROC` stops the others;
 - compiles the code as `main.py`, runs it, prints the value of a final bare expression as a
   notebook would, and prints tracebacks without the prelude's own frames.
 
@@ -19,23 +19,19 @@ whole process group, and keeps at most 8 kB of each of stdout and stderr (the fi
 halves, with a note of how many bytes were cut): about a page, enough for answers and
 tracebacks, while a runaway `print` loop cannot flood the model's context or the parent's memory.
 
-Isolation. Where `unshare` works (as root, or unprivileged with user namespaces), the child runs
-in new network, PID and mount namespaces (`available_isolation() == "namespace"`):
+Isolation. By default the code runs in the namespace sandbox (`_namespace`): as uid 65534 with
+no capabilities, in new network (no interface up: every connection, loopback included, fails),
+PID (it sees and signals only its own processes, and they die with the call) and mount
+namespaces. Its filesystem is a private read-only view of the system's programs and libraries
+and the interpreter's environment, with a private tmpfs home (`/home/sandbox`, the working
+directory) and `/tmp`; the host's homes, `/etc/shadow`, the project and its caches are not in
+it. Memory across all its processes is bounded by processes x address space, plus the two tmpfs.
 
-- the network namespace has no interface up, so every connection, loopback included, fails
-  with "Network is unreachable";
-- in the mount namespace every mount is remounted read-only except the working directory, and
-  the PID namespace shows and signals only the sandbox's own processes (it is torn down with
-  them);
-- every capability is dropped (`setpriv`), so the code cannot undo any of this or lift its
-  limits, even as root. Reading is not restricted: the code can read what the parent can.
-
-A shell is PID 1 of the namespace (an interpreter there would ignore SIGXCPU) and reports a
-child killed by signal N as status 128 + N, so there an exit status above 128 is read as a kill.
-
-Elsewhere (`"audit-hook"`) the audit hook also refuses socket connect/bind/send/resolve. That is
-best effort only: audit hooks are no security boundary (`ctypes` can get around them), and the
-filesystem is then as writable as for the parent process.
+Where namespaces do not work, `run_python` refuses to run code (`UserError`, with the reason)
+unless the user opts into the weak mode, `isolation="audit-hook"` or
+`AGENTFLOW_PYTHON_ISOLATION=audit-hook`. That mode is no sandbox: an audit hook refuses sockets
+and processes, but `ctypes` gets around it, and the code can read and write what agentflow can.
+Building a tool in that mode warns (`UnisolatedWarning`) and says so in the tool's description.
 
 Whatever the code does, the outcome is data: `run_code` returns a `PythonResult` (exit status,
 output, and why the process was killed, if it was). `ToolError` is raised only when the code
@@ -46,27 +42,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import importlib.util
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from agentflow.exceptions import UserError
 from agentflow.tool import Tool, ToolError, tool
+from agentflow_tools.python_exec import _namespace
 
 __all__ = [
+    "ISOLATION_ENV",
     "MAX_CODE_CHARS",
     "Isolation",
     "PythonResult",
     "PythonSandbox",
+    "UnisolatedWarning",
     "available_isolation",
+    "chosen_isolation",
     "make_python_tool",
     "run_code",
     "run_python",
@@ -74,19 +73,28 @@ __all__ = [
 
 Isolation = Literal["auto", "namespace", "audit-hook"]
 
+ISOLATION_ENV = "AGENTFLOW_PYTHON_ISOLATION"
+"""Read by `isolation="auto"`: "namespace" (the default) or "audit-hook" (weak, opt-in)."""
 MAX_CODE_CHARS = 100_000
 _DRAIN_GRACE = 1.0
 """Seconds to finish reading output after the process group is killed."""
+
+
+class UnisolatedWarning(UserWarning):
+    """A Python tool was built that runs model-written code without real isolation."""
+
 
 # Runs in the child before the model's code; the limits arrive in sys.argv[1:].
 _PRELUDE = r"""
 def _sandbox():
     import ast, resource, sys, traceback, types
-    cpu, memory, files, block_network = (int(a) for a in sys.argv[1:])
+    cpu, memory, files, processes, block_network = (int(a) for a in sys.argv[1:])
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_FSIZE, (files, files))
+    if processes:
+        resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
     blocked = {
         "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
         "os.fork", "os.forkpty", "pty.spawn",
@@ -127,33 +135,6 @@ def _sandbox():
 _sandbox()
 """
 
-# PID 1 of the new namespaces: make every mount read-only but the working directory ($1), drop
-# all capabilities, run the interpreter and report its status. It does not `exec`: as PID 1 the
-# interpreter would ignore SIGXCPU. A child killed by signal N exits here with 128 + N.
-_SETUP = r"""
-workdir=$1
-shift
-mount --bind "$workdir" "$workdir" || exit 125
-while read -r _ mnt _; do
-    mount -o remount,bind,ro "$(printf '%b' "$mnt")" 2>/dev/null
-done < /proc/self/mounts
-mount -o remount,bind,rw "$workdir" || exit 125
-cd "$workdir" || exit 125
-setpriv --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
-exit $?
-"""
-
-# Passes only if the working directory is writable and the rest of the filesystem is not.
-_PROBE = r"""
-import errno, sys
-open("probe", "w").close()
-try:
-    open(sys.argv[1], "w").close()
-except OSError as exc:
-    sys.exit(0 if exc.errno == errno.EROFS else 1)
-sys.exit(1)
-"""
-
 
 @dataclass(frozen=True, kw_only=True)
 class PythonSandbox:
@@ -161,14 +142,20 @@ class PythonSandbox:
 
     cpu_seconds: int = 10
     memory_bytes: int = 1 << 30
-    """Address-space limit; numpy and sympy import well within 1 GiB."""
+    """Address-space limit of each process; numpy and sympy import well within 1 GiB."""
     wall_seconds: float = 20.0
     output_bytes: int = 8_000
     """Bytes kept of each of stdout and stderr."""
     file_bytes: int = 64 << 20
     """Largest file the code may write."""
+    max_processes: int = 4
+    """Processes and threads the code may have at once (namespace mode): maths needs one, and
+    with `memory_bytes` it bounds the memory of all of them together."""
+    scratch_bytes: int = 64 << 20
+    """Size of each of the private home and `/tmp` (tmpfs, so memory too; namespace mode)."""
     isolation: Isolation = "auto"
-    """"namespace" (needs `unshare`), "audit-hook", or "auto": namespaces where they work."""
+    """"namespace" (refuses to run where it does not work), "audit-hook" (weak: no sandbox,
+    explicit opt-in only), or "auto": `AGENTFLOW_PYTHON_ISOLATION` if set, else "namespace"."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,82 +184,68 @@ class PythonResult:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Launch:
-    namespace: bool
-    """Run under `unshare`; statuses above 128 then stand for signals."""
-    block_network: bool
-    """Refuse socket use with the audit hook."""
-
-
 async def run_code(code: str, sandbox: PythonSandbox | None = None) -> PythonResult:
-    """Run `code` in a fresh sandboxed interpreter and report what happened."""
+    """Run `code` in a fresh sandboxed interpreter and report what happened.
+
+    Raises `UserError` if the namespace sandbox is required (the default) but does not work
+    here: code is never run with less isolation than was asked for."""
     sandbox = sandbox or PythonSandbox()
     if not code.strip():
         raise ToolError("there is no code to run")
     if len(code) > MAX_CODE_CHARS:
         raise ToolError(f"the code is too long ({len(code)} characters, at most {MAX_CODE_CHARS})")
-    launch = await _launch(sandbox.isolation)
+    namespace = chosen_isolation(sandbox.isolation) == "namespace"
+    if namespace:
+        await _require_namespaces()
     with tempfile.TemporaryDirectory(prefix="agentflow-python-") as workdir:
-        _write_code(Path(workdir), code)
-        argv = _command(launch, workdir, sandbox)
-        return await _execute(argv, workdir, sandbox, launch)
+        (Path(workdir) / "main.py").write_text(code, encoding="utf-8")
+        if namespace:
+            (Path(workdir) / "root").mkdir()  # where the sandbox's own root is mounted
+        argv = _command(namespace, workdir, sandbox)
+        return await _execute(argv, workdir, sandbox, namespace=namespace)
 
 
-def available_isolation() -> Literal["namespace", "audit-hook"]:
-    """How "auto" keeps code off the network on this machine."""
-    return "namespace" if _namespace_prefix() is not None else "audit-hook"
+def available_isolation() -> Literal["namespace"] | None:
+    """The real isolation this machine supports: "namespace", or None."""
+    return "namespace" if _namespace.probe().works else None
 
 
-async def _launch(isolation: Isolation) -> _Launch:
-    if isolation == "audit-hook":
-        return _Launch(namespace=False, block_network=True)
-    if await asyncio.to_thread(_namespace_prefix) is not None:
-        return _Launch(namespace=True, block_network=False)
-    if isolation == "namespace":
-        raise UserError("sandbox isolation by namespaces needs `unshare`, `mount` and `setpriv`")
-    return _Launch(namespace=False, block_network=True)
+def chosen_isolation(isolation: Isolation) -> Literal["namespace", "audit-hook"]:
+    """The mode `isolation` stands for; "auto" reads `AGENTFLOW_PYTHON_ISOLATION`."""
+    if isolation != "auto":
+        return isolation
+    value = os.environ.get(ISOLATION_ENV, "").strip() or "namespace"
+    if value not in ("namespace", "audit-hook"):
+        raise UserError(f"{ISOLATION_ENV}={value!r}: expected 'namespace' or 'audit-hook'")
+    return "namespace" if value == "namespace" else "audit-hook"
 
 
-def _command(launch: _Launch, workdir: str, sandbox: PythonSandbox) -> list[str]:
-    limits = (sandbox.cpu_seconds, sandbox.memory_bytes, sandbox.file_bytes, launch.block_network)
-    python = [sys.executable, "-I", "-u", "-X", "utf8", "-c", _PRELUDE, *map(str, map(int, limits))]
-    prefix = _namespace_prefix() if launch.namespace else None
-    return python if prefix is None else [*prefix, workdir, *python]
+async def _require_namespaces() -> None:
+    found = await asyncio.to_thread(_namespace.probe)
+    if not found.works:
+        raise UserError(
+            f"run_python needs Linux namespaces to isolate code and they do not work here "
+            f"({found.reason}); it runs nothing without them. To run model-written code with no "
+            f"real isolation anyway, set {ISOLATION_ENV}=audit-hook"
+        )
 
 
-@functools.cache
-def _namespace_prefix() -> tuple[str, ...] | None:
-    """The command that starts a child in new namespaces, if that works on this machine."""
-    unshare = shutil.which("unshare")
-    if unshare is None or not (shutil.which("mount") and shutil.which("setpriv")):
-        return None
-    flags = ["--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
-    if os.geteuid() != 0:
-        flags.append("--map-root-user")
-    prefix = (unshare, *flags, "--", "sh", "-c", _SETUP, "sh")
-    with tempfile.TemporaryDirectory(prefix="agentflow-probe-") as workdir:
-        outside = Path(workdir).with_name(Path(workdir).name + "-outside")
-        probe = [*prefix, workdir, sys.executable, "-I", "-c", _PROBE, str(outside)]
-        try:
-            done = subprocess.run(probe, cwd=workdir, capture_output=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        finally:
-            outside.unlink(missing_ok=True)
-    return prefix if done.returncode == 0 else None
+def _command(namespace: bool, workdir: str, sandbox: PythonSandbox) -> list[str]:
+    processes = sandbox.max_processes if namespace else 0  # as our own uid it would count ours
+    limits = (sandbox.cpu_seconds, sandbox.memory_bytes, sandbox.file_bytes, processes)
+    python = [sys.executable, "-I", "-u", "-X", "utf8", "-c", _PRELUDE]
+    python += [*map(str, limits), str(int(not namespace))]
+    if not namespace:
+        return python
+    return _namespace.command(workdir, sandbox.scratch_bytes, python)
 
 
-def _write_code(workdir: Path, code: str) -> None:
-    (workdir / "main.py").write_text(code, encoding="utf-8")
-
-
-def _environment(workdir: str) -> dict[str, str]:
+def _environment(home: str) -> dict[str, str]:
     return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        "PATH": _namespace.PATH,
         "LANG": "C.UTF-8",
-        "HOME": workdir,
-        "TMPDIR": workdir,
+        "HOME": home,
+        "TMPDIR": "/tmp" if home == _namespace.HOME else home,
         # One thread per numeric library: threads multiply the address space they reserve.
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
@@ -281,13 +254,13 @@ def _environment(workdir: str) -> dict[str, str]:
 
 
 async def _execute(
-    argv: list[str], workdir: str, sandbox: PythonSandbox, launch: _Launch
+    argv: list[str], workdir: str, sandbox: PythonSandbox, *, namespace: bool
 ) -> PythonResult:
     stdout, stderr = _Capture(sandbox.output_bytes), _Capture(sandbox.output_bytes)
     process = await asyncio.create_subprocess_exec(
         *argv,
         cwd=workdir,
-        env=_environment(workdir),
+        env=_environment(_namespace.HOME if namespace else workdir),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -308,7 +281,7 @@ async def _execute(
     finally:
         _kill_group(process.pid)
         await process.wait()
-    status = _Status.of(process.returncode, launch)
+    status = _Status.of(process.returncode, namespace=namespace)
     return PythonResult(
         stdout=stdout.text(),
         stderr=stderr.text(),
@@ -340,12 +313,13 @@ class _Status:
     signal: int | None
 
     @classmethod
-    def of(cls, returncode: int | None, launch: _Launch) -> _Status:
+    def of(cls, returncode: int | None, *, namespace: bool) -> _Status:
+        """Statuses above 128 stand for signals when a shell is PID 1 (namespace mode)."""
         if returncode is None:
             return cls(exit_code=None, signal=None)
         if returncode < 0:
             return cls(exit_code=None, signal=-returncode)
-        if launch.namespace and 128 < returncode < 128 + signal.NSIG:
+        if namespace and 128 < returncode < 128 + signal.NSIG:
             return cls(exit_code=None, signal=returncode - 128)
         return cls(exit_code=returncode, signal=None)
 
@@ -402,8 +376,13 @@ class _Capture:
 def make_python_tool(
     sandbox: PythonSandbox | None = None, *, name: str = "run_python", max_concurrency: int = 4
 ) -> Tool:
-    """A Python tool bound to `sandbox` limits."""
+    """A Python tool bound to `sandbox` limits.
+
+    The isolation mode is fixed here, so that the description the model reads stays true. In
+    the weak mode this warns (`UnisolatedWarning`) and the description says the code is not
+    isolated; in namespace mode, calls fail with `UserError` where namespaces do not work."""
     sandbox = sandbox or PythonSandbox()
+    sandbox = replace(sandbox, isolation=chosen_isolation(sandbox.isolation))
 
     async def run_python(code: str) -> str:
         return (await run_code(code, sandbox)).render()
@@ -414,8 +393,21 @@ def make_python_tool(
         "Use print() to show results (a final bare expression is printed too). Each call starts "
         f"from scratch: nothing is kept between calls. Available: {libraries}; no network."
     )
+    if sandbox.isolation == "audit-hook":
+        warnings.warn(_UNISOLATED, UnisolatedWarning, stacklevel=2)
+        run_python.__doc__ = (
+            "Run Python 3 code and return its exit status, stdout and stderr. Use print() to show "
+            f"results. Available: {libraries}. {_UNISOLATED}"
+        )
     timeout = sandbox.wall_seconds + 10
     return tool(name=name, timeout=timeout, max_concurrency=max_concurrency)(run_python)
+
+
+_UNISOLATED = (
+    "WARNING: this Python runs WITHOUT isolation (audit-hook mode, chosen by the user): it is "
+    "not a sandbox, and code can read and write files, reach the network and start processes "
+    "as the agent's own user."
+)
 
 
 def _installed(*names: str) -> list[str]:
