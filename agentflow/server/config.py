@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from agentflow.context import RunLimits
 from agentflow.model import Model
+from agentflow.planner import Planner
 from agentflow.tool import Tool
 
 __all__ = ["AgentSpec", "ServerConfig"]
@@ -19,7 +20,8 @@ class AgentSpec:
     """The model id clients ask for, e.g. `agentflow-dag`."""
     model: Model
     """The model every call of the agent's runs goes to."""
-    planner: str = "direct"
+    planner: str | Planner = "direct"
+    """A registered planner's name, or a planner object (shared by every run of the agent)."""
     tools: tuple[Tool, ...] = ()
     limits: RunLimits = RunLimits()
     max_concurrency: int = 16

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agentflow.server.protocol import ChatCompletionRequest, RequestError
@@ -45,6 +47,17 @@ async def get_health(request: Request) -> JSONResponse:
     status = "ok" if service.accepting else "shutting down"
     body = {"status": status, "runs_in_flight": service.in_flight, "queued": service.waiting}
     return JSONResponse(body, status_code=200 if service.accepting else 503)
+
+
+@health.get("/", include_in_schema=False)
+async def chat_page() -> HTMLResponse:
+    """The chat page: one self-contained file, nothing from a CDN, so it works offline."""
+    return HTMLResponse(_chat_page())
+
+
+@functools.cache
+def _chat_page() -> str:
+    return (resources.files("agentflow.server") / "static" / "index.html").read_text("utf-8")
 
 
 @health.get("/metrics")

@@ -184,6 +184,8 @@ class ChatService:
         """The run's planner (shared between runs, as planners are designed to be)."""
         options = request.agentflow
         name = (options.planner if options else None) or spec.planner
+        if isinstance(name, Planner):
+            return name
         if name not in self._planners:
             try:
                 self._planners[name] = load_planner(name)

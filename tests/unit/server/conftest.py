@@ -14,8 +14,10 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from agentflow.model import Message, ModelSettings, StreamDelta
+from agentflow.planner import Planner
 from agentflow.server import AgentSpec, ServerConfig, create_app
 from agentflow.testing import FunctionModel, ReplyFunction
+from agentflow.tool import Tool
 
 REWRITTEN = "Which is older, Oxford or Cambridge?"
 MARKER = re.compile(r"marker-\d+")
@@ -50,10 +52,16 @@ class WordStreamModel(FunctionModel):
         yield StreamDelta(usage=response.usage)
 
 
-def config(fn: ReplyFunction = fake_reply, **options: Any) -> ServerConfig:
+def config(
+    fn: ReplyFunction = fake_reply,
+    *,
+    planner: str | Planner = "direct",
+    tools: Sequence[Tool] = (),
+    **options: Any,
+) -> ServerConfig:
     model = WordStreamModel(fn)
-    agents = (AgentSpec(id="agentflow-direct", model=model, planner="direct"),)
-    return ServerConfig(agents=agents, **options)
+    spec = AgentSpec(id="agentflow-direct", model=model, planner=planner, tools=tuple(tools))
+    return ServerConfig(agents=(spec,), **options)
 
 
 @contextmanager
