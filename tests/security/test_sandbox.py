@@ -146,8 +146,7 @@ async def test_ctypes_cannot_connect(where: str, listener: socket.socket, tmp_pa
         """
     )
     output = await _run(code, where, tmp_path)
-    with pytest.raises(BlockingIOError):
-        listener.accept()
+    assert _accepted(listener) is None
     if not _refused_or(output, where):
         assert "connect -1" in output
 
@@ -165,6 +164,16 @@ async def test_a_ctypes_shell_reaches_nothing_outside(
     assert not outside.exists()
     if not _refused_or(output, where):
         assert re.search(r"^65534$", output, re.MULTILINE), output
+
+
+def _accepted(listener: socket.socket) -> str | None:
+    """The peer of a connection the server got, if it got one."""
+    try:
+        connection, peer = listener.accept()
+    except BlockingIOError:
+        return None
+    connection.close()
+    return str(peer)
 
 
 _FORKS = _LIBC + textwrap.dedent(
