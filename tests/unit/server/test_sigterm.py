@@ -1,0 +1,100 @@
+"""`agentflow serve` as a process: SIGTERM lets a running answer finish within the grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx2
+import openai
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .conftest import serving_app
+
+DELAY = 0.5
+"""Seconds the fake model server takes per completion."""
+
+
+def delayed_model_server(seen: threading.Event) -> Starlette:
+    """Answers every completion after DELAY seconds, streamed when asked."""
+
+    async def completions(request: Request) -> Response:
+        body = await request.json()
+        seen.set()
+        await asyncio.sleep(DELAY)
+        usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": "Answer: Paris"}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            return JSONResponse({"id": "c", "object": "chat.completion", "created": 0,
+                                 "model": "m", "choices": [choice], "usage": usage})  # fmt: skip
+
+        async def chunks() -> AsyncIterator[str]:
+            for piece in ("Paris", " it is."):
+                delta = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                yield f"data: {json.dumps({'object': 'chat.completion.chunk', 'id': 'c', 'created': 0, 'model': 'm', 'choices': [delta]})}\n\n"  # noqa: E501
+            last = {"object": "chat.completion.chunk", "id": "c", "created": 0, "model": "m",
+                    "choices": [], "usage": usage}  # fmt: skip
+            yield f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n"
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_sigterm_lets_the_running_answer_finish(tmp_path: Path) -> None:
+    seen = threading.Event()
+    with serving_app(delayed_model_server(seen)) as model_root:
+        port = _free_port()
+        command = [sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port)]
+        command += ["--base-url", f"{model_root}/v1", "--model", "m", "--planner", "direct"]
+        command += ["--grace", "10"]
+        log = tmp_path / "serve.log"
+        with log.open("w") as sink:
+            server = subprocess.Popen(command, stdout=sink, stderr=sink)
+        try:
+            base_url = _wait_healthy(port, server, log)
+            api = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0)
+            stream = api.chat.completions.create(
+                model="agentflow-direct",
+                messages=[{"role": "user", "content": "What is the capital of France?"}],
+                stream=True,
+            )
+            assert seen.wait(timeout=10)
+            server.send_signal(signal.SIGTERM)
+            answer = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            # uvicorn re-raises the signal once it has shut down, as a process killed by it
+            assert server.wait(timeout=15) == -signal.SIGTERM, log.read_text()
+        finally:
+            server.kill()
+            server.wait()
+    assert answer == "Paris it is."
+
+
+def _wait_healthy(port: int, server: subprocess.Popen[bytes], log: Path) -> str:
+    root = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+        try:
+            if httpx2.get(f"{root}/health", timeout=1).status_code == 200:
+                return f"{root}/v1"
+        except httpx2.TransportError:
+            time.sleep(0.1)
