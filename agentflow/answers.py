@@ -9,7 +9,7 @@ __all__ = ["extract_answer"]
 # "Answer:", "Final answer:", "**Answer:**", and BrowseComp's "Exact Answer:" (the official answer
 # format ends with a "Confidence:" line, which must not be taken for the answer).
 _ANSWER_LINE = re.compile(
-    r"^\s*\**\s*(?:final\s+|exact\s+)?answer\s*\**\s*[:：]\s*(.+)$", re.I | re.M
+    r"^\s*(?:[-•]\s*)?\**\s*(?:final\s+|exact\s+)?answer\s*\**\s*[:：]\s*(.+)$", re.I | re.M
 )
 
 

@@ -38,7 +38,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentflow.context import RunContext
-from agentflow.exceptions import ModelResponseError
+from agentflow.exceptions import ModelOutputError
 from agentflow.model import ModelSettings
 
 __all__ = [
@@ -239,9 +239,10 @@ async def judge(
 ) -> JudgeResult:
     """Grade `response` against `correct_answer` with one call to the judge model `ctx.model`.
 
-    The judge answers through the `JudgeVerdict` JSON schema. If the server returns something
-    off-schema (`ModelResponseError`, e.g. no structured outputs), its text is read with
-    `parse_verdict_text`; an unreadable verdict counts as wrong. HTTP errors propagate.
+    The judge answers through the `JudgeVerdict` JSON schema. If its text is off-schema
+    (`ModelOutputError`, e.g. a server without structured outputs), the text is read with
+    `parse_verdict_text`; an unreadable verdict counts as wrong. HTTP errors and malformed
+    bodies propagate: the judge's server failed, not the answer.
     """
     messages = [{"role": "user", "content": grader_prompt(question, response, correct_answer)}]
     judge_model = ctx.model.name
@@ -249,7 +250,7 @@ async def judge(
         verdict, reply = await ctx.complete_structured(
             messages, JudgeVerdict, settings or JUDGE_SETTINGS
         )
-    except ModelResponseError as exc:
+    except ModelOutputError as exc:  # off-schema text; a malformed body is the server's failure
         fallback = parse_verdict_text(exc.body)
         if fallback is None:
             return JudgeResult(

@@ -43,9 +43,13 @@ _WRAPPER = re.compile(
     r"\\(?:text|textbf|textrm|textnormal|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}"
 )
 _SPACING = ("\\!", "\\,", "\\;", "\\:", "\\ ", "~")
-_AIME_INTEGER = re.compile(r"([0-9]+)(?:\.0*)?")
+_AIME_INTEGER = re.compile(r"([0-9]+)(?:\.0*)?(?: [A-Za-z]+)*")  # "33", "33.0", "33 ways"
+_MATH_DELIMITERS = ("\\(", "\\)", "\\[", "\\]")
+_MODULUS = re.compile(r"\\pmod\s*\{[^{}]*\}|\\(?:bmod|mod)\s*\{?\s*[0-9]+\s*\}?")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
-_ANSWER_LINE = re.compile(r"^\s*\**\s*(?:final\s+)?answer\s*\**\s*[:：]\s*(.+)$", re.I | re.M)
+_ANSWER_LINE = re.compile(
+    r"^\s*(?:[-•]\s*)?\**\s*(?:final\s+)?answer\s*\**\s*[:：]\s*(.+)$", re.I | re.M
+)
 
 
 # --- extraction -------------------------------------------------------------------------------
@@ -100,19 +104,19 @@ def _box_content(text: str, start: int) -> str | None:
 
 
 def parse_aime_integer(text: str) -> int | None:
-    """An AIME answer (0-999) from a string like "033", "$33$", "33.0", "\\text{33}.",
-    "x = 33" (the right-hand side of the last `=`) or "33^\\circ"; else None."""
+    """An AIME answer (0-999) from a string like "033", "$33$", "\\(33\\)", "33.0",
+    "\\text{33}.", "x = 33" (the right-hand side of the last `=`), "33^\\circ",
+    "33 \\text{ ways}" (words after the number) or "33 \\pmod{1000}"; else None."""
     previous = None
     while previous != text:
         previous, text = text, _WRAPPER.sub(r"\1", text)
     text = text.replace("\\$", "").replace("$", "")
-    for spacing in _SPACING:
-        text = text.replace(spacing, "")
-    text = _DEGREES.sub("", text)
-    text = "".join(text.split()).rstrip(".")
-    text = text.rpartition("=")[2]
+    for delimiter in _SPACING + _MATH_DELIMITERS:
+        text = text.replace(delimiter, " ")
+    text = _MODULUS.sub("", _DEGREES.sub("", text))
+    text = " ".join(text.split()).rstrip(".").rpartition("=")[2].strip()
     while text.startswith("{") and text.endswith("}"):
-        text = text[1:-1]
+        text = text[1:-1].strip()
     match = _AIME_INTEGER.fullmatch(text)
     if match is None:
         return None

@@ -87,7 +87,10 @@ def _gold_strings(gold: JsonValue) -> Iterator[str]:
 
 
 def _found(needle: str, haystack: str) -> bool:
-    return bool(needle) and re.search(rf"\b{re.escape(needle)}\b", haystack) is not None
+    # Not `\b`: a gold that starts or ends with "$", "(" or "+" ("$145786", "Miami (Fla)",
+    # "C++") has no word boundary at that edge, and would never be found.
+    pattern = rf"(?<!\w){re.escape(needle)}(?!\w)"
+    return bool(needle) and re.search(pattern, haystack) is not None
 
 
 _THOUSANDS = re.compile(r"(\d+,)+\d+(\.\d+)?")

@@ -35,7 +35,14 @@ from agentflow_evals.mathgrade import (
     parse_aime_integer,
     score_math,
 )
-from agentflow_evals.qa import exact_match, f1, loose_accuracy, normalize_answer, numbers_match
+from agentflow_evals.qa import (
+    exact_match,
+    f1,
+    loose_accuracy,
+    normalize_answer,
+    numbers_match,
+    parse_number,
+)
 
 __all__ = [
     "SCORERS",
@@ -176,10 +183,19 @@ async def _fanout(item: EvalItem, answer: str, reply: str, judge: Judge | None) 
 
 
 async def _qa(item: EvalItem, answer: str, reply: str, judge: Judge | None) -> SampleScore:
+    answer = last_boxed(answer) or answer  # "Answer: \\boxed{Paris}" is the answer Paris
     em = exact_match(answer, item.answers)
-    numeric = bool(item.meta.get("numeric")) and numbers_match(answer, item.answers[0])
+    if item.meta.get("numeric"):
+        # A number decides alone: EM drops "." and "-", which would make 1.5 equal 15.
+        number = parse_number(answer)
+        return SampleScore(
+            correct=numbers_match(answer, item.answers[0]),
+            em=em,
+            f1=round(f1(answer, item.answers), 4),
+            extracted=None if number is None else repr(number),
+        )
     return SampleScore(
-        correct=bool(em) or numeric,
+        correct=bool(em),
         em=em,
         f1=round(f1(answer, item.answers), 4),
         extracted=normalize_answer(answer),
@@ -196,9 +212,19 @@ SCORERS: dict[str, Scorer] = {
 
 
 def majority(item: EvalItem, samples: Sequence[dict[str, Any]]) -> bool:
-    """maj@k for one item: is the most common extracted answer among the samples correct?
+    """maj@k for one item: is the most common answer among the samples correct?
 
-    Computed from the samples as scored, before anything is redacted for disk."""
-    votes = [s.get("extracted") or None for s in samples]
-    verdict = {s.get("extracted"): bool(s["correct"]) for s in samples if s.get("extracted")}
-    return maj_at_k(votes, item, lambda answer, _: verdict.get(answer, False))
+    Every correct sample equals the gold answer, so the correct ones vote as one answer however
+    they are written (`\\frac{1}{2}` and `0.5`); wrong ones vote by their normalised text.
+    Samples without an answer do not vote; a tie goes to the answer seen first. Computed from
+    the samples as scored, before anything is redacted for disk."""
+    votes = [
+        _CORRECT if s["correct"] else (s.get("extracted") or None)
+        for s in samples
+        if not s.get("error")
+    ]
+    return maj_at_k(votes, item, lambda answer, _: answer == _CORRECT)
+
+
+_CORRECT = "\0correct"
+"""The one vote every correct sample casts."""

@@ -66,6 +66,12 @@ def test_last_boxed(text: str, expected: str | None) -> None:
         ("33^{\\circ}", 33),
         ("33°", 33),
         ("x = 5 = y", None),
+        ("\\(33\\)", 33),  # inline math delimiters
+        ("\\[33\\]", 33),
+        ("33 \\text{ ways}", 33),  # a unit or noun after the number
+        ("33\\text{ meters}", 33),
+        ("33 \\pmod{1000}", 33),
+        ("33 or 34", None),
         ("", None),
         ("٣٣", None),  # non-ASCII digits
     ],
@@ -138,3 +144,16 @@ def test_majority_vote() -> None:
     assert not maj_at_k([None, None], "2", same)
     aime = [extract_aime_answer(r) for r in ("\\boxed{033}", "\\boxed{33}", "\\boxed{7}")]
     assert maj_at_k(aime, 33, lambda a, g: a == g)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("- Answer: 33", 33),  # a bulleted answer line
+        ("Answer: \\(33\\)", 33),
+        ("so the count is\n33", None),  # a last line that is a bare number is not an answer
+        ("\\boxed{33}. I wrote the result in \\boxed{} as asked.", 33),  # an empty box is prose
+    ],
+)
+def test_extract_aime_answer_from_a_reply(reply: str, expected: int | None) -> None:
+    assert extract_aime_answer(reply) == expected

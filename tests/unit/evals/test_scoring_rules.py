@@ -1,0 +1,80 @@
+"""Scoring rules one at a time, for the cases a probe of the harness found scored wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentflow.exceptions import ModelResponseError
+from agentflow.testing import FunctionModel
+from agentflow_evals.datasets import EvalItem
+from agentflow_evals.qa import loose_accuracy
+from agentflow_evals.scoring import Judge, majority, score_sample
+
+
+def item(task: str, gold: str, **meta: Any) -> EvalItem:
+    return EvalItem(id="i", question="Q?", answers=(gold,), task=task, meta=meta)
+
+
+async def score(entry: EvalItem, answer: str) -> bool:
+    return (await score_sample(entry, answer=answer, reply=answer, judge=None)).correct
+
+
+@pytest.mark.parametrize(
+    ("answer", "gold", "right"),
+    [
+        ("194", "1.94", False),  # EM drops the ".": these used to be equal
+        ("15", "1.5", False),
+        ("-3", "3", False),
+        ("7.5", "75", False),
+        ("1.94", "1.94", True),
+        ("$1.94", "1.94", True),
+        ("1,234.5", "1234.50", True),
+    ],
+)
+async def test_a_numeric_gold_is_decided_by_the_number_alone(
+    answer: str, gold: str, right: bool
+) -> None:
+    assert await score(item("qa", gold, numeric=True), f"Answer: {answer}") is right
+
+
+async def test_a_boxed_short_answer_is_read_inside_its_box() -> None:
+    assert await score(item("qa", "Paris"), "\\boxed{Paris}")
+
+
+@pytest.mark.parametrize(
+    ("gold", "reply"),
+    [
+        ("$145,786", "It cost $145,786 in total."),
+        ("The Lion King (2019)", "That is The Lion King (2019)."),
+        ("Miami (Fla.)", "Miami (Fla.) won."),
+        ("C++", "C++ is the language."),
+    ],
+)
+def test_fanoutqa_finds_golds_that_start_or_end_with_punctuation(gold: str, reply: str) -> None:
+    assert loose_accuracy([gold], reply) == 1.0
+    assert loose_accuracy([gold], "something else entirely") == 0.0
+
+
+def test_equal_answers_written_differently_vote_together() -> None:
+    math_item = item("math", "\\frac{1}{2}")
+    samples = [
+        {"correct": False, "extracted": "3", "error": None},
+        {"correct": True, "extracted": "\\dfrac{1}{2}", "error": None},
+        {"correct": True, "extracted": "0.5", "error": None},
+    ]
+    assert majority(math_item, samples) is True  # two of three are the gold, however written
+    wrong = [{**s, "correct": False, "extracted": "3"} for s in samples[:2]] + [samples[2]]
+    assert majority(math_item, wrong) is False
+
+
+async def test_a_judge_server_sending_a_malformed_body_is_a_failure_not_a_verdict() -> None:
+    def garbage(*_: Any) -> str:
+        raise ModelResponseError("the server's body is not JSON", body="garbage")
+
+    entry = item("browsecomp", "Paris")
+    with pytest.raises(ModelResponseError):
+        await score_sample(
+            entry, answer="Paris", reply="Exact Answer: Paris", judge=Judge(FunctionModel(garbage))
+        )
