@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -178,3 +180,18 @@ def test_unknown_fields_are_accepted_and_logged(caplog: pytest.LogCaptureFixture
         response = httpx2.post(f"{base_url}/chat/completions", json=body)
     assert response.status_code == 200
     assert "ignored request fields: frequency_penalty, user" in caplog.text
+
+
+def test_every_request_gets_an_access_log_line_with_its_run_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="agentflow.server.access"), serving(config()) as url:
+        response = httpx2.post(f"{url}/chat/completions", json=dict(BODY, stream=True))
+        httpx2.get(f"{url}/models")
+    run_id = response.headers["x-agentflow-run-id"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "agentflow.server.access"]
+    patterns = [
+        rf"POST /v1/chat/completions 200 \d+ ms run={run_id}",
+        r"GET /v1/models 200 \d+ ms run=-",
+    ]
+    assert all(any(re.fullmatch(p, line) for line in lines) for p in patterns), lines
