@@ -176,6 +176,16 @@ def _accepted(listener: socket.socket) -> str | None:
     return str(peer)
 
 
+@pytest.mark.parametrize("where", WHERE)
+async def test_no_other_process_can_be_signalled(where: str, tmp_path: Path) -> None:
+    # Signal 0 only asks whether a signal could be sent: kill(-1, 0) succeeds if any process
+    # other than the caller would receive a kill(-1, SIGKILL).
+    code = _LIBC + "print('kill', libc.kill(-1, 0), ctypes.get_errno())"
+    output = await _run(code, where, tmp_path)
+    if not _refused_or(output, where):
+        assert "kill -1" in output, output
+
+
 _FORKS = _LIBC + textwrap.dedent(
     """
     import mmap
