@@ -85,7 +85,8 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--judge-base-url",
         metavar="URL",
-        help="OpenAI-compatible API root of the judge (default: the model server's)",
+        help="OpenAI-compatible API root of the judge (default: the model server's; for "
+        "regrade, the server the run's judge used)",
     )
     group.add_argument(
         "--judge-cache",
@@ -234,7 +235,8 @@ def _eval_regrade(common: CommandContext, args: argparse.Namespace) -> int:
     if manifest is None:
         raise UserError(f"{args.run} has no manifest.json: pass the directory of an eval run")
     settings = Settings.from_env(model=manifest.get("judge_model") or manifest.get("model"))
-    urls = list(manifest.get("base_urls") or [settings.base_url])
+    # The run's own judge, where it ran, unless told otherwise.
+    urls = list(manifest.get("judge_base_urls") or manifest.get("base_urls") or [settings.base_url])
     spec = _judge_spec(args, urls) or (settings.model, urls)
     result = asyncio.run(_regrade_async(args.run, spec, settings, _judge_cache(args)))
     print(json.dumps(result.summary, indent=2))

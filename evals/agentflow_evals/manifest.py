@@ -4,6 +4,7 @@ the same run (same dataset bytes, planner, model and sampling) rather than a dif
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import time
 from importlib import resources
@@ -20,8 +21,10 @@ if TYPE_CHECKING:
 __all__ = ["build_manifest", "check_resumable", "now", "prompts_sha256"]
 
 _MUST_MATCH = (
-    "dataset_sha256", "planner", "model", "samples", "temperature", "max_tokens", "seed", "corpus"
+    "dataset_sha256", "planner", "model", "samples", "temperature", "max_tokens", "seed", "corpus",
+    "max_model_calls", "allocation", "judge_model",
 )  # fmt: skip
+"""What makes two runs different runs: a resume must not mix their rows in one directory."""
 _PROMPT_PACKAGES = ("agentflow", "agentflow_planners", "agentflow_evals")
 
 
@@ -36,12 +39,15 @@ def build_manifest(
         "model": model.name,
         "base_urls": list(config.base_urls),
         "judge_model": (judge or model).name if dataset.task == "browsecomp" else None,
+        "judge_base_urls": _urls(judge or model) if dataset.task == "browsecomp" else None,
         "prompts_sha256": prompts_sha256(),
         "git_revision": git_revision(),
         "seed": config.seed,
         "samples": config.samples,
         "temperature": config.temperature,
         "max_tokens": config.max_tokens,
+        "max_model_calls": config.max_model_calls,
+        "allocation": _plain(config.allocation),
         "concurrency": config.concurrency,
         "corpus": list(config.corpus),
         "limit": config.limit,
@@ -50,6 +56,17 @@ def build_manifest(
         "agentflow_version": __version__,
         "command": config.command,
     }
+
+
+def _urls(model: Model) -> list[str] | None:
+    pool = getattr(model, "pool", None)  # an OpenAIModel's servers; fakes have none
+    urls = getattr(pool, "base_urls", None)
+    return list(urls) if urls else None
+
+
+def _plain(value: Any) -> Any:
+    """A JSON round trip, so the value compares equal to itself read back from disk."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def check_resumable(old: dict[str, Any] | None, new: dict[str, Any], where: Path) -> None:

@@ -4,7 +4,8 @@ running the model again.
 Each sample is scored again from what the run kept: its whole final reply (decrypted with the
 item's canary for BrowseComp, whose replies are stored encrypted), its short answer, the
 dataset's gold answers. Runs written before replies were kept are scored from the short answer
-and say so. The old `results.jsonl` is kept beside the new one as `results.before-regrade.jsonl`;
+and say so. The results as this regrade found them are kept beside the new ones as
+`results.before-regrade.jsonl`;
 `summary.json` is rewritten and the manifest records when and with which judge.
 """
 
@@ -110,7 +111,12 @@ def _texts(sample: dict[str, Any], item: EvalItem) -> tuple[str, str, int]:
     """(reply, short answer, 1 if the reply had to be stood in for by the short answer)."""
     reply = sample.get("reply")
     if reply is None and sample.get("reply_encrypted"):
-        reply = decrypt(str(sample["reply_encrypted"]), str(item.meta.get("canary", "")))
+        try:
+            reply = decrypt(str(sample["reply_encrypted"]), str(item.meta.get("canary", "")))
+        except ValueError as exc:  # bad base64 or not UTF-8 once decrypted
+            raise UserError(
+                f"item {item.id!r}: its stored reply cannot be decrypted ({exc})"
+            ) from exc
     answer = sample.get("answer")
     if reply is None:
         if answer is None:
@@ -129,9 +135,10 @@ def _read_summary(run_dir: RunDirectory) -> dict[str, Any]:
 
 def _replace_results(run_dir: RunDirectory, rows: list[dict[str, Any]]) -> None:
     """Keep the old results beside the new ones; the swap itself is one atomic rename."""
-    backup = run_dir.path / "results.before-regrade.jsonl"
-    if not backup.exists():
-        backup.write_bytes(run_dir.results.read_bytes())
+    backup = (
+        run_dir.path / "results.before-regrade.jsonl"
+    )  # the results as the last regrade found them
+    backup.write_bytes(run_dir.results.read_bytes())
     temporary = run_dir.results.with_suffix(".tmp")
     with temporary.open("w", encoding="utf-8") as out:
         for row in rows:

@@ -200,3 +200,15 @@ async def test_a_sample_failing_on_the_server_cancels_its_siblings(
             FunctionModel(reply),
         )
     assert sorted(started) == [0, 1, 2] and sorted(cancelled) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "change", [{"max_model_calls": 2}, {"allocation": {"mode": "uniform-think"}}]
+)
+async def test_a_resume_with_another_call_budget_or_allocation_is_refused(
+    dataset: Path, tmp_path: Path, change: dict[str, Any]
+) -> None:
+    out = tmp_path / "run"
+    await run_eval(config(dataset, out, limit=1), answering({}))
+    with pytest.raises(UserError, match=f"different run \\({next(iter(change))}: "):
+        await run_eval(config(dataset, out, **change), answering({}))
