@@ -105,9 +105,11 @@ def _is_french(reply: str) -> bool:
     return sum(w in _FRENCH for w in words) > sum(w in _ENGLISH for w in words)
 
 
-async def converse(service: ChatService, constraint: str, rotation: int, turns: int) -> list[bool]:
-    """One conversation: the constraint in turn 1, then a question per turn; whether each
-    reply kept the constraint."""
+async def converse(
+    service: ChatService, constraint: str, rotation: int, turns: int
+) -> list[tuple[bool, str]]:
+    """One conversation: the constraint in turn 1, then a question per turn; each reply and
+    whether it kept the constraint."""
     instruction, check = CONSTRAINTS[constraint]
     questions = QUESTIONS[rotation:] + QUESTIONS[:rotation]
     messages: list[ChatMessage] = []
@@ -120,7 +122,7 @@ async def converse(service: ChatService, constraint: str, rotation: int, turns: 
         pieces = [u.text async for u in run.updates(60) if isinstance(u, Content)]
         reply = "".join(pieces).strip()
         messages.append(ChatMessage(role="assistant", content=reply))
-        kept.append(check(reply))
+        kept.append((check(reply), reply))
     return kept
 
 
@@ -152,7 +154,7 @@ def drift_report(results: dict[str, Any], turns: int) -> str:
     for turn in range(turns):
         cells = []
         for runs in results.values():
-            kept = [conversation[turn] for conversation in runs.values()]
+            kept = [conversation[turn][0] for conversation in runs.values()]
             cells.append(f"{sum(kept)}/{len(kept)}")
         rows.append([turn + 1, *cells])
     return table(headers, rows)
