@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,6 +191,20 @@ async def test_the_home_and_tmp_are_small() -> None:
     for where in ("/tmp", "."):
         result = await run_code(code.format(where), PythonSandbox(scratch_bytes=2 << 20))
         assert "No space left on device" in result.stderr
+
+
+def test_the_view_never_holds_the_root_or_the_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    venv = tmp_path / "venv"
+    for prefix in ("/", str(tmp_path), str(venv)):
+        monkeypatch.setattr(sys, "prefix", prefix)
+        paths = _namespace.readable_paths()
+        assert "/" not in paths
+        assert str(tmp_path) not in paths
+    assert str(venv) in paths  # a virtualenv inside the home is fine: only it is shown
+    assert "/usr" in paths
 
 
 def _no_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:

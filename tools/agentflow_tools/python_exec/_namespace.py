@@ -151,10 +151,17 @@ def readable_paths() -> list[str]:
     prefixes |= {os.path.realpath(path) for path in prefixes}
     prefixes.add(os.path.dirname(os.path.realpath(sys.executable)))
     found = [path for path in system if os.path.lexists(path)]
+    home = os.path.realpath(os.path.expanduser("~"))
     for path in sorted(prefixes):
-        if not any(path == kept or path.startswith(kept + "/") for kept in found):
+        if _within(home, path):  # an interpreter at / or in ~ itself would show all of it
+            continue
+        if not any(_within(path, kept) for kept in found):
             found.append(path)
     return found
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def _which(name: str) -> str:
