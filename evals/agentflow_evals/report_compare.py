@@ -123,11 +123,12 @@ def _explanation(tests: set[str]) -> str:
             "the interval is Newcombe's paired score interval; the exact test is conservative, "
             "so a borderline interval can exclude 0 while the verdict is not significant."
         )
-    if "paired bootstrap" in tests:
+    if "paired permutation" in tests:
         sentences.append(
-            "With several samples per item (fractional scores) the interval and p-value come "
-            f"from a paired bootstrap over the shared items ({BOOTSTRAP_RESAMPLES:,} "
-            f"resamples, seed {BOOTSTRAP_SEED})."
+            "With several samples per item (fractional scores) the interval comes from a paired "
+            f"bootstrap over the shared items ({BOOTSTRAP_RESAMPLES:,} resamples, seed "
+            f"{BOOTSTRAP_SEED}) and the p-value from a paired sign-flip permutation test (exact "
+            "up to 16 differing items), which stays honest on a handful of items."
         )
     sentences.append(
         f"p-values are two-sided, and *significant* means p < {SIGNIFICANCE_LEVEL}; among many "

@@ -368,21 +368,22 @@ def test_differences_mark_significant_and_not_significant_pairs(tmp_path: Path) 
     assert "McNemar" in text and "only: items both runs finished" in text
 
 
-def test_differences_with_several_samples_use_a_paired_bootstrap(tmp_path: Path) -> None:
+def test_differences_with_several_samples_use_a_paired_permutation(tmp_path: Path) -> None:
     # Four samples per item; B gets one more sample right than A on every one of 40 items, so
-    # every resampled mean difference is +0.25: p = 2 * (0 + 1) / (10,000 + 1) < 0.001 and the
-    # interval is [+25.0, +25.0].
+    # every resampled mean difference is +0.25 (interval [+25.0, +25.0]), and no random sign
+    # flip of the 40 differences reaches their sum: p = 1 / 10,001 < 0.001.
     a_scores = {f"q{i}": 0.25 * (i % 4) for i in range(40)}
     b_scores = {key: score + 0.25 for key, score in a_scores.items()}
     a = _scored_run(tmp_path, "a", a_scores, samples=4)
     b = _scored_run(tmp_path, "b", b_scores, samples=4)
     text = differences_section([load_run(a), load_run(b)])
     row = _pair_rows(text)["a", "b"]
-    assert row["test"] == "paired bootstrap"
+    assert row["test"] == "paired permutation"
     assert (row["B − A (points)"], row["95% CI"]) == ("+25.0", "[+25.0, +25.0]")
     assert row["right only in A / B"] == "–"
     assert (row["p-value"], row["verdict"]) == ("< 0.001", "significant")
     assert "paired bootstrap over the shared items (10,000 resamples, seed 0)" in text
+    assert "paired sign-flip permutation test" in text
     assert "McNemar" not in text
 
 

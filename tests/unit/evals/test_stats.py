@@ -148,21 +148,32 @@ def test_no_shared_items_is_not_significant_and_says_why() -> None:
     assert paired_comparison({}, {}).n_shared == 0
 
 
-def test_paired_bootstrap_for_fractional_scores() -> None:
-    # B beats A by exactly 0.25 on every item: every resampled mean difference is 0.25, none
-    # is <= 0, so p = 2 * (0 + 1) / (10000 + 1) and the interval is the single point 0.25.
+def test_paired_permutation_for_fractional_scores() -> None:
+    # B beats A by exactly 0.25 on every one of 40 items: every resampled mean difference is
+    # 0.25 (the interval is one point), and among 10,000 random sign flips of 40 differences
+    # none reaches |sum| = 10 (only all-plus and all-minus do, 2 of 2^40): p = (0 + 1) / 10001.
     a = {f"q{i}": 0.25 * (i % 4) for i in range(40)}
     b = {key: score + 0.25 for key, score in a.items()}
     comparison = paired_comparison(a, b)
-    assert comparison.test == "paired bootstrap"
+    assert comparison.test == "paired permutation"
     assert comparison.difference == pytest.approx(0.25)
     assert _rounded(comparison.interval) == (0.25, 0.25)
-    assert comparison.p_value == 2 / (BOOTSTRAP_RESAMPLES + 1)
+    assert comparison.p_value == 1 / (BOOTSTRAP_RESAMPLES + 1)
     assert comparison.significant
     assert comparison.only_a is None and comparison.only_b is None
-    # Equal scores: every difference is 0, on both sides of zero, so p = 1.
+    # Equal scores: every difference is 0, so p = 1.
     same = paired_comparison(a, dict(a))
     assert (same.p_value, same.significant, same.interval) == (1.0, False, (0.0, 0.0))
+
+
+def test_a_handful_of_items_is_never_called_significant_by_accident() -> None:
+    # One item, 1.0 against 0.5: two sign assignments, both reach |0.5|: p = 1 (a bootstrap
+    # said p = 0.0002). Four items each 0.5 worse: of 2^4 = 16 assignments only all-minus and
+    # all-plus reach |2.0|: p = 2 / 16 = 0.125, the exact sign test.
+    one = paired_comparison({"x": 1.0}, {"x": 0.5})
+    assert (one.p_value, one.significant) == (1.0, False)
+    four = paired_comparison(dict.fromkeys("abcd", 1.0), dict.fromkeys("abcd", 0.5))
+    assert four.p_value == pytest.approx(0.125) and not four.significant
 
 
 def test_paired_bootstrap_is_deterministic_and_ignores_dict_order() -> None:
