@@ -8,7 +8,7 @@ prelude in the child:
   a worked maths problem needs, and an endless loop is stopped by the kernel), address space
   (`RLIMIT_AS`, 1 GiB: room for numpy and sympy, while `[0] * 10**10` fails at once with
   `MemoryError` instead of pushing the machine into swap), file size (`RLIMIT_FSIZE`, 64 MiB),
-  no core dumps, and in the sandbox processes (`RLIMIT_NPROC`, 4, threads included);
+  no core dumps, and in the namespace sandbox processes (`RLIMIT_NPROC`, 4, threads included);
 - refuses to start processes (an audit hook on fork, exec, spawn and `subprocess`), since maths
   needs none: a friendly error for the usual ways, while `RLIMIT_NPROC` stops the others;
 - compiles the code as `main.py`, runs it, prints the value of a final bare expression as a
@@ -25,7 +25,9 @@ PID (it sees and signals only its own processes, and they die with the call) and
 namespaces. Its filesystem is a private read-only view of the system's programs and libraries
 and the interpreter's environment, with a private tmpfs home (`/home/sandbox`, the working
 directory) and `/tmp`; the host's homes, `/etc/shadow`, the project and its caches are not in
-it. Memory across all its processes is bounded by processes x address space, plus the two tmpfs.
+it. Memory across all its processes is bounded by processes x address space (4 GiB by default)
+plus the two tmpfs (64 MiB each): a cgroup would bound it tighter, but is not writable
+everywhere agentflow runs.
 
 Where namespaces do not work, `run_python` refuses to run code (`UserError`, with the reason)
 unless the user opts into the weak mode, `isolation="audit-hook"` or
@@ -35,7 +37,7 @@ Building a tool in that mode warns (`UnisolatedWarning`) and says so in the tool
 
 Whatever the code does, the outcome is data: `run_code` returns a `PythonResult` (exit status,
 output, and why the process was killed, if it was). `ToolError` is raised only when the code
-cannot be run at all (empty or too long).
+cannot be run at all (empty or too long), `UserError` when it may not be (no isolation).
 """
 
 from __future__ import annotations
