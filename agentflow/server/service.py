@@ -164,8 +164,20 @@ class ChatService:
         run.task = asyncio.create_task(run.produce())
         self.waiting += 1
         self._tasks.add(run.task)
-        run.task.add_done_callback(self._tasks.discard)
+        run.task.add_done_callback(lambda task: self._settle(run, task))
         return run
+
+    def _settle(self, run: ChatRun, task: asyncio.Task[None]) -> None:
+        """Account for a run whose task ended, even one cancelled before it ever ran (a
+        client gone at once): it leaves the queue and is recorded as cancelled."""
+        self._tasks.discard(task)
+        if run.queued:
+            run.queued = False
+            self.waiting -= 1
+        record = run.record
+        if record.finished is None:
+            record.status, record.error, record.finished = "cancelled", "cancelled", time.time()
+            self.metrics.finished(record.status, record.finished - record.created, record.usage)
 
     def _admit(self) -> None:
         if not self.accepting:
@@ -194,12 +206,11 @@ class ChatService:
         return self._planners[name]
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self, run: ChatRun) -> AsyncIterator[None]:
         """Wait in the queue for one of `max_runs` slots."""
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
+        await self._slots.acquire()
+        run.queued = False
+        self.waiting -= 1
         self.in_flight += 1
         try:
             yield
@@ -247,6 +258,8 @@ class ChatRun:
         self.record = RunRecord(id=self.id, model=spec.id, question=conversation.message)
         self.created = int(time.time())
         self.task: asyncio.Task[None] | None = None
+        self.queued = True
+        """Admitted and waiting for a slot (counted in `ChatService.waiting`)."""
         self._queue: asyncio.Queue[Update] = asyncio.Queue()
 
     async def updates(self, keepalive: float) -> AsyncGenerator[Update | None, None]:
@@ -273,7 +286,7 @@ class ChatRun:
     async def produce(self) -> None:
         record = self.record
         try:
-            async with self.service.slot():
+            async with self.service.slot(self):
                 record.status = "running"
                 async with asyncio.timeout(self.service.config.run_timeout):
                     self._put(Finished(usage=await self._answer()))

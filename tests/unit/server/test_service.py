@@ -125,3 +125,14 @@ def test_a_config_file_names_several_agents(tmp_path: Path) -> None:
     path.write_text('[[agents]]\nid = "x"\nplaner = "dag"\n')
     with pytest.raises(UserError, match="planer"):
         build_config(CommandContext(), parse("--config", str(path)))
+
+
+async def test_a_run_cancelled_before_it_ever_ran_leaves_the_queue() -> None:
+    service = ChatService(config())
+    run = service.start(request())
+    assert service.waiting == 1 and run.task is not None
+    run.task.cancel()
+    await asyncio.gather(run.task, return_exceptions=True)
+    assert (service.waiting, service.in_flight) == (0, 0)
+    assert run.record.status == "cancelled" and run.record.finished is not None
+    await service.aclose(grace=0)
