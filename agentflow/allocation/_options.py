@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agentflow.allocation._allocator import Allocator
+from agentflow.allocation._budget import THINK
 from agentflow.allocation._config import ALLOCATIONS, load_allocator
+from agentflow.exceptions import UserError
 
 __all__ = ["add_allocation_options", "allocation_settings", "allocator_from_settings"]
 
@@ -47,6 +50,17 @@ def add_allocation_options(parser: argparse.ArgumentParser) -> None:
         help="parallel requests (cancelled when the vote settles) or n=window per request",
     )
     group.add_argument(
+        "--think-max-tokens",
+        type=int,
+        help=f"answer tokens of a think-mode call (default {THINK.max_tokens})",
+    )
+    group.add_argument(
+        "--thinking-tokens",
+        type=int,
+        help="cap on thinking tokens in think mode, for thinking models "
+        f"(default {THINK.thinking_tokens}; SCALE-scale runs want tens of thousands)",
+    )
+    group.add_argument(
         "--allocation-config",
         type=Path,
         help="calibrated thresholds (default $AGENTFLOW_ALLOCATION_CONFIG or "
@@ -64,12 +78,14 @@ def allocation_settings(args: argparse.Namespace, planner_default: str | None) -
         "vote_samples": args.vote_samples,
         "vote_draw": args.vote_draw,
         "allocation_config": args.allocation_config,
+        "think_max_tokens": args.think_max_tokens,
+        "thinking_tokens": args.thinking_tokens,
     }
 
 
 def allocator_from_settings(values: dict[str, Any]) -> Allocator | None:
     """The allocator `allocation_settings` describes; None when allocation is off."""
-    return load_allocator(
+    allocator = load_allocator(
         values["allocation"],
         tau=values["tau"],
         vote=values["vote"],
@@ -77,3 +93,14 @@ def allocator_from_settings(values: dict[str, Any]) -> Allocator | None:
         draw=values["vote_draw"],
         config=values["allocation_config"],
     )
+    answer, thinking = values.get("think_max_tokens"), values.get("thinking_tokens")
+    if allocator is None or (answer is None and thinking is None):
+        return allocator
+    if any(v is not None and v < 1 for v in (answer, thinking)):
+        raise UserError("--think-max-tokens and --thinking-tokens must be at least 1")
+    think = replace(
+        allocator.think,
+        max_tokens=answer or allocator.think.max_tokens,
+        thinking_tokens=thinking or allocator.think.thinking_tokens,
+    )
+    return replace(allocator, think=think)

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agentflow import Agent, ExecutionError, Model, RunLimits
+from agentflow import Agent, ExecutionError, Model, PlanError, RunLimits, Trace
 from agentflow.allocation import (
     ESTIMATORS,
     AllocationConfig,
@@ -38,11 +38,15 @@ from agentflow.cli import CommandContext, Commands
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
 from agentflow_evals.datasets import EvalItem, load_dataset
+from agentflow_evals.failures import InfrastructureFailure, classify
 from agentflow_evals.scoring import format_question, score_sample
 
 __all__ = ["Probe", "dev_split", "probe", "register_allocate"]
 
 TAUS = tuple(round(0.1 * k, 1) for k in range(11))
+NODE_TIMEOUT = 1800.0
+"""Seconds per node: a think budget on a slow CPU server takes minutes, and a node cut off
+by the executor's clock would be priced as a failure of the allocation."""
 DRAWS_FAST = {"agreement", "confidence"}
 """Estimators whose fast samples are the node's own request: paid for even when it thinks."""
 
@@ -102,17 +106,28 @@ class Probe:
 
 
 async def probe(item: EvalItem, model: Model, planner: str, allocation: Allocator | str) -> Probe:
-    """Run `item` once and score it; a run that fails is a wrong answer, as in `eval`."""
+    """Run `item` once and score it. As in `eval`, a failure of the system under test is a
+    wrong answer, and a failure of the model server (timeout, connection, HTTP error) raises
+    `InfrastructureFailure`: it must never be priced as a cheap wrong answer."""
     agent = Agent(
-        model=model, planner=planner, allocation=allocation, limits=RunLimits(max_model_calls=64)
+        model=model,
+        planner=planner,
+        allocation=allocation,
+        limits=RunLimits(max_model_calls=64),
+        node_timeout=NODE_TIMEOUT,
     )
     started = time.perf_counter()
+    trace: Trace | None
     try:
         result = await agent.run(format_question(item))
         score = await score_sample(item, answer=result.answer, reply=result.reply, judge=None)
         correct, trace = score.correct, result.trace
-    except ExecutionError as exc:
-        correct, trace = False, exc.trace
+    except (ExecutionError, PlanError) as exc:
+        failure = classify(exc)
+        if failure.infrastructure:
+            raise InfrastructureFailure(failure, item.id) from exc
+        partial_trace = exc.trace if isinstance(exc, ExecutionError) else None
+        correct, trace = False, partial_trace if isinstance(partial_trace, Trace) else None
     records = [n.allocation for n in trace.nodes.values() if n.allocation] if trace else []
     tokens: dict[str, int] = {}
     for record in records:
@@ -219,19 +234,27 @@ async def _rows(
     path, done = cache
     slots = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(item: EvalItem) -> dict[str, Any]:
+    async def one(item: EvalItem) -> dict[str, Any] | None:
         if item.id in done:
             return done[item.id]
         async with slots:
-            row = await _calibrate_item(item, model, estimator)
+            try:
+                row = await _calibrate_item(item, model, estimator)
+            except InfrastructureFailure as failure:  # not cached: a rerun retries it
+                print(f"skipped: {failure}", file=sys.stderr)
+                return None
         with path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
         return row
 
     try:
-        return list(await asyncio.gather(*(one(item) for item in items)))
+        rows = await asyncio.gather(*(one(item) for item in items))
     finally:
         await model.aclose()
+    finished = [row for row in rows if row is not None]
+    if not finished:
+        raise UserError("no dev item finished (the model server failed on all): see above")
+    return finished
 
 
 def render_curve(points: list[CurvePoint], chosen: float) -> str:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from agentflow.exceptions import UserError
-from agentflow_evals.allocate import choose_tau, curve, dev_split
+from agentflow.exceptions import ModelTimeoutError, UserError
+from agentflow.testing import FunctionModel
+from agentflow_evals.allocate import choose_tau, curve, dev_split, probe
 from agentflow_evals.datasets import EvalItem
+from agentflow_evals.failures import InfrastructureFailure
 
 ROWS = [
     {"id": "a", "difficulty": 0.1, "fast_correct": True, "fast_tokens": 10},
@@ -38,3 +42,15 @@ def test_dev_split_takes_every_kth_item() -> None:
     assert [i.id for i in dev_split(items, "every:25", 2)] == ["0", "25"]
     with pytest.raises(UserError, match="every:K"):
         dev_split(items, "random", None)
+
+
+async def test_a_server_failure_is_never_priced_as_a_wrong_answer() -> None:
+    item = EvalItem(id="x", question="2+2?", answers=("4",), task="math")
+
+    def timing_out(*_: Any) -> str:
+        raise ModelTimeoutError("no answer in 120 s", base_url="http://m/v1")
+
+    with pytest.raises(InfrastructureFailure, match="timeout"):
+        await probe(item, FunctionModel(timing_out), "direct", "uniform-think")
+    right = await probe(item, FunctionModel(lambda *_: "\\boxed{4}"), "direct", "uniform-fast")
+    assert right.correct and right.calls == 1 and right.tokens == {"fast": 1}

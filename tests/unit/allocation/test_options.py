@@ -34,6 +34,17 @@ def test_a_vote_goes_to_the_think_budget_only() -> None:
     assert allocator.think.temperature == 0.7 and allocator.fast.samples == 1
 
 
+def test_think_budget_sizes_can_be_set() -> None:
+    args = _parse(
+        "--allocation", "score", "--thinking-tokens", "32000", "--think-max-tokens", "900"
+    )
+    allocator = allocator_from_settings(allocation_settings(args, None))
+    assert allocator is not None
+    assert (allocator.think.thinking_tokens, allocator.think.max_tokens) == (32000, 900)
+    with pytest.raises(Exception, match="at least 1"):
+        allocator_from_settings(allocation_settings(_parse("--thinking-tokens", "0"), "score"))
+
+
 def test_bad_values_fail_at_parse_or_load_time() -> None:
     with pytest.raises(SystemExit):
         _parse("--allocation", "vibes")
