@@ -195,3 +195,22 @@ def test_every_request_gets_an_access_log_line_with_its_run_id(
         r"GET /v1/models 200 \d+ ms run=-",
     ]
     assert all(any(re.fullmatch(p, line) for line in lines) for p in patterns), lines
+
+
+def test_sampling_parameters_apply_to_the_answer_call_only() -> None:
+    seen: dict[str, ModelSettings] = {}
+
+    def reply(messages: Sequence[Message], settings: ModelSettings, schema: Any) -> str:
+        role = "answer" if "Proposed answer:" in str(messages[-1]["content"]) else "step"
+        seen[role] = settings
+        return fake_reply(messages, settings, schema)
+
+    with serving(config(reply)) as base_url:
+        api = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0)
+        api.chat.completions.create(
+            **BODY, temperature=0.7, max_completion_tokens=33, seed=5, stop=["END"], top_p=0.9
+        )
+    answer = seen["answer"]
+    assert (answer.temperature, answer.max_tokens, answer.seed) == (0.7, 33, 5)
+    assert (answer.stop, answer.top_p) == (("END",), 0.9)
+    assert seen["step"].max_tokens != 33 and seen["step"].seed is None
