@@ -128,8 +128,10 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="another server of the same model to share the load (repeatable)",
     )
-    run.add_argument("--temperature", type=float, help="default: 0, or 0.7 with --samples > 1")
-    run.add_argument("--max-tokens", type=int, help="cap on tokens per model call")
+    run.add_argument(
+        "--temperature", type=_temperature, help="default: 0, or 0.7 with --samples > 1"
+    )
+    run.add_argument("--max-tokens", type=_positive, help="cap on tokens per model call")
     run.add_argument("--seed", type=int, help="base seed; sample i uses seed + i")
     run.add_argument(
         "--max-model-calls", type=_positive, default=64, help="per sample (default 64)"
@@ -191,7 +193,10 @@ def _allocation(args: argparse.Namespace) -> dict[str, Any]:
 def _judge_cache(args: argparse.Namespace) -> Path | None:
     if args.no_judge_cache:
         return None
-    return args.judge_cache or agentflow_home() / "judge-cache.sqlite3"
+    path: Path = args.judge_cache or agentflow_home() / "judge-cache.sqlite3"
+    if path.is_dir():  # found now, not after the model has answered every item
+        raise UserError(f"--judge-cache {path} is a directory: name a file, e.g. {path}/cache.db")
+    return path
 
 
 def _judge_spec(args: argparse.Namespace, urls: list[str]) -> JudgeSpec | None:
@@ -286,6 +291,17 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    """An argparse type: a sampling temperature, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
     return value
 
 

@@ -259,6 +259,13 @@ def _caveats(runs: Sequence[Run]) -> list[str]:
     lines = [f"> **Note:** {note} Their scores are not directly comparable." for note in notes]
     for run in runs:
         n = _number(run.summary, "n")
+        unfinished = _number(run.summary, "unfinished")
+        if unfinished:  # items failed on the server: the run stopped with an error
+            lines.append(
+                f"> **Note:** {md.plain(run.name)} is unfinished: {unfinished:.0f} items were "
+                "never answered (the model server failed); its figures cover the rest only. "
+                "Resume it with its own command."
+            )
         if run.scores and n is not None and n != len(run.scores):
             lines.append(
                 f"> **Note:** {md.plain(run.name)} has {len(run.scores)} items in results.jsonl "
@@ -517,7 +524,10 @@ def write_report(run_dirs: Sequence[Path], out: Path) -> Path:
     if not runs:
         raise UserError("no runs to report: pass at least one run directory")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # --out names a file, or a place we may not write
+        raise UserError(f"cannot write the report into {out} ({exc.strerror})") from exc
     parts = ["# Eval report", "## Results", markdown_table(runs).rstrip()]
     if len(runs) > 1:
         parts += ["## Differences between runs", differences_section(runs)]

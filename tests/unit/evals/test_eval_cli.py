@@ -69,3 +69,28 @@ def test_a_boolean_gold_answer_is_refused(
     questions.write_text(json.dumps({"id": "1", "question": "Q?", "answer": True}) + "\n")
     assert main(["eval", str(questions), "--out", str(tmp_path / "r")]) == 1
     assert "not true/false" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option", [["--max-tokens", "0"], ["--max-tokens", "-5"], ["--temperature", "-1"]]
+)
+def test_impossible_sampling_settings_are_usage_errors(option: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", "any.jsonl", *option])
+    assert exited.value.code == 2
+
+
+def test_a_report_into_a_file_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from agentflow.testing import FunctionModel
+    from agentflow_evals.runner import EvalConfig, run_eval
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "1", "question": "Q?", "answer": "a"}) + "\n")
+    asyncio.run(run_eval(EvalConfig(dataset=str(questions), out=tmp_path / "r"),
+                         FunctionModel(lambda *_: "Answer: a")))  # fmt: skip
+    assert main(["eval", "report", str(tmp_path / "r"), "--out", str(questions)]) == 1
+    assert "cannot write the report" in capsys.readouterr().err

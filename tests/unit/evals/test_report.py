@@ -416,3 +416,11 @@ def test_results_and_summary_that_disagree_are_noted(tmp_path: Path) -> None:
         _write_run(tmp_path, "stale", manifest=_manifest("dag"), summary=summary, scores=scores)
     )
     assert "stale has 4 items in results.jsonl but n = 3 in summary.json" in markdown_table([run])
+
+
+def test_an_unfinished_run_is_marked_as_such(tmp_path: Path) -> None:
+    run = _write_run(
+        tmp_path, "stopped", manifest=_manifest("dag"), summary=_summary("dag", unfinished=3)
+    )
+    table = markdown_table([load_run(run)])
+    assert "stopped is unfinished: 3 items were never answered" in table
