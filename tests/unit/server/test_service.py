@@ -18,6 +18,7 @@ from agentflow.server.cli import API_KEYS_ENV, build_config
 from agentflow.server.conversation import Conversation
 from agentflow.server.protocol import ChatCompletionRequest, ChatMessage, RequestError
 from agentflow.server.service import ChatService, Failed, Finished
+from agentflow.tool import Tool, tool
 from agentflow.trace import Trace
 
 from .conftest import config, fake_reply
@@ -136,3 +137,22 @@ async def test_a_run_cancelled_before_it_ever_ran_leaves_the_queue() -> None:
     assert (service.waiting, service.in_flight) == (0, 0)
     assert run.record.status == "cancelled" and run.record.finished is not None
     await service.aclose(grace=0)
+
+
+def test_corpus_search_comes_from_the_group_that_owns_it(tmp_path: Path) -> None:
+    @tool(name="search")
+    def search(query: str) -> str:
+        """Passages about `query`."""
+        return query
+
+    corpora: list[Sequence[Path]] = []
+
+    def corpus_search(paths: Sequence[Path]) -> Tool:
+        corpora.append(paths)
+        return search
+
+    args = parse("--corpus", str(tmp_path / "a.jsonl"))
+    (agent,) = build_config(CommandContext(corpus_search=corpus_search), args).agents
+    assert [t.name for t in agent.tools] == ["search"] and corpora == [[tmp_path / "a.jsonl"]]
+    with pytest.raises(UserError, match="--corpus needs"):
+        build_config(CommandContext(), args)
