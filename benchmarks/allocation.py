@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ from agentflow.allocation import Allocator, load_allocator
 from agentflow.settings import Settings
 from agentflow_evals.allocate import Probe, probe
 from agentflow_evals.datasets import EvalItem, load_dataset
+from agentflow_evals.failures import InfrastructureFailure
 from agentflow_evals.stats import wilson_interval
 
 CONFIGS = ("cot", "fast", "think", "score", "agreement", "confidence", "score+esc", "scale")
@@ -76,6 +78,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     chosen = items(args.sets.split(","), args.per_set)
     slots = asyncio.Semaphore(args.concurrency)
     rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
 
     async def one(index: int, named: tuple[str, EvalItem]) -> None:
         name, item = named
@@ -83,7 +86,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             order = configs[index % len(configs) :] + configs[: index % len(configs)]
             for config in order:
                 planner, allocation = setups[config]
-                result = await probe(item, model, planner, allocation)
+                try:
+                    result = await probe(item, model, planner, allocation)
+                except InfrastructureFailure as failure:  # the server's fault: no figure at all
+                    skipped.append({"id": item.id, "config": config, "error": str(failure)})
+                    print(f"skipped {item.id} {config}: {failure}", file=sys.stderr)
+                    continue
                 rows.append(_row(name, item, config, result))
                 print(f"{item.id} {config}: {rows[-1]}", file=sys.stderr)
 
@@ -91,7 +99,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*(one(i, item) for i, item in enumerate(chosen)))
     finally:
         await model.aclose()
-    return {"model": settings.model, "items": len(chosen), "sets": args.sets, "rows": rows}
+    return {
+        "model": settings.model,
+        "base_url": settings.base_url,
+        "items": len(chosen),
+        "sets": args.sets,
+        "rows": rows,
+        "skipped": skipped,
+    }
 
 
 def _row(name: str, item: EvalItem, config: str, result: Probe) -> dict[str, Any]:
@@ -134,6 +149,19 @@ def summarize(rows: list[dict[str, Any]], configs: list[str]) -> dict[str, dict[
     return summary
 
 
+def by_level(rows: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """MATH-500 accuracy per configuration and level, as "correct/n"."""
+    table_: dict[str, dict[str, str]] = {}
+    for row in rows:
+        if row["set"] != "math500":
+            continue
+        cell = table_.setdefault(row["config"], {}).get(str(row["level"]), "0/0")
+        correct, n = (int(x) for x in cell.split("/"))
+        level = str(row["level"])
+        table_[row["config"]][level] = f"{correct + row['correct']}/{n + 1}"
+    return table_
+
+
 def render(summary: dict[str, dict[str, Any]]) -> str:
     headers = ["config", "n", "accuracy [95% CI]", "tokens", "calls", "median s"]
     headers += ["tokens / think", "tokens / cot"]
@@ -168,8 +196,13 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args))
     summary = summarize(result["rows"], args.configs.split(","))
+    levels = by_level(result["rows"])
     print(render(summary))
-    path = write_result("allocation", {**result, "summary": summary}, args.out)
+    if levels:
+        print("MATH-500 by level:", json.dumps(levels))
+    path = write_result(
+        "allocation", {**result, "summary": summary, "math500_by_level": levels}, args.out
+    )
     print(f"wrote {path}")
 
 
