@@ -49,6 +49,16 @@ def add_allocation_options(parser: argparse.ArgumentParser) -> None:
         default="parallel",
         help="parallel requests (cancelled when the vote settles) or n=window per request",
     )
+    _add_think_budget(group)
+    group.add_argument(
+        "--allocation-config",
+        type=Path,
+        help="calibrated thresholds (default $AGENTFLOW_ALLOCATION_CONFIG or "
+        "$AGENTFLOW_HOME/allocation.json)",
+    )
+
+
+def _add_think_budget(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--think-max-tokens",
         type=int,
@@ -59,12 +69,6 @@ def add_allocation_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="cap on thinking tokens in think mode, for thinking models "
         f"(default {THINK.thinking_tokens}; SCALE-scale runs want tens of thousands)",
-    )
-    group.add_argument(
-        "--allocation-config",
-        type=Path,
-        help="calibrated thresholds (default $AGENTFLOW_ALLOCATION_CONFIG or "
-        "$AGENTFLOW_HOME/allocation.json)",
     )
 
 
