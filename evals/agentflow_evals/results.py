@@ -18,7 +18,7 @@ from typing import Any
 
 from agentflow.exceptions import UserError
 
-__all__ = ["RunDirectory"]
+__all__ = ["RunDirectory", "incomplete"]
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,7 @@ class RunDirectory:
                 continue
             try:
                 row = json.loads(line)
-                if not isinstance(row, dict) or "id" not in row:
-                    raise ValueError("not a result object")
-                if not isinstance(row.get("samples"), list) or not row["samples"]:
-                    raise ValueError("a result row without samples")
+                _check_row(row)
                 rows.append(row)
             except ValueError as exc:
                 partial = number == len(lines) and not raw.endswith(b"\n")
@@ -111,3 +108,30 @@ class RunDirectory:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         temporary.replace(path)
+
+
+def _check_row(row: Any) -> None:
+    """The shape every reader needs: an id, samples, and a score."""
+    if not isinstance(row, dict) or "id" not in row:
+        raise ValueError("not a result object")
+    samples = row.get("samples")
+    if not isinstance(samples, list) or not samples:
+        raise ValueError("a result row without samples")
+    if not isinstance(row.get("correct"), int | float):
+        raise ValueError("a result row without a number in 'correct'")
+
+
+_SAMPLE_NUMBERS = ("prompt_tokens", "completion_tokens", "model_calls", "tool_calls")
+
+
+def incomplete(row: dict[str, Any]) -> str | None:
+    """What a row lacks that the summary needs (a hand-edited row), or None when complete."""
+    if not isinstance(row.get("seconds"), int | float):
+        return "no 'seconds'"
+    for sample in row["samples"]:
+        if not isinstance(sample, dict) or "correct" not in sample:
+            return "a sample without 'correct'"
+        missing = [k for k in _SAMPLE_NUMBERS if not isinstance(sample.get(k), int | float)]
+        if missing:
+            return f"a sample without {', '.join(missing)}"
+    return None

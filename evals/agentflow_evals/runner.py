@@ -26,7 +26,7 @@ from agentflow_evals.datasets import Dataset, EvalItem, load_dataset
 from agentflow_evals.failures import InfrastructureFailure
 from agentflow_evals.item import ToolCache, make_judge, run_item
 from agentflow_evals.manifest import build_manifest, check_resumable, now
-from agentflow_evals.results import RunDirectory
+from agentflow_evals.results import RunDirectory, incomplete
 from agentflow_evals.summary import summarize
 
 __all__ = ["EvalConfig", "EvalIncompleteError", "run_eval"]
@@ -77,6 +77,10 @@ async def _resume(
 ) -> dict[str, Any]:
     manifest = build_manifest(config, dataset, model, judge)
     finished, problems = run_dir.read_results()
+    for row in finished:
+        if (lack := incomplete(row)) is not None:
+            problems.append(f"{run_dir.results}: item {row['id']}: {lack} (item will be rerun)")
+    finished = [row for row in finished if incomplete(row) is None]
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     if finished:  # a directory with no finished item holds nothing to mix up: settings may change

@@ -212,3 +212,17 @@ async def test_a_resume_with_another_call_budget_or_allocation_is_refused(
     await run_eval(config(dataset, out, limit=1), answering({}))
     with pytest.raises(UserError, match=f"different run \\({next(iter(change))}: "):
         await run_eval(config(dataset, out, **change), answering({}))
+
+
+async def test_hand_edited_rows_missing_fields_are_rerun_not_a_crash(
+    dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    await run_eval(config(dataset, out, limit=2), answering({}))
+    rows, _ = RunDirectory(out).read_results()
+    del rows[0]["seconds"]
+    del rows[1]["samples"][0]["prompt_tokens"]
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls: list[str] = []
+    summary = await run_eval(config(dataset, out, limit=2), answering({}, calls))
+    assert len(calls) == 2 and summary["n"] == 2  # both rerun, the summary whole
