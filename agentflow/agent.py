@@ -158,7 +158,7 @@ class Agent:
 
         async def allocated(node: TaskNode, args: dict[str, Any], ctx: RunContext) -> Any:
             step = _step(node, args, state, ctx.trace.question)
-            allocation = allocator.for_node(node.id, step, ctx.trace, ctx.model.name)
+            allocation = allocator.for_node(node.id, step, ctx.trace, ctx.model)
             return await run_llm(node, args, replace(ctx, allocation=allocation))
 
         return allocated

@@ -24,10 +24,11 @@ from agentflow.allocation._estimators import (
     Step,
     estimator,
 )
+from agentflow.allocation._forcing import TextModel, force_budget
 from agentflow.allocation._sampling import draw_and_vote
 from agentflow.allocation._vote import vote_rule
 from agentflow.exceptions import ModelHTTPError, UserError
-from agentflow.model import Message, ModelResponse, ModelSettings
+from agentflow.model import Message, Model, ModelResponse, ModelSettings
 from agentflow.trace import Trace
 
 __all__ = ["DEFAULT_TAU", "Allocator", "NodeAllocation"]
@@ -73,13 +74,14 @@ class Allocator:
             budget = replace(budget, priority=0 if budget.mode == "fast" else 1)
         return budget
 
-    def for_node(self, node_id: str, step: Step, trace: Trace, model_name: str) -> NodeAllocation:
+    def for_node(self, node_id: str, step: Step, trace: Trace, model: Model) -> NodeAllocation:
         return NodeAllocation(
             node_id=node_id,
             step=step,
             allocator=self,
-            adapter=adapter_for(model_name, self.adapter),
+            adapter=adapter_for(model.name, self.adapter),
             trace=trace,
+            model=model,
         )
 
 
@@ -94,9 +96,10 @@ class NodeAllocation:
         allocator: Allocator,
         adapter: ThinkingAdapter,
         trace: Trace,
+        model: Model,
     ) -> None:
         self.node_id, self.step, self.allocator = node_id, step, allocator
-        self.adapter, self.trace = adapter, trace
+        self.adapter, self.trace, self.model = adapter, trace, model
         self.budget: Budget | None = None
         self.record: dict[str, Any] = {"adapter": adapter.name, "notes": [], "tokens": {}}
         self._no_thinking_budget = False
@@ -165,25 +168,51 @@ class NodeAllocation:
         complete: Complete,
         extra: ModelSettings,
     ) -> ModelResponse:
-        """One request in `budget`'s mode; a server that refuses `thinking_token_budget` is
-        asked again without it (the cap then holds through `max_tokens` only), once per node."""
+        """One request in `budget`'s mode. A server that refuses `thinking_token_budget` is
+        not sent it again for this node (`_without_thinking_budget`)."""
         msgs, request = self.adapter.apply(messages, settings, budget)
         request = request.merged(extra)
-        if self._no_thinking_budget:
-            request = replace(request, thinking_token_budget=None)
-        try:
-            response = await complete(msgs, request)
-        except ModelHTTPError as exc:
-            refused = exc.status_code == 400 and "thinking_token_budget" in (exc.body or "")
-            if not refused or request.thinking_token_budget is None:
-                raise
-            self._no_thinking_budget = True
-            self.record["notes"].append(
-                "server refused thinking_token_budget: thinking capped by max_tokens only"
-            )
-            response = await complete(msgs, replace(request, thinking_token_budget=None))
+        if self._no_thinking_budget and request.thinking_token_budget is not None:
+            response = await self._without_thinking_budget(msgs, request, complete)
+        else:
+            try:
+                response = await complete(msgs, request)
+            except ModelHTTPError as exc:
+                refused = exc.status_code == 400 and "thinking_token_budget" in (exc.body or "")
+                if not refused or request.thinking_token_budget is None:
+                    raise
+                self._no_thinking_budget = True
+                response = await self._without_thinking_budget(msgs, request, complete)
         self._check_switch(response, budget)
         return self._count(budget.mode, response)
+
+    async def _without_thinking_budget(
+        self, messages: list[Message], request: ModelSettings, complete: Complete
+    ) -> ModelResponse:
+        """Cap the thinking by budget forcing when the model can continue raw text and one
+        sample is wanted (its two calls are charged to the node; the run's call cap is checked
+        only before the node's calls through the context); else send the request without the
+        field, the cap then holding through `max_tokens` only."""
+        if isinstance(self.model, TextModel) and request.n == 1:
+            self._note(
+                "server refused thinking_token_budget: thinking capped by budget forcing "
+                "through /v1/completions"
+            )
+            answer_tokens = (request.max_tokens or 0) - (request.thinking_token_budget or 0)
+            cap = Budget(
+                mode="think",
+                max_tokens=max(1, answer_tokens),
+                thinking_tokens=request.thinking_token_budget,
+            )
+            response = await force_budget(self.model, messages, request, cap)
+            self.trace.add_usage(response.usage, self.node_id)
+            return response
+        self._note("server refused thinking_token_budget: thinking capped by max_tokens only")
+        return await complete(messages, replace(request, thinking_token_budget=None))
+
+    def _note(self, note: str) -> None:
+        if note not in self.record["notes"]:
+            self.record["notes"].append(note)
 
     def _check_switch(self, response: ModelResponse, budget: Budget) -> None:
         """Note a model that ignores the thinking switch (it is not an error: the answer is
@@ -196,8 +225,8 @@ class NodeAllocation:
             note = "the model thought in fast mode: it ignores the thinking switch"
         elif budget.mode == "think" and not thought:
             note = "no thinking came back in think mode: the switch may be ignored"
-        if note and note not in self.record["notes"]:
-            self.record["notes"].append(note)
+        if note:
+            self._note(note)
 
     def _count(self, purpose: str, response: ModelResponse) -> ModelResponse:
         tokens: dict[str, int] = self.record["tokens"]

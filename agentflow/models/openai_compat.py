@@ -141,6 +141,54 @@ class OpenAIModel(Model):
         finally:
             await chunks.close()
 
+    async def render_prompt(
+        self, messages: Sequence[Message], chat_template_kwargs: Mapping[str, Any] | None = None
+    ) -> str:
+        """The raw prompt the server's chat template makes of `messages` (vLLM's `/tokenize`,
+        then `/detokenize`): what budget forcing continues through `/v1/completions`."""
+        body: dict[str, Any] = {
+            "model": self.name,
+            "messages": [dict(m) for m in messages],
+            "add_generation_prompt": True,
+        }
+        if chat_template_kwargs:
+            body["chat_template_kwargs"] = dict(chat_template_kwargs)
+
+        async def send(endpoint: Endpoint) -> str:
+            root = endpoint.base_url.rstrip("/").removesuffix("/v1")
+            tokens: Any = await endpoint.client.post(f"{root}/tokenize", body=body, cast_to=object)
+            detokenize = {"model": self.name, "tokens": tokens["tokens"]}
+            text: Any = await endpoint.client.post(
+                f"{root}/detokenize", body=detokenize, cast_to=object
+            )
+            return str(text["prompt"])
+
+        return await self._with_retries(send, self.timeout)
+
+    async def complete_text(
+        self, prompt: str, settings: ModelSettings | None = None
+    ) -> ModelResponse:
+        """A raw-text completion (`/v1/completions`) of `prompt` exactly as given, no template."""
+        s = self.settings.merged(settings)
+        body: dict[str, Any] = {"model": self.name, "prompt": prompt}
+        optional = {
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "seed": s.seed,
+            "stop": list(s.stop) if s.stop else None,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        timeout = s.timeout or self.timeout
+
+        async def send(endpoint: Endpoint) -> str:
+            raw = await endpoint.client.completions.with_raw_response.create(
+                **body, timeout=timeout
+            )
+            return str(raw.http_response.text)
+
+        return parse_text_completion(await self._with_retries(send, timeout))
+
     async def _with_retries(
         self, send: Callable[[Endpoint], Awaitable[T]], request_timeout: float
     ) -> T:
@@ -271,6 +319,29 @@ def parse_chat_completion(text: str) -> ModelResponse:
     if not choices:
         raise ModelResponseError("the model server returned no choices", body=text)
     return ModelResponse(choices=choices, usage=usage, model=model, raw=text)
+
+
+def parse_text_completion(text: str) -> ModelResponse:
+    """Read a `/v1/completions` body: the text as generated, thinking tags and all."""
+    try:
+        data = json.loads(text)
+        choices = tuple(
+            Choice(text=str(c["text"]), finish_reason=c.get("finish_reason"))
+            for c in data["choices"]
+        )
+        usage_data = data.get("usage") or {}
+        usage = Usage(
+            prompt_tokens=int(usage_data.get("prompt_tokens") or 0),
+            completion_tokens=int(usage_data.get("completion_tokens") or 0),
+            calls=1,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelResponseError(
+            f"malformed completion from the model server ({type(exc).__name__}: {exc})", body=text
+        ) from exc
+    if not choices:
+        raise ModelResponseError("the model server returned no choices", body=text)
+    return ModelResponse(choices=choices, usage=usage, model=str(data.get("model", "")), raw=text)
 
 
 def _stream_delta(chunk: Any) -> StreamDelta:

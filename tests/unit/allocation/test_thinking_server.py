@@ -1,7 +1,9 @@
 """Thinking adapters over real HTTP, against a fake OpenAI-compatible server on loopback that
 behaves like a thinking model: it sends its thinking as `reasoning` (the field recent vLLM
-sends), honours or ignores `enable_thinking`, accepts or refuses `thinking_token_budget`, and
-accepts or refuses `n`."""
+sends), honours or ignores `enable_thinking`, accepts or refuses `thinking_token_budget` and
+`n`, and serves `/tokenize`, `/detokenize` and `/v1/completions` (raw text: a prompt that ends
+inside `<think>` is thought on, one word a token, until the stop or `max_tokens`), so budget
+forcing runs for real."""
 
 from __future__ import annotations
 
@@ -45,6 +47,22 @@ def _reply(body: dict[str, Any], behaviour: Behaviour) -> tuple[int, dict[str, A
                  "usage": usage}  # fmt: skip
 
 
+def _raw(path: str, body: dict[str, Any], behaviour: Behaviour) -> dict[str, Any]:
+    behaviour.requests.append({"path": path, **body})
+    if path == "/tokenize":  # the "template": a token per character of a fixed rendering
+        rendered = f"<user>{body['messages'][-1]['content']}</user><assistant>"
+        return {"tokens": [ord(c) for c in rendered], "count": len(rendered)}
+    if path == "/detokenize":
+        return {"prompt": "".join(chr(t) for t in body["tokens"])}
+    prompt, cap = body["prompt"], int(body.get("max_tokens") or 16)
+    if prompt.endswith("</think>\n\n"):
+        text = "Answer: 4"
+    else:  # thinking: would go on for 50 words, cut at the cap (the stop never comes)
+        text = "<think>\n" + " ".join(["hmm"] * min(50, cap))
+    usage = {"prompt_tokens": len(prompt), "completion_tokens": len(text.split())}
+    return {"model": "m", "choices": [{"text": text, "finish_reason": "length"}], "usage": usage}
+
+
 @pytest.fixture
 def server() -> Iterator[tuple[str, Behaviour]]:
     behaviour = Behaviour()
@@ -52,7 +70,10 @@ def server() -> Iterator[tuple[str, Behaviour]]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            status, data = _reply(body, behaviour)
+            if self.path.endswith("/chat/completions"):
+                status, data = _reply(body, behaviour)
+            else:
+                status, data = 200, _raw(self.path.removeprefix("/v1"), body, behaviour)
             payload = json.dumps(data).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -94,16 +115,28 @@ async def test_think_mode_switches_thinking_on_with_a_cap(server: tuple[str, Beh
     assert record["adapter"] == "chat-template" and record["notes"] == []
 
 
-async def test_a_server_refusing_the_thinking_budget_is_asked_again_without_it(
+async def test_a_server_refusing_the_thinking_budget_gets_budget_forcing(
     server: tuple[str, Behaviour],
 ) -> None:
     url, behaviour = server
     behaviour.accepts_thinking_budget = False
     result = await _run(url, "uniform-think")
-    assert ["thinking_token_budget" in r for r in behaviour.requests] == [True, False]
-    assert result.answer == "4"
-    notes = result.trace.nodes["answer"].allocation["notes"]
-    assert notes == ["server refused thinking_token_budget: thinking capped by max_tokens only"]
+    paths = [r.get("path", "chat") for r in behaviour.requests]
+    assert paths == ["chat", "/tokenize", "/detokenize", "/completions", "/completions"]
+    assert behaviour.requests[1]["chat_template_kwargs"] == {"enable_thinking": True}
+    think, answer = behaviour.requests[3], behaviour.requests[4]
+    prompt = "<user>" + str(behaviour.requests[0]["messages"][-1]["content"]) + "</user><assistant>"
+    assert (think["prompt"], think["max_tokens"], think["stop"]) == (prompt, 4096, ["</think>"])
+    thought = "<think>\n" + " ".join(["hmm"] * 50)
+    assert answer["prompt"] == f"{prompt}{thought}\n</think>\n\n" and answer["max_tokens"] == 640
+    assert result.answer == "4"  # from the continuation, never from the thinking
+    record = result.trace.nodes["answer"].allocation
+    assert record["notes"] == [
+        "server refused thinking_token_budget: thinking capped by budget forcing through "
+        "/v1/completions"
+    ]
+    assert record["tokens"] == {"think": 53}  # "<think>", 50 words, then "Answer: 4"
+    assert result.trace.nodes["answer"].usage.calls == 2
 
 
 async def test_a_model_ignoring_the_switch_is_noted(server: tuple[str, Behaviour]) -> None:
