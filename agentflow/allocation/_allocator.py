@@ -113,7 +113,7 @@ class NodeAllocation:
             self.budget = self.allocator.budget_for(estimate.difficulty)
             self._record_decision(estimate, self.budget)
             if self.budget.mode == "fast" and estimate.answer is not None:
-                self._record_run(drawn=estimate.samples, stopped_early=False)
+                self._record_run(drawn=0, stopped_early=False)
                 return estimate.answer  # the estimator's fast answer is the node's answer
         return await self._run(messages, settings, self.budget, complete)
 
@@ -237,6 +237,7 @@ class NodeAllocation:
         if estimate.note:
             self.record["notes"].append(estimate.note)
         self.record.update(
+            estimate_samples=estimate.samples,
             difficulty=round(estimate.difficulty, 4),
             estimator=estimate.estimator,
             tau=self.allocator.tau,
@@ -255,5 +256,7 @@ class NodeAllocation:
         )
 
     def _record_run(self, *, drawn: int, stopped_early: bool) -> None:
-        self.record["samples"] = self.record.get("samples", 0) + drawn
+        """`samples`: every sample of the node's own request, the estimator's fast ones too."""
+        first = self.record.get("samples", self.record.get("estimate_samples", 0))
+        self.record["samples"] = first + drawn
         self.record["stopped_early"] = self.record.get("stopped_early", False) or stopped_early

@@ -211,3 +211,20 @@ def test_load_allocator_reads_the_calibrated_tau(tmp_path: Any) -> None:
         load_allocator("score", config=config)
     with pytest.raises(UserError, match="unknown allocation"):
         load_allocator("vibes")
+
+
+async def test_disagreeing_fast_samples_send_the_node_to_think_and_all_are_counted() -> None:
+    def reply(
+        messages: Sequence[Message], settings: ModelSettings, schema: Mapping[str, Any] | None
+    ) -> ModelResponse:
+        texts = [f"Answer: {k}" for k in range(settings.n)] if settings.n > 1 else ["Answer: 5"]
+        choices = tuple(Choice(text=t) for t in texts)
+        return ModelResponse(choices=choices, usage=Usage(completion_tokens=3, calls=1), model="m")
+
+    agent = Agent(model=FunctionModel(reply), planner="direct", allocation="agreement")
+    result = await agent.run("What is 2+3?")
+    record = result.trace.nodes["answer"].allocation
+    assert record is not None
+    assert (record["mode"], record["samples"], result.answer) == ("think", 4, "5")
+    assert record["difficulty"] == pytest.approx(2 / 3)  # three answers, the leader has one
+    assert record["tokens"] == {"fast": 3, "think": 3}
