@@ -226,5 +226,5 @@ async def test_disagreeing_fast_samples_send_the_node_to_think_and_all_are_count
     record = result.trace.nodes["answer"].allocation
     assert record is not None
     assert (record["mode"], record["samples"], result.answer) == ("think", 4, "5")
-    assert record["difficulty"] == pytest.approx(2 / 3)  # three answers, the leader has one
+    assert record["difficulty"] == round(2 / 3, 4)  # three answers, the leader has one
     assert record["tokens"] == {"fast": 3, "think": 3}
