@@ -138,6 +138,11 @@ class OpenAIModel(Model):
             raise ModelConnectionError(
                 f"the stream from {endpoint.base_url} broke off: {exc}", base_url=endpoint.base_url
             ) from exc
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # not an OpenAI event stream
+            raise ModelResponseError(
+                f"the stream from {endpoint.base_url} is not OpenAI server-sent events ({exc})",
+                body=repr(exc.args[1][:200]) if isinstance(exc, UnicodeDecodeError) else exc.doc,
+            ) from exc
         finally:
             await chunks.close()
 

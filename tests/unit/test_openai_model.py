@@ -355,3 +355,15 @@ async def test_a_timeout_fails_over_to_another_server() -> None:
 
     model = model_on({"http://server-a/v1": hung, "http://server-b/v1": fine}, retries=3)
     assert (await model.complete(USER)).text
+
+
+@pytest.mark.parametrize(
+    "body", [b"data: \xff\xfe garbage \xc3(\n\n", b"data: {not json\n\n"], ids=["bytes", "json"]
+)
+async def test_a_stream_that_is_not_server_sent_events_is_a_clear_error(body: bytes) -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    with pytest.raises(ModelResponseError, match="is not OpenAI server-sent events"):
+        async for _ in model_on(handler).stream(USER):
+            pass
