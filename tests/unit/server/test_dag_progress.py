@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import openai
+import pytest
 
 from agentflow.model import Message, ModelSettings
 from agentflow.tool import tool
@@ -59,3 +60,29 @@ def test_the_plan_and_each_nodes_progress_stream_as_reasoning() -> None:
     assert "- done l1: Oxford: founded 1096" in reasoning
     assert "- done s1: Oxford" in reasoning and "Answer found: Oxford" in reasoning
     assert content == "The answer is Oxford as far as I can tell."
+
+
+def test_a_request_picks_its_planner_and_limits_in_its_agentflow_object() -> None:
+    plan = {"lookups": ["Oxford founded"], "steps": []}
+    enough = json.dumps({"enough": True, "answer": "1096", "missing": ""})
+    replies = [json.dumps(plan), enough, json.dumps(plan)]  # the second run stops at its cap
+    server = config(scripted(replies), tools=[lookup])  # the agent's own planner is direct
+    with (
+        serving(server) as base_url,
+        openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as api,
+    ):
+        options = {"agentflow": {"planner": "dag", "max_model_calls": 5}}
+        reply = api.chat.completions.create(
+            model="agentflow-direct",
+            messages=[{"role": "user", "content": "When was Oxford founded?"}],
+            extra_body=options,
+        )
+        run = api.get(f"/runs/{(reply.model_extra or {})['run_id']}", cast_to=object)
+        with pytest.raises(openai.InternalServerError, match="cap of 1 model calls"):
+            api.chat.completions.create(
+                model="agentflow-direct",
+                messages=[{"role": "user", "content": "When was Oxford founded?"}],
+                extra_body={"agentflow": {"planner": "dag", "max_model_calls": 1}},
+            )
+    assert isinstance(run, dict) and run["trace"]["planner"] == "dag"
+    assert [node["id"] for node in run["trace"]["nodes"]] == ["l1"]
