@@ -180,7 +180,8 @@ async def test_a_sample_failing_on_the_server_cancels_its_siblings(
     from agentflow.exceptions import ModelConnectionError
     from agentflow_evals.runner import EvalIncompleteError
 
-    started, cancelled = [], []
+    started: list[int | None] = []
+    cancelled: list[int | None] = []
 
     async def reply(messages: Any, settings: ModelSettings, *_: Any) -> str:
         started.append(settings.seed)
@@ -199,7 +200,8 @@ async def test_a_sample_failing_on_the_server_cancels_its_siblings(
             config(dataset, tmp_path / "run", limit=1, samples=3, seed=0, max_failures=1),
             FunctionModel(reply),
         )
-    assert sorted(started) == [0, 1, 2] and sorted(cancelled) == [1, 2]
+    assert sorted(s or 0 for s in started) == [0, 1, 2]
+    assert sorted(s or 0 for s in cancelled) == [1, 2]
 
 
 @pytest.mark.parametrize(
