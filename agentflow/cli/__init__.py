@@ -7,7 +7,7 @@ core add theirs through the `agentflow.commands` entry points, each naming a
 
 from __future__ import annotations
 
-from agentflow.cli._common import CommandContext, Commands, CorpusSearch, Register
+from agentflow.cli._common import CommandContext, Commands, CorpusSearch, Register, whole_number
 from agentflow.cli._main import main
 
-__all__ = ["CommandContext", "Commands", "CorpusSearch", "Register", "main"]
+__all__ = ["CommandContext", "Commands", "CorpusSearch", "Register", "main", "whole_number"]

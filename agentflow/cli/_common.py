@@ -16,7 +16,7 @@ from typing import TypeAlias
 from agentflow.settings import Settings
 from agentflow.tool import Tool
 
-__all__ = ["CommandContext", "Commands", "CorpusSearch", "Register"]
+__all__ = ["CommandContext", "Commands", "CorpusSearch", "Register", "whole_number"]
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """The `add_subparsers()` action a group adds its parsers to (a string: argparse's class is not
@@ -71,3 +71,21 @@ class CommandContext:
     def base_urls(self, args: argparse.Namespace, settings: Settings) -> list[str]:
         """Every `--base-url` given, or the one the settings name."""
         return list(args.base_url or [settings.base_url])
+
+
+def whole_number(low: int = 1, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type for a count in `low`..`high`: a value outside it is a usage error
+    (exit 2) naming the bound, never quietly "everything" or "all but a few"."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, not {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    return parse

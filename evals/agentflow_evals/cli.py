@@ -20,7 +20,7 @@ from agentflow.allocation import (
     allocation_settings,
     allocator_from_settings,
 )
-from agentflow.cli import CommandContext, Commands
+from agentflow.cli import CommandContext, Commands, whole_number
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
 from agentflow.registry import load_planner
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from agentflow_evals.config import EvalConfig
 
 __all__ = ["register_eval"]
+
+_count = whole_number(1)
+"""0 and negatives are usage errors: `--limit 0` used to run everything, `-3` all but three."""
 
 JudgeSpec = tuple[str, list[str]]
 """A judge model's name and the URLs of its server."""
@@ -110,12 +113,12 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--list-datasets", action="store_true", help="list known datasets and exit")
     run.add_argument("--planner", default="direct", help="default: direct")
-    run.add_argument("--limit", type=_positive, help="only the first N items")
-    run.add_argument("--samples", type=_positive, default=1, help="runs per item, for avg@k/maj@k")
-    run.add_argument("--concurrency", type=_positive, default=8, help="items at once (default 8)")
+    run.add_argument("--limit", type=_count, help="only the first N items")
+    run.add_argument("--samples", type=_count, default=1, help="runs per item, for avg@k/maj@k")
+    run.add_argument("--concurrency", type=_count, default=8, help="items at once (default 8)")
     run.add_argument(
         "--max-failures",
-        type=_positive,
+        type=_count,
         default=5,
         help="items that may fail on the model server (never recorded; a resume retries them) "
         "before the run stops (default %(default)s)",
@@ -131,11 +134,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--temperature", type=_temperature, help="default: 0, or 0.7 with --samples > 1"
     )
-    run.add_argument("--max-tokens", type=_positive, help="cap on tokens per model call")
+    run.add_argument("--max-tokens", type=_count, help="cap on tokens per model call")
     run.add_argument("--seed", type=int, help="base seed; sample i uses seed + i")
-    run.add_argument(
-        "--max-model-calls", type=_positive, default=64, help="per sample (default 64)"
-    )
+    run.add_argument("--max-model-calls", type=_count, default=64, help="per sample (default 64)")
     run.add_argument(
         "--corpus",
         action="append",
@@ -280,18 +281,6 @@ def _eval_report(args: argparse.Namespace) -> int:
     path = write_report(args.runs, args.out)
     print(f"report written to {path}")
     return 0
-
-
-def _positive(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (0 and negatives are usage errors, not
-    "everything" or "all but a few")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 def _temperature(text: str) -> float:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from agentflow.cli import CommandContext, Commands
+from agentflow.cli import CommandContext, Commands, whole_number
 from agentflow.exceptions import UserError
 from agentflow.tool import Tool, ToolError
 from agentflow_tools.search import LocalIndex, cached_indexes, make_search_tool
@@ -40,7 +40,10 @@ def register_search(commands: Commands, common: CommandContext) -> None:
         help="a corpus file (repeatable)",
     )
     search.add_argument(
-        "-k", type=_count, default=10, help=f"passages to return, 1-{MAX_K} (default 10)"
+        "-k",
+        type=whole_number(1, MAX_K),
+        default=10,
+        help=f"passages to return, 1-{MAX_K} (default 10)",
     )
     search.add_argument(
         "--json", action="store_true", help="print a JSON list of {id, title, text, score}"
@@ -107,14 +110,3 @@ def _index_info(args: argparse.Namespace) -> int:
     for info in infos:
         print(json.dumps(asdict(info), indent=2))
     return 0
-
-
-def _count(text: str) -> int:
-    """An argparse type for -k: 1 to MAX_K (0 and huge values are usage errors)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= MAX_K:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_K}, not {value}")
-    return value
