@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from _common import RESULTS_DIR, table, write_result
 from _fake_openai import MODEL, FakeServer
 
 from agentflow.agent import Agent
-from agentflow.model import Message, ModelSettings, StreamDelta
+from agentflow.model import Model, ModelSettings
 from agentflow.models import OpenAIModel
 from agentflow.server import AgentSpec, ServerConfig, create_app
 from agentflow.server.conversation import Conversation
@@ -57,15 +57,7 @@ AGENT = "agentflow-direct"
 class OneShotModel(OpenAIModel):
     """The fake server answers whole completions only: a stream is the answer in one piece."""
 
-    async def stream(
-        self,
-        messages: Sequence[Message],
-        settings: ModelSettings | None = None,
-        *,
-        json_schema: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[StreamDelta]:
-        response = await self.complete(messages, settings, json_schema=json_schema)
-        yield StreamDelta(text=response.text, usage=response.usage)
+    stream = Model.stream  # the base class's: the whole completion as one piece
 
 
 def model_on(base_url: str) -> OneShotModel:

@@ -52,6 +52,18 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
+def _sampling(s: ModelSettings) -> dict[str, Any]:
+    """The sampling fields both endpoints take (chat and raw-text completions), unset ones out."""
+    fields = {
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "max_tokens": s.max_tokens,
+        "seed": s.seed,
+        "stop": list(s.stop) if s.stop else None,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 class _Retryable(Exception):
     """An attempt failed in a way worth another try; `error` is what to raise if none is left.
 
@@ -175,15 +187,7 @@ class OpenAIModel(Model):
     ) -> ModelResponse:
         """A raw-text completion (`/v1/completions`) of `prompt` exactly as given, no template."""
         s = self.settings.merged(settings)
-        body: dict[str, Any] = {"model": self.name, "prompt": prompt}
-        optional = {
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "max_tokens": s.max_tokens,
-            "seed": s.seed,
-            "stop": list(s.stop) if s.stop else None,
-        }
-        body.update({k: v for k, v in optional.items() if v is not None})
+        body: dict[str, Any] = {"model": self.name, "prompt": prompt, **_sampling(s)}
         timeout = s.timeout or self.timeout
 
         async def send(endpoint: Endpoint) -> str:
@@ -223,17 +227,13 @@ class OpenAIModel(Model):
         s: ModelSettings,
         json_schema: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.name, "messages": [dict(m) for m in messages]}
-        optional = {
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "max_tokens": s.max_tokens,
-            "seed": s.seed,
-            "stop": list(s.stop) if s.stop else None,
-            "top_logprobs": s.top_logprobs,
-            "reasoning_effort": s.reasoning_effort,
+        body: dict[str, Any] = {
+            "model": self.name,
+            "messages": [dict(m) for m in messages],
+            **_sampling(s),
         }
-        body.update({k: v for k, v in optional.items() if v is not None})
+        chat_only = {"top_logprobs": s.top_logprobs, "reasoning_effort": s.reasoning_effort}
+        body.update({k: v for k, v in chat_only.items() if v is not None})
         if s.n != 1:
             body["n"] = s.n
         if s.logprobs:
