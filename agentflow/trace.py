@@ -55,6 +55,8 @@ class NodeRecord:
     allocation: dict[str, Any] | None = None
     """For an `llm` node under an allocator: difficulty, estimator, tau, mode, budget, samples
     drawn, whether the vote stopped early, completion tokens by mode, fallbacks taken."""
+    parent: str | None = None
+    """For a thread forked inside a node (the `threads` strategy): that node's id."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class NodeRecord:
             "error": self.error,
             "output": self.output,
             "allocation": self.allocation,
+            "parent": self.parent,
         }
 
 
