@@ -23,6 +23,7 @@ from agentflow.exceptions import (
 )
 from agentflow.plan import LLM_KIND, TaskId, TaskNode, resolve_args
 from agentflow.planner import RunState, TaskResult
+from agentflow.scheduling import RemainingPaths, request_priority
 from agentflow.tool import ToolError
 from agentflow.trace import EventType, NodeRecord
 
@@ -64,15 +65,17 @@ class Executor:
             futures[node_id].set_result(result)
         planning_error: AgentflowError | None = None
         launched = 0
+        paths = RemainingPaths()
         try:
             async with asyncio.TaskGroup() as group:
                 try:
                     async for node in nodes:
                         dep_ids = sorted(node.deps)  # derived by walking the args: do it once
                         self._register(node, dep_ids, state, ctx)
+                        paths.add(node.id, dep_ids)
                         future = futures.setdefault(node.id, loop.create_future())
                         deps = [futures.setdefault(d, loop.create_future()) for d in dep_ids]
-                        group.create_task(self._run(node, deps, future, state, ctx, run_llm))
+                        group.create_task(self._run(node, deps, future, state, ctx, run_llm, paths))
                         launched += 1
                         if launched % _YIELD_EVERY == 0:
                             # A plan handed over all at once must not hold back the nodes it
@@ -115,10 +118,14 @@ class Executor:
         state: RunState,
         ctx: RunContext,
         run_llm: LLMStepRunner,
+        paths: RemainingPaths,
     ) -> None:
         record = ctx.trace.nodes[node.id]
         try:
             dep_results = [await dep for dep in deps]
+            # Asked now, not at planning time: by now the plan has named most of the node's
+            # dependents. The variable is this task's own: siblings set theirs.
+            request_priority.set(paths.priority(node.id))
             result = await self._run_ready(node, dep_results, state, ctx, run_llm)
         except asyncio.CancelledError:
             result = TaskResult(node_id=node.id, status="cancelled", error="run cancelled")

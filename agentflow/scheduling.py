@@ -10,9 +10,17 @@ the run cannot move on until they finish, so they go first.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextvars import ContextVar
 
-__all__ = ["NODE_BASE", "PLANNER", "current_priority", "node_priority", "request_priority"]
+__all__ = [
+    "NODE_BASE",
+    "PLANNER",
+    "RemainingPaths",
+    "current_priority",
+    "node_priority",
+    "request_priority",
+]
 
 PLANNER = 0
 """Planning, joining and answering calls: every branch waits on them."""
@@ -34,3 +42,46 @@ def node_priority(remaining_path: int) -> int:
 
 def current_priority() -> int:
     return request_priority.get()
+
+
+class RemainingPaths:
+    """Longest chains of dependents in a plan that grows while it runs.
+
+    `add` records a node as it is planned; `priority` is asked when a node's model call is about
+    to be made, by which time most of its dependents are known. Lengths are memoised until the
+    next node arrives, so a 1,000-node plan costs one walk per change, not one per node."""
+
+    def __init__(self) -> None:
+        self._dependents: dict[str, list[str]] = {}
+        self._memo: dict[str, int] = {}
+
+    def add(self, node_id: str, deps: Iterable[str]) -> None:
+        self._dependents.setdefault(node_id, [])
+        for dep in deps:
+            self._dependents.setdefault(dep, []).append(node_id)
+        self._memo.clear()
+
+    def length(self, node_id: str) -> int:
+        """Nodes on the longest chain from `node_id` to the end of the plan, itself included."""
+        if node_id in self._memo:
+            return self._memo[node_id]
+        # Iterative depth-first walk (a 1,000-deep chain must not hit the recursion limit). A
+        # cycle, which validated plans never have, counts as ending where it closes.
+        stack = [(node_id, iter(self._dependents.get(node_id, [])))]
+        on_path = {node_id}
+        while stack:
+            current, dependents = stack[-1]
+            for dependent in dependents:
+                if dependent not in self._memo and dependent not in on_path:
+                    on_path.add(dependent)
+                    stack.append((dependent, iter(self._dependents.get(dependent, []))))
+                    break
+            else:
+                stack.pop()
+                on_path.discard(current)
+                below = (self._memo.get(d, 0) for d in self._dependents.get(current, []))
+                self._memo[current] = 1 + max(below, default=0)
+        return self._memo[node_id]
+
+    def priority(self, node_id: str) -> int:
+        return node_priority(self.length(node_id))
