@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,7 +116,12 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--planner", default="direct", help="default: direct")
     run.add_argument("--limit", type=_count, help="only the first N items")
     run.add_argument("--samples", type=_count, default=1, help="runs per item, for avg@k/maj@k")
-    run.add_argument("--concurrency", type=_count, default=8, help="items at once (default 8)")
+    run.add_argument(
+        "--concurrency",
+        type=_count,
+        help="items at once (default: as many as fill the server's KV cache, by vLLM's "
+        "/metrics; 8 for servers that do not say)",
+    )
     run.add_argument(
         "--max-failures",
         type=_count,
@@ -171,7 +177,7 @@ def _eval(common: CommandContext, args: argparse.Namespace) -> int:
     )
     config = EvalConfig(
         dataset=args.dataset, planner=args.planner, out=out, limit=args.limit,
-        samples=args.samples, concurrency=args.concurrency, temperature=args.temperature,
+        samples=args.samples, concurrency=args.concurrency or 0, temperature=args.temperature,
         max_tokens=args.max_tokens, seed=args.seed, max_model_calls=args.max_model_calls,
         command=" ".join(["agentflow", *sys.argv[1:]]), base_urls=urls, ray=args.ray,
         corpus=[str(Path(c).resolve()) for c in args.corpus], judge_cache=_judge_cache(args),
@@ -216,15 +222,31 @@ async def _eval_async(
     judge_spec: JudgeSpec | None,
 ) -> dict[str, Any]:
     from agentflow_evals.runner import run_eval
+    from agentflow_evals.server_load import (
+        FALLBACK_CONCURRENCY,
+        ServerWatch,
+        default_concurrency,
+        describe,
+    )
 
+    if not config.concurrency:
+        concurrency, why = await default_concurrency(urls)
+        if concurrency != FALLBACK_CONCURRENCY:  # the fallback is the old default: no news
+            print(f"{concurrency} items at once ({why}; set --concurrency)", file=sys.stderr)
+        config = replace(config, concurrency=concurrency)
     model = OpenAIModel(settings.model, urls, api_key=settings.api_key, timeout=settings.timeout)
     judge = _judge_model(judge_spec, settings)
+    watch = ServerWatch(urls, config.out)
+    await watch.start()
     try:
         return await run_eval(config, model, judge)
     finally:
         await model.aclose()
         if judge is not None:
             await judge.aclose()
+        record = await watch.finish(config.concurrency)
+        if record is not None:
+            print(describe(record), file=sys.stderr)
 
 
 def _judge_model(spec: JudgeSpec | None, settings: Settings) -> OpenAIModel | None:

@@ -35,6 +35,12 @@ def test_eval_hotpotqa_dag_writes_results_manifest_and_summary(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["planner"] == "dag" and manifest["finished_at"]
     assert len(read_rows(out)) == 5
+    # No --concurrency: derived from the server's KV cache, and its counters saved beside.
+    (session,) = [json.loads(line) for line in (out / "server.jsonl").read_text().splitlines()]
+    assert session["concurrency"] == manifest["concurrency"] >= 1
+    (server,) = session["servers"].values()
+    assert server["requests"] >= summary["model_calls"]  # other tests may share the server
+    assert server["prompt_tokens"] > 0 and server["mean_prefill_time_s"] is not None
 
 
 def test_a_killed_eval_resumes_without_recomputing(tmp_path: Path) -> None:
