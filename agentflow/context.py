@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from agentflow.allocation import NodeAllocation
-from agentflow.exceptions import LimitExceededError
+from agentflow.allocation import NodeAllocation, TextModel
+from agentflow.exceptions import LimitExceededError, UserError
 from agentflow.model import Message, Model, ModelResponse, ModelSettings
 from agentflow.tool import Toolset
 from agentflow.trace import Trace
@@ -53,7 +53,10 @@ class RunContext:
         allocation = self.allocation
         if allocation is not None and node_id == allocation.node_id and json_schema is None:
             charged = partial(self._complete, node_id=node_id)
-            return await allocation.complete(messages, settings or ModelSettings(), charged)
+            text = _NodeText(self, node_id) if isinstance(self.model, TextModel) else None
+            return await allocation.complete(
+                messages, settings or ModelSettings(), charged, text=text
+            )
         return await self._complete(messages, settings, node_id=node_id, json_schema=json_schema)
 
     async def _complete(
@@ -66,6 +69,20 @@ class RunContext:
     ) -> ModelResponse:
         self._check_limits()
         response = await self.model.complete(messages, settings, json_schema=json_schema)
+        self.trace.add_usage(response.usage, node_id)
+        return response
+
+    async def complete_text(
+        self, prompt: str, settings: ModelSettings | None = None, *, node_id: str | None = None
+    ) -> ModelResponse:
+        """A raw-text continuation of `prompt` (`/v1/completions`, no chat template), counted
+        against the run's caps and charged to `node_id`. The model must be able to continue
+        raw text (`OpenAIModel` is; fakes and overridden models may not): `UserError` else."""
+        model = self.model
+        if not isinstance(model, TextModel):
+            raise UserError(f"the model {model.name!r} cannot continue raw text")
+        self._check_limits()
+        response = await model.complete_text(prompt, settings)
         self.trace.add_usage(response.usage, node_id)
         return response
 
@@ -112,3 +129,23 @@ class RunContext:
                 "(raise it with --max-tokens)",
                 trace=self.trace,
             )
+
+
+@dataclass(frozen=True)
+class _NodeText:
+    """Raw-text continuation for one node: `RunContext.complete_text` charged to it."""
+
+    ctx: RunContext
+    node_id: str
+
+    async def render_prompt(
+        self, messages: Sequence[Message], chat_template_kwargs: Mapping[str, Any] | None = None
+    ) -> str:
+        model = self.ctx.model
+        assert isinstance(model, TextModel)  # made only for such models
+        return await model.render_prompt(messages, chat_template_kwargs)
+
+    async def complete_text(
+        self, prompt: str, settings: ModelSettings | None = None
+    ) -> ModelResponse:
+        return await self.ctx.complete_text(prompt, settings, node_id=self.node_id)

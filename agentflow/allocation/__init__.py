@@ -4,6 +4,8 @@ An `Allocator` rates each node with a `DifficultyEstimator` and turns the rating
 (fast: no thinking, short, one sample; think: thinking on, more tokens, optionally several
 samples under an early-stopping vote). A `ThinkingAdapter` applies the budget to a request the
 way the model family switches thinking. `AllocationConfig` is the calibrated threshold on disk.
+A budget also names how System 2 is spent (`Strategy`): one chain, samples under a vote, or
+threads forked from a shared prefix and joined (`weave`).
 """
 
 from agentflow.allocation._adapters import (
@@ -16,12 +18,22 @@ from agentflow.allocation._adapters import (
     adapter_for,
 )
 from agentflow.allocation._allocator import DEFAULT_TAU, Allocator, NodeAllocation
-from agentflow.allocation._budget import FAST, THINK, Budget, Draw, Mode, VoteName
+from agentflow.allocation._budget import (
+    FAST,
+    STRATEGIES,
+    THINK,
+    Budget,
+    Draw,
+    Mode,
+    Strategy,
+    VoteName,
+)
 from agentflow.allocation._config import (
     ALLOCATIONS,
     AllocationConfig,
     Calibration,
     CurvePoint,
+    StrategyBand,
     config_path,
     load_allocator,
     read_config,
@@ -38,12 +50,20 @@ from agentflow.allocation._estimators import (
     Step,
     parse_score,
 )
+from agentflow.allocation._forcing import TextModel
 from agentflow.allocation._options import (
     add_allocation_options,
     allocation_settings,
     allocator_from_settings,
 )
 from agentflow.allocation._sampling import VoteOutcome, draw_and_vote
+from agentflow.allocation._threads import (
+    Outline,
+    Weave,
+    merge_near_duplicates,
+    parse_outline,
+    weave,
+)
 from agentflow.allocation._vote import (
     AdaptiveConsistency,
     EarlyStoppingSelfConsistency,
@@ -59,6 +79,7 @@ __all__ = [
     "DEFAULT_TAU",
     "ESTIMATORS",
     "FAST",
+    "STRATEGIES",
     "THINK",
     "AdaptiveConsistency",
     "Agreement",
@@ -78,14 +99,19 @@ __all__ = [
     "Mode",
     "NoThinking",
     "NodeAllocation",
+    "Outline",
     "ReasoningEffort",
     "Score",
     "Static",
     "Step",
+    "Strategy",
+    "StrategyBand",
+    "TextModel",
     "ThinkingAdapter",
     "VoteName",
     "VoteOutcome",
     "VoteRule",
+    "Weave",
     "adapter_for",
     "add_allocation_options",
     "allocation_settings",
@@ -96,6 +122,9 @@ __all__ = [
     "draw_and_vote",
     "last_boxed",
     "load_allocator",
+    "merge_near_duplicates",
+    "parse_outline",
     "parse_score",
     "read_config",
+    "weave",
 ]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agentflow.allocation._adapters import ThinkingAdapter, adapter_for
-from agentflow.allocation._budget import FAST, THINK, Budget, Draw, VoteName
+from agentflow.allocation._budget import FAST, THINK, Budget, Draw, Strategy, VoteName
 from agentflow.allocation._estimators import (
     Complete,
     DifficultyEstimator,
@@ -26,6 +26,7 @@ from agentflow.allocation._estimators import (
 )
 from agentflow.allocation._forcing import TextModel, force_budget
 from agentflow.allocation._sampling import draw_and_vote
+from agentflow.allocation._threads import weave
 from agentflow.allocation._vote import vote_rule
 from agentflow.exceptions import ModelHTTPError, UserError
 from agentflow.model import Message, Model, ModelResponse, ModelSettings
@@ -49,6 +50,9 @@ class Allocator:
     """A thinking adapter by name (`ADAPTERS`); None chooses by the model's name."""
     priorities: bool = False
     """Send vLLM request priorities (fast 0, think 1); needs `--scheduling-policy priority`."""
+    strategy_bands: tuple[tuple[float, Strategy], ...] = ()
+    """(lower bound, strategy), ascending: a think node whose difficulty is above a bound is
+    spent by that band's strategy, unless its budget names one (`--strategy`)."""
 
     @classmethod
     def named(
@@ -70,6 +74,9 @@ class Allocator:
 
     def budget_for(self, difficulty: float) -> Budget:
         budget = self.think if difficulty > self.tau else self.fast
+        if budget.mode == "think" and budget.strategy is None:
+            bands = [strategy for above, strategy in self.strategy_bands if difficulty > above]
+            budget = budget.with_strategy(bands[-1]) if bands else budget
         if self.priorities:
             budget = replace(budget, priority=0 if budget.mode == "fast" else 1)
         return budget
@@ -101,13 +108,23 @@ class NodeAllocation:
         self.node_id, self.step, self.allocator = node_id, step, allocator
         self.adapter, self.trace, self.model = adapter, trace, model
         self.budget: Budget | None = None
+        self.strategy: Strategy | None = None
+        """This node's own choice of how System 2 is spent (a planner may set it before the
+        node's first call); None keeps the budget's."""
         self.record: dict[str, Any] = {"adapter": adapter.name, "notes": [], "tokens": {}}
         self._no_thinking_budget = False
 
     async def complete(
-        self, messages: Sequence[Message], settings: ModelSettings, complete: Complete
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings,
+        complete: Complete,
+        *,
+        text: TextModel | None = None,
     ) -> ModelResponse:
-        """The node's call `messages` under its budget (estimating it first if not yet done)."""
+        """The node's call `messages` under its budget (estimating it first if not yet done).
+        `text`: raw-text continuation charged to the node, for the `threads` strategy (without
+        it, threads run as one chain)."""
         if self.budget is None:
             estimate = await self._estimate(messages, settings, complete)
             self.budget = self.allocator.budget_for(estimate.difficulty)
@@ -115,7 +132,7 @@ class NodeAllocation:
             if self.budget.mode == "fast" and estimate.answer is not None:
                 self._record_run(drawn=0, stopped_early=False)
                 return estimate.answer  # the estimator's fast answer is the node's answer
-        return await self._run(messages, settings, self.budget, complete)
+        return await self._run(messages, settings, self.budget, complete, text)
 
     async def _estimate(
         self, messages: Sequence[Message], settings: ModelSettings, complete: Complete
@@ -142,23 +159,94 @@ class NodeAllocation:
         settings: ModelSettings,
         budget: Budget,
         complete: Complete,
+        text: TextModel | None,
     ) -> ModelResponse:
-        rule = vote_rule(budget.vote, budget.window)
+        """The call spent by the strategy: the node's own choice (System 2 only), else the
+        budget's. `critical_path_tokens` in the record: the longest chain of dependent tokens."""
+        strategy = self.strategy if self.strategy and budget.mode == "think" else budget.how
+        if strategy != budget.how:
+            budget = budget.with_strategy(strategy)
+        self.record["strategy"] = strategy
+        if strategy == "threads":
+            response = await self._threads(messages, settings, budget, complete, text)
+            if response is not None:
+                return response
+        rule = vote_rule(budget.vote, budget.window) if strategy == "vote" else None
         if rule is None or budget.samples <= 1:
             response = await self._send(messages, settings, budget, complete, ModelSettings())
             self._record_run(drawn=len(response.choices), stopped_early=False)
+            self._add_critical(response.usage.completion_tokens)
             return response
+        return await self._vote(messages, settings, budget, complete)
+
+    async def _vote(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings,
+        budget: Budget,
+        complete: Complete,
+    ) -> ModelResponse:
+        """Samples under the budget's early-stopping vote. Critical path: the longest sample
+        of each window's worth of samples, summed (exact when one window holds them all)."""
+        rule = vote_rule(budget.vote, budget.window)
+        assert rule is not None  # the caller checked
+        sampled: list[int] = []
 
         async def send(index: int, n: int) -> ModelResponse:
             seed = None if settings.seed is None else settings.seed + index
             extra = ModelSettings(n=n, seed=seed)
-            return await self._send(messages, settings, budget, complete, extra)
+            response = await self._send(messages, settings, budget, complete, extra)
+            sampled.extend([response.usage.completion_tokens // max(1, n)] * n)
+            return response
 
         outcome = await draw_and_vote(send, budget, rule)
         self.record["notes"].extend(outcome.notes)
         self.record["votes"] = outcome.counts
         self._record_run(drawn=outcome.drawn, stopped_early=outcome.stopped_early)
+        window = max(1, budget.window)
+        self._add_critical(
+            sum(max(sampled[i : i + window]) for i in range(0, len(sampled), window))
+        )
         return outcome.response
+
+    async def _threads(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings,
+        budget: Budget,
+        complete: Complete,
+        text: TextModel | None,
+    ) -> ModelResponse | None:
+        """The `threads` strategy (`weave`); None when it cannot fork (no raw-text model, or
+        an outline without a thread): the caller then runs one chain, noted. A thinking model
+        writes its threads with thinking off (the threads are the thinking), so the raw prompt
+        is the one its JSON outline call was sent with."""
+        if text is None:
+            self._note("the model cannot continue raw text: the threads strategy ran one chain")
+            return None
+        mode = FAST if self.adapter.can_think else budget
+        msgs, request = self.adapter.apply(messages, settings, mode)
+        thinking = (budget.thinking_tokens or 0) if self.adapter.can_think else 0
+        woven = await weave(
+            msgs,
+            request,
+            total_tokens=budget.max_tokens + thinking,
+            max_threads=budget.threads,
+            complete=complete,
+            text=text,
+            trace=self.trace,
+            node_id=self.node_id,
+        )
+        self.record["threads"] = woven.as_record()
+        self._add_tokens(budget.mode, woven.outline_tokens)
+        self._add_critical(woven.outline_tokens)
+        if woven.response is None:
+            self._note("the outline named no thread: the node ran one chain")
+            return None
+        self._add_tokens(budget.mode, woven.response.usage.completion_tokens - woven.outline_tokens)
+        self._add_critical(woven.critical_path_tokens - woven.outline_tokens)
+        self._record_run(drawn=1, stopped_early=False)
+        return woven.response
 
     async def _send(
         self,
@@ -229,9 +317,15 @@ class NodeAllocation:
             self._note(note)
 
     def _count(self, purpose: str, response: ModelResponse) -> ModelResponse:
-        tokens: dict[str, int] = self.record["tokens"]
-        tokens[purpose] = tokens.get(purpose, 0) + response.usage.completion_tokens
+        self._add_tokens(purpose, response.usage.completion_tokens)
         return response
+
+    def _add_tokens(self, purpose: str, count: int) -> None:
+        tokens: dict[str, int] = self.record["tokens"]
+        tokens[purpose] = tokens.get(purpose, 0) + count
+
+    def _add_critical(self, count: int) -> None:
+        self.record["critical_path_tokens"] = self.record.get("critical_path_tokens", 0) + count
 
     def _record_decision(self, estimate: Estimate, budget: Budget) -> None:
         if estimate.note:

@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["FAST", "THINK", "Budget", "Draw", "Mode", "VoteName"]
+__all__ = ["FAST", "STRATEGIES", "THINK", "Budget", "Draw", "Mode", "Strategy", "VoteName"]
 
 Mode = Literal["fast", "think"]
 VoteName = Literal["none", "esc", "adaptive"]
 Draw = Literal["parallel", "n"]
+Strategy = Literal["chain", "vote", "threads"]
+STRATEGIES: tuple[Strategy, ...] = ("chain", "vote", "threads")
+"""How System 2 is spent: one long pass, parallel samples under a vote, or threads forked
+from a shared prefix and joined (ThreadWeaver)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +38,27 @@ class Budget:
     priority: int | None = None
     """vLLM request priority (lower is earlier). None by default: vLLM refuses it unless the
     server runs `--scheduling-policy priority` (`Allocator(priorities=True)` sets it)."""
+    strategy: Strategy | None = None
+    """None: `vote` when the budget has a vote of several samples, else `chain`."""
+    threads: int = 3
+    """Most threads the `threads` strategy runs: a longer outline is cut to this many."""
+
+    @property
+    def how(self) -> Strategy:
+        """The strategy this budget is spent by."""
+        if self.strategy is not None:
+            return self.strategy
+        return "vote" if self.vote != "none" and self.samples > 1 else "chain"
+
+    def with_strategy(
+        self, strategy: Strategy, *, samples: int = 4, threads: int | None = None
+    ) -> Budget:
+        """This budget spent by `strategy`; `vote` without a vote yet gets ESC over up to
+        `samples` samples."""
+        budget = self
+        if strategy == "vote" and (self.vote == "none" or self.samples <= 1):
+            budget = self.with_vote("esc", max(2, samples))
+        return _replace(budget, strategy=strategy, threads=threads or self.threads)
 
     def with_vote(self, vote: VoteName, samples: int, draw: Draw = "parallel") -> Budget:
         """This budget drawing up to `samples` samples under `vote` (temperature 0.7 if unset,

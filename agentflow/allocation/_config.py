@@ -9,12 +9,13 @@ validated (`extra="forbid"`) and a broken file is an error that names it, never 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentflow.allocation._allocator import DEFAULT_TAU, Allocator
-from agentflow.allocation._budget import Draw, VoteName
+from agentflow.allocation._budget import Draw, Strategy, VoteName
 from agentflow.exceptions import UserError
 from agentflow.settings import agentflow_home
 
@@ -22,6 +23,7 @@ __all__ = [
     "AllocationConfig",
     "Calibration",
     "CurvePoint",
+    "StrategyBand",
     "config_path",
     "load_allocator",
     "read_config",
@@ -50,9 +52,20 @@ class Calibration(BaseModel):
     curve: list[CurvePoint] = Field(default_factory=list)
 
 
+class StrategyBand(BaseModel):
+    """Think-mode nodes whose difficulty is above `above` (and not above the next band's) spend
+    System 2 by `strategy` (e.g. from `benchmarks/strategies.py`'s table)."""
+
+    model_config = ConfigDict(extra="forbid")
+    above: float = Field(ge=0.0, le=1.0)
+    strategy: Strategy
+
+
 class AllocationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     estimators: dict[str, Calibration] = Field(default_factory=dict)
+    strategies: list[StrategyBand] = Field(default_factory=list)
+    """Difficulty bands to strategies; none: every think node by its budget's strategy."""
 
 
 def config_path() -> Path:
@@ -88,7 +101,10 @@ def load_allocator(
         raise UserError(f"unknown allocation {name!r}; choose one of {', '.join(ALLOCATIONS)}")
     if name == "off":
         return None
+    stored = read_config(config)
     if tau is None:
-        calibrated = read_config(config).estimators.get(name)
+        calibrated = stored.estimators.get(name)
         tau = calibrated.tau if calibrated else DEFAULT_TAU
-    return Allocator.named(name, tau=tau, vote=vote, samples=samples, draw=draw)
+    allocator = Allocator.named(name, tau=tau, vote=vote, samples=samples, draw=draw)
+    bands = sorted((band.above, band.strategy) for band in stored.strategies)
+    return replace(allocator, strategy_bands=tuple(bands)) if bands else allocator

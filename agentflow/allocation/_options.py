@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agentflow.allocation._allocator import Allocator
-from agentflow.allocation._budget import THINK
+from agentflow.allocation._budget import STRATEGIES, THINK
 from agentflow.allocation._config import ALLOCATIONS, load_allocator
 from agentflow.exceptions import UserError
 
@@ -50,6 +50,7 @@ def add_allocation_options(parser: argparse.ArgumentParser) -> None:
         help="parallel requests (cancelled when the vote settles) or n=window per request",
     )
     _add_think_budget(group)
+    _add_strategy(group)
     group.add_argument(
         "--allocation-config",
         type=Path,
@@ -72,6 +73,24 @@ def _add_think_budget(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def _add_strategy(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        help="how a think-mode node spends System 2: chain (one long pass), vote (parallel "
+        "samples under the early-stopping vote; esc unless --vote names one), threads "
+        "(an outline of independent threads decoded at once from a shared prefix, then "
+        "joined); default: the allocation config's band for the difficulty, else vote when "
+        "--vote is set, else chain",
+    )
+    group.add_argument(
+        "--threads",
+        type=int,
+        default=3,
+        help="most threads the threads strategy runs (default %(default)s)",
+    )
+
+
 def allocation_settings(args: argparse.Namespace, planner_default: str | None) -> dict[str, Any]:
     """The options as plain values (what an eval config stores), the allocation resolved to
     the planner's default when not given."""
@@ -84,7 +103,14 @@ def allocation_settings(args: argparse.Namespace, planner_default: str | None) -
         "allocation_config": args.allocation_config,
         "think_max_tokens": args.think_max_tokens,
         "thinking_tokens": args.thinking_tokens,
+        **_strategy_settings(args),
     }
+
+
+def _strategy_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Only when a strategy is named, so configs stored before strategies existed still match."""
+    strategy = getattr(args, "strategy", None)
+    return {"strategy": strategy, "threads": args.threads} if strategy else {}
 
 
 def allocator_from_settings(values: dict[str, Any]) -> Allocator | None:
@@ -97,6 +123,13 @@ def allocator_from_settings(values: dict[str, Any]) -> Allocator | None:
         draw=values["vote_draw"],
         config=values["allocation_config"],
     )
+    if allocator is not None and values.get("strategy"):
+        threads = int(values.get("threads", 3))
+        if threads < 1:
+            raise UserError("--threads must be at least 1")
+        samples = max(2, int(values.get("vote_samples") or 8))
+        think = allocator.think.with_strategy(values["strategy"], samples=samples, threads=threads)
+        allocator = replace(allocator, think=think)
     answer, thinking = values.get("think_max_tokens"), values.get("thinking_tokens")
     if allocator is None or (answer is None and thinking is None):
         return allocator
