@@ -19,37 +19,54 @@ import httpx2
 from asyncio_throttle.throttler import Throttler
 from openai import AsyncOpenAI
 
+from agentflow._transport import HttpxTransport, Transport
 from agentflow.exceptions import UserError
 
 __all__ = ["Endpoint", "EndpointPool"]
 
 HttpClientFactory = Callable[[str], httpx2.AsyncClient]
-"""Builds the HTTP client for one base URL; tests inject a `MockTransport` through it."""
+"""Builds the HTTP client for one base URL; tests inject a `MockTransport` through it. Given one,
+the pool's requests go through httpx2 clients it builds, instead of aiohttp."""
 
 
 @dataclass(kw_only=True, eq=False)
 class Endpoint:
-    """One server: its client, its throttle and its health as the pool sees it.
+    """One server: its transport, its throttle and its health as the pool sees it.
 
-    The client and the concurrency semaphore are made on first use and dropped by `aclose`,
-    so the same endpoint works again under a new event loop (each `run_sync` has its own).
+    The transport (the lean request path), the openai SDK client (for the rare call that wants
+    its types) and the concurrency semaphore are made on first use and dropped by `aclose`, so
+    the same endpoint works again under a new event loop (each `run_sync` has its own).
     """
 
     base_url: str
     make_client: Callable[[], AsyncOpenAI] = field(repr=False)
+    make_transport: Callable[[], Transport] = field(repr=False)
     max_concurrency: int
     throttler: Throttler | None = None
     outstanding: int = 0
     down_until: float = 0.0
     """Monotonic time before which the endpoint is skipped; 0 when healthy."""
+    takes_priority: bool = True
+    """False once the server refused a request `priority` (no priority scheduling)."""
     _client: AsyncOpenAI | None = field(default=None, repr=False)
+    _transport: Transport | None = field(default=None, repr=False)
     _semaphore: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    @property
+    def chat_url(self) -> str:
+        return f"{self.base_url}/chat/completions"
 
     @property
     def client(self) -> AsyncOpenAI:
         if self._client is None:
             self._client = self.make_client()
         return self._client
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = self.make_transport()
+        return self._transport
 
     @property
     def semaphore(self) -> asyncio.Semaphore:
@@ -62,8 +79,11 @@ class Endpoint:
 
     async def aclose(self) -> None:
         client, self._client, self._semaphore = self._client, None, None
+        transport, self._transport = self._transport, None
         if client is not None:
             await client.close()
+        if transport is not None:
+            await transport.aclose()
 
 
 class EndpointPool:
@@ -90,6 +110,9 @@ class EndpointPool:
                 base_url=url.rstrip("/"),
                 make_client=functools.partial(
                     _make_client, url.rstrip("/"), api_key, http_client_factory
+                ),
+                make_transport=functools.partial(
+                    _make_transport, url.rstrip("/"), api_key, http_client_factory
                 ),
                 max_concurrency=max_concurrency,
                 throttler=Throttler(rate_limit=rate_limit, period=1.0) if rate_limit else None,
@@ -137,6 +160,24 @@ class EndpointPool:
         """Close every connection; the pool opens new ones if it is used again."""
         for endpoint in self.endpoints:
             await endpoint.aclose()
+
+
+def _make_transport(
+    base_url: str, api_key: str, http_client_factory: HttpClientFactory | None
+) -> Transport:
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    if http_client_factory is not None:
+        return HttpxTransport(headers, functools.partial(http_client_factory, base_url))
+    return _lean_transport(headers)
+
+
+def _lean_transport(headers: dict[str, str]) -> Transport:
+    """aiohttp's when it is installed (about 4x less CPU per request than httpx2), else httpx2."""
+    try:
+        from agentflow._aiohttp import AiohttpTransport
+    except ImportError:
+        return HttpxTransport(headers, None)
+    return AiohttpTransport(headers)
 
 
 def _make_client(

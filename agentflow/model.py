@@ -22,6 +22,7 @@ __all__ = [
     "Model",
     "ModelResponse",
     "ModelSettings",
+    "RequestTiming",
     "StreamDelta",
     "Usage",
     "split_reasoning",
@@ -55,6 +56,9 @@ class ModelSettings:
     """Cap on thinking tokens, for vLLM servers with a reasoning parser that accept it."""
     timeout: float | None = None
     """Seconds for one HTTP attempt; `None` keeps the model's default."""
+    idle_timeout: float | None = None
+    """Seconds a streamed answer may send no byte before its connection counts as dead (retried
+    if nothing reached the caller yet); `None` keeps the model's default."""
 
     def merged(self, other: ModelSettings | None) -> ModelSettings:
         """These settings with every field `other` sets explicitly taken from `other`."""
@@ -98,6 +102,45 @@ class Usage:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RequestTiming:
+    """Where the time of one model request went: enough to explain a slow question from its
+    trace. Seconds are wall-clock, measured by the client."""
+
+    total_s: float
+    """From the call to the whole answer (a stream's end), queueing and retries included."""
+    queued_s: float = 0.0
+    """Waiting for a slot at the endpoint pool (its concurrency cap and rate throttle)."""
+    ttft_s: float | None = None
+    """Until the first piece of a streamed answer arrived; `None` when not streamed."""
+    prompt_tokens: int = 0
+    """Prefill."""
+    completion_tokens: int = 0
+    """Decode."""
+    cached_tokens: int | None = None
+    """Prompt tokens the server found in its prefix cache, when it reports them."""
+    attempts: int = 1
+    endpoint: str = ""
+    """The base URL that answered."""
+    node_id: str | None = None
+    """The node the request was made for (set by the run's context; `None` outside nodes)."""
+    started_at: float | None = None
+    """Seconds from the run's start (set by the run's context)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        seconds = {"started_at": self.started_at, "queued_s": self.queued_s}
+        seconds |= {"ttft_s": self.ttft_s, "total_s": self.total_s}
+        return {
+            "node_id": self.node_id,
+            **{k: None if v is None else round(v, 4) for k, v in seconds.items()},
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "attempts": self.attempts,
+            "endpoint": self.endpoint,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
 class Choice:
     """One sampled completion, with the model's reasoning kept apart from its answer."""
 
@@ -111,10 +154,12 @@ class Choice:
 
 @dataclass(frozen=True, kw_only=True)
 class StreamDelta:
-    """A piece of a streamed answer; the last one of a stream carries the usage."""
+    """A piece of a streamed answer; the last one of a stream carries the usage (and, from
+    `OpenAIModel`, the request's timing)."""
 
     text: str = ""
     usage: Usage | None = None
+    timing: RequestTiming | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +171,8 @@ class ModelResponse:
     model: str
     raw: str = field(default="", repr=False)
     """The response body as received, kept for error messages."""
+    timing: RequestTiming | None = None
+    """How long the request queued and took (`OpenAIModel` fills it in; fakes may not)."""
 
     @property
     def text(self) -> str:
@@ -168,7 +215,7 @@ class Model(ABC):
     ) -> AsyncIterator[StreamDelta]:
         """The answer in pieces as it is generated. This default yields it in one piece."""
         response = await self.complete(messages, settings, json_schema=json_schema)
-        yield StreamDelta(text=response.text, usage=response.usage)
+        yield StreamDelta(text=response.text, usage=response.usage, timing=response.timing)
 
     async def complete_structured(
         self,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import openai
 
+from agentflow._transport import StreamReply, TransportTimeout, TransportUnreachable
 from agentflow.endpoints import Endpoint, EndpointPool
 from agentflow.exceptions import (
     ModelConnectionError,
@@ -25,14 +28,17 @@ from agentflow.model import (
     Model,
     ModelResponse,
     ModelSettings,
+    RequestTiming,
     StreamDelta,
     Usage,
     split_reasoning,
 )
+from agentflow.scheduling import current_priority
 
 __all__ = ["OpenAIModel", "RetryPolicy"]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 START_HINT = (
     "Start the embedded model with `agentflow model up`, or point --base-url / "
@@ -53,13 +59,16 @@ class RetryPolicy:
 
 
 def _sampling(s: ModelSettings) -> dict[str, Any]:
-    """The sampling fields both endpoints take (chat and raw-text completions), unset ones out."""
+    """The fields both endpoints take (chat and raw-text completions), unset ones out. The
+    priority is the call's own, else the one the executor set for the node making the call; 0
+    (the server's default) is left out, so servers without priority scheduling never see it."""
     fields = {
         "temperature": s.temperature,
         "top_p": s.top_p,
         "max_tokens": s.max_tokens,
         "seed": s.seed,
         "stop": list(s.stop) if s.stop else None,
+        "priority": (s.priority if s.priority is not None else current_priority()) or None,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -79,7 +88,13 @@ class _Retryable(Exception):
 
 
 class OpenAIModel(Model):
-    """A model behind one or more OpenAI-compatible servers (vLLM, or any other)."""
+    """A model behind one or more OpenAI-compatible servers (vLLM, or any other).
+
+    The request path is lean: the body is posted as JSON through the endpoint's transport
+    (aiohttp when installed) and only the fields agentflow reads are parsed; the openai SDK's
+    per-call machinery costs several times more CPU than that. Every response carries a
+    `RequestTiming`.
+    """
 
     def __init__(
         self,
@@ -89,6 +104,7 @@ class OpenAIModel(Model):
         api_key: str = "EMPTY",
         settings: ModelSettings | None = None,
         timeout: float = 120.0,
+        idle_timeout: float | None = None,
         retry: RetryPolicy | None = None,
         max_concurrency: int = 64,
         rate_limit: int | None = None,
@@ -104,6 +120,9 @@ class OpenAIModel(Model):
         )
         self.settings = settings or ModelSettings()
         self.timeout = timeout
+        self.idle_timeout = idle_timeout
+        """Seconds a stream may send no byte before it counts as a dead connection; `None`:
+        only `timeout` bounds each wait, and a stream that reaches it is not asked again."""
         self.retry = retry or RetryPolicy()
 
     async def complete(
@@ -116,14 +135,13 @@ class OpenAIModel(Model):
         effective = self.settings.merged(settings)
         body = self._request_body(messages, effective, json_schema)
         timeout = effective.timeout or self.timeout
+        tally = _Tally()
 
-        async def send(endpoint: Endpoint) -> str:
-            raw = await endpoint.client.chat.completions.with_raw_response.create(
-                **body, timeout=timeout
-            )
-            return str(raw.http_response.text)
+        async def send(endpoint: Endpoint) -> bytes:
+            return await self._post(endpoint, endpoint.chat_url, body, timeout)
 
-        return parse_chat_completion(await self._with_retries(send, timeout))
+        response, cached = read_chat_completion(await self._with_retries(send, timeout, tally))
+        return replace(response, timing=tally.timing(response.usage, cached))
 
     async def stream(
         self,
@@ -132,31 +150,33 @@ class OpenAIModel(Model):
         *,
         json_schema: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[StreamDelta]:
-        """Stream the answer. Retries cover opening the stream; a stream that breaks midway
-        raises. The endpoint's concurrency slot is held while the stream is opened."""
+        """Stream the answer. Retries cover the stream up to its first piece: opening it, and
+        (with an idle timeout) a stall before anything reached the caller. The endpoint's
+        concurrency slot is held until then. A stream that breaks or stalls later raises. The
+        last delta carries the usage and the request's timing."""
         effective = self.settings.merged(settings)
         body = self._request_body(messages, effective, json_schema)
         body.update(stream=True, stream_options={"include_usage": True})
         timeout = effective.timeout or self.timeout
+        idle = effective.idle_timeout or self.idle_timeout
+        tally = _Tally()
 
-        async def send(endpoint: Endpoint) -> tuple[Endpoint, Any]:
-            return endpoint, await endpoint.client.chat.completions.create(**body, timeout=timeout)
+        async def send(endpoint: Endpoint) -> _OpenStream:
+            return await self._open_stream(endpoint, body, timeout, idle)
 
-        endpoint, chunks = await self._with_retries(send, timeout)
+        opened = await self._with_retries(send, timeout, tally)
+        ttft = time.perf_counter() - tally.started
+        timed = False
         try:
-            async for chunk in chunks:
-                yield _stream_delta(chunk)
-        except openai.APIError as exc:
-            raise ModelConnectionError(
-                f"the stream from {endpoint.base_url} broke off: {exc}", base_url=endpoint.base_url
-            ) from exc
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # not an OpenAI event stream
-            raise ModelResponseError(
-                f"the stream from {endpoint.base_url} is not OpenAI server-sent events ({exc})",
-                body=repr(exc.args[1][:200]) if isinstance(exc, UnicodeDecodeError) else exc.doc,
-            ) from exc
+            async for delta, cached in opened.rest():
+                if delta.usage is not None:
+                    delta = replace(delta, timing=tally.timing(delta.usage, cached, ttft))
+                    timed = True
+                yield delta
         finally:
-            await chunks.close()
+            await opened.response.aclose()
+        if not timed:  # a server that sent no usage: the timing still ends the stream
+            yield StreamDelta(timing=tally.timing(Usage(calls=1), None, ttft))
 
     async def render_prompt(
         self, messages: Sequence[Message], chat_template_kwargs: Mapping[str, Any] | None = None
@@ -172,15 +192,16 @@ class OpenAIModel(Model):
             body["chat_template_kwargs"] = dict(chat_template_kwargs)
 
         async def send(endpoint: Endpoint) -> str:
-            root = endpoint.base_url.rstrip("/").removesuffix("/v1")
-            tokens: Any = await endpoint.client.post(f"{root}/tokenize", body=body, cast_to=object)
-            detokenize = {"model": self.name, "tokens": tokens["tokens"]}
-            text: Any = await endpoint.client.post(
-                f"{root}/detokenize", body=detokenize, cast_to=object
+            root = endpoint.base_url.removesuffix("/v1")
+            tokens = _json_object(await self._post(endpoint, f"{root}/tokenize", body, timeout))
+            detokenize = {"model": self.name, "tokens": tokens.get("tokens")}
+            text = _json_object(
+                await self._post(endpoint, f"{root}/detokenize", detokenize, timeout)
             )
-            return str(text["prompt"])
+            return str(text.get("prompt", ""))
 
-        return await self._with_retries(send, self.timeout)
+        timeout = self.timeout
+        return await self._with_retries(send, timeout, _Tally())
 
     async def complete_text(
         self, prompt: str, settings: ModelSettings | None = None
@@ -189,22 +210,23 @@ class OpenAIModel(Model):
         s = self.settings.merged(settings)
         body: dict[str, Any] = {"model": self.name, "prompt": prompt, **_sampling(s)}
         timeout = s.timeout or self.timeout
+        tally = _Tally()
 
-        async def send(endpoint: Endpoint) -> str:
-            raw = await endpoint.client.completions.with_raw_response.create(
-                **body, timeout=timeout
-            )
-            return str(raw.http_response.text)
+        async def send(endpoint: Endpoint) -> bytes:
+            return await self._post(endpoint, f"{endpoint.base_url}/completions", body, timeout)
 
-        return parse_text_completion(await self._with_retries(send, timeout))
+        response, cached = read_text_completion(await self._with_retries(send, timeout, tally))
+        return replace(response, timing=tally.timing(response.usage, cached))
 
     async def _with_retries(
-        self, send: Callable[[Endpoint], Awaitable[T]], request_timeout: float
+        self, send: Callable[[Endpoint], Awaitable[T]], request_timeout: float, tally: _Tally
     ) -> T:
         """Run `send` on the pool's endpoints, retrying and failing over per the policy."""
         tried: set[str] = set()
         for attempt in range(self.retry.max_retries + 1):
+            waiting = time.perf_counter()
             async with self.pool.acquire(avoid=tried) as endpoint:
+                tally.queued(time.perf_counter() - waiting, endpoint.base_url)
                 try:
                     return await self._translate_errors(endpoint, send, request_timeout)
                 except _Retryable as failure:
@@ -232,7 +254,12 @@ class OpenAIModel(Model):
             "messages": [dict(m) for m in messages],
             **_sampling(s),
         }
-        chat_only = {"top_logprobs": s.top_logprobs, "reasoning_effort": s.reasoning_effort}
+        chat_only = {
+            "top_logprobs": s.top_logprobs,
+            "reasoning_effort": s.reasoning_effort,
+            "chat_template_kwargs": s.chat_template_kwargs,
+            "thinking_token_budget": s.thinking_token_budget,
+        }
         body.update({k: v for k, v in chat_only.items() if v is not None})
         if s.n != 1:
             body["n"] = s.n
@@ -243,43 +270,82 @@ class OpenAIModel(Model):
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": dict(json_schema), "strict": True},
             }
-        extra = {
-            "priority": s.priority,
-            "chat_template_kwargs": s.chat_template_kwargs,
-            "thinking_token_budget": s.thinking_token_budget,
-        }
-        extra = {k: v for k, v in extra.items() if v is not None}
-        if extra:
-            body["extra_body"] = extra
         return body
+
+    async def _post(
+        self, endpoint: Endpoint, url: str, body: Mapping[str, Any], time_limit: float
+    ) -> bytes:
+        """The 2xx body of `url`; another status raises (retryable or not, per the status)."""
+        reply = await endpoint.transport.post(url, _encode(body, endpoint), time_limit)
+        if reply.status == 400 and _refuses_priority(endpoint, body, reply.body):
+            reply = await endpoint.transport.post(url, _encode(body, endpoint), time_limit)
+        if not 200 <= reply.status < 300:
+            raise await self._status_error(endpoint, reply.status, reply.body)
+        return reply.body
+
+    async def _open_stream(
+        self, endpoint: Endpoint, body: Mapping[str, Any], time_limit: float, idle: float | None
+    ) -> _OpenStream:
+        """The stream, open and read up to its first piece (or its end)."""
+        payload = _encode(body, endpoint)
+        while True:
+            response = await endpoint.transport.open_stream(
+                endpoint.chat_url, payload, time_limit, idle or time_limit
+            )
+            if 200 <= response.status < 300:
+                break
+            try:
+                error = await response.read()
+            finally:
+                await response.aclose()
+            if not (response.status == 400 and _refuses_priority(endpoint, body, error)):
+                raise await self._status_error(endpoint, response.status, error)
+            payload = _encode(body, endpoint)
+        opened = _OpenStream(endpoint, response, idle or time_limit)
+        try:
+            await opened.first()
+        except TransportTimeout as exc:
+            await response.aclose()
+            if idle is None:
+                raise  # the request timeout: a hung server, as for any request
+            self.pool.mark_down(endpoint)
+            stalled = ModelConnectionError(
+                f"the stream from {endpoint.base_url} sent nothing for {idle:g} s "
+                "(--idle-timeout): taken for a dead connection",
+                base_url=endpoint.base_url,
+            )
+            raise _Retryable(stalled, backoff=False) from exc
+        except BaseException:
+            await response.aclose()
+            raise
+        return opened
 
     async def _translate_errors(
         self, endpoint: Endpoint, send: Callable[[Endpoint], Awaitable[T]], request_timeout: float
     ) -> T:
-        """`send(endpoint)`, with the SDK's errors turned into agentflow's (or `_Retryable`)."""
+        """`send(endpoint)`, with the transport's errors turned into agentflow's (or
+        `_Retryable`)."""
         try:
             result = await send(endpoint)
-        except openai.APITimeoutError as exc:
+        except TransportTimeout as exc:
             timed_out = ModelTimeoutError(
                 f"the model server at {endpoint.base_url} did not answer within "
                 f"{request_timeout:g} s (raise it with --timeout or ModelSettings.timeout)",
                 base_url=endpoint.base_url,
             )
             raise _Retryable(timed_out, backoff=False, elsewhere_only=True) from exc
-        except openai.APIConnectionError as exc:
+        except TransportUnreachable as exc:
             self.pool.mark_down(endpoint)
             unreachable = ModelConnectionError(
                 f"cannot reach the model server at {endpoint.base_url} ({exc}). {START_HINT}",
                 base_url=endpoint.base_url,
             )
             raise _Retryable(unreachable, backoff=False) from exc
-        except openai.APIStatusError as exc:
-            raise await self._status_error(endpoint, exc) from exc
         self.pool.mark_up(endpoint)
         return result
 
-    async def _status_error(self, endpoint: Endpoint, exc: openai.APIStatusError) -> Exception:
-        status, body = exc.status_code, exc.response.text
+    async def _status_error(self, endpoint: Endpoint, status: int, raw: bytes) -> Exception:
+        body = raw.decode(errors="replace")
         message = f"the model server at {endpoint.base_url} answered HTTP {status}: {body[:500]}"
         if status == 429 or status >= 500:
             return _Retryable(ModelHTTPError(message, status_code=status, body=body), backoff=True)
@@ -296,71 +362,79 @@ class OpenAIModel(Model):
         return ModelHTTPError(message, status_code=status, body=body)
 
 
-async def _served_models(endpoint: Endpoint) -> list[str]:
-    try:
-        page = await endpoint.client.models.list()
-    except openai.OpenAIError:
-        return []
-    return [m.id for m in page.data]
-
-
-def parse_chat_completion(text: str) -> ModelResponse:
+def parse_chat_completion(text: str | bytes) -> ModelResponse:
     """Read a chat completion body; anything unusable raises `ModelResponseError` with the body."""
+    return read_chat_completion(text)[0]
+
+
+def read_chat_completion(text: str | bytes) -> tuple[ModelResponse, int | None]:
+    """`parse_chat_completion`, and the prompt tokens the server found cached, if it says."""
     try:
         data = json.loads(text)
         choices = tuple(_parse_choice(c) for c in data["choices"])
-        usage_data = data.get("usage") or {}
-        usage = Usage(
-            prompt_tokens=int(usage_data.get("prompt_tokens") or 0),
-            completion_tokens=int(usage_data.get("completion_tokens") or 0),
-            calls=1,
-        )
+        usage, cached = _usage(data.get("usage"))
         model = str(data.get("model", ""))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelResponseError(
             f"malformed chat completion from the model server ({type(exc).__name__}: {exc})",
-            body=text,
+            body=_text(text),
         ) from exc
     if not choices:
-        raise ModelResponseError("the model server returned no choices", body=text)
-    return ModelResponse(choices=choices, usage=usage, model=model, raw=text)
+        raise ModelResponseError("the model server returned no choices", body=_text(text))
+    return ModelResponse(choices=choices, usage=usage, model=model, raw=_text(text)), cached
 
 
-def parse_text_completion(text: str) -> ModelResponse:
+def parse_text_completion(text: str | bytes) -> ModelResponse:
     """Read a `/v1/completions` body: the text as generated, thinking tags and all."""
+    return read_text_completion(text)[0]
+
+
+def read_text_completion(text: str | bytes) -> tuple[ModelResponse, int | None]:
     try:
         data = json.loads(text)
         choices = tuple(
             Choice(text=str(c["text"]), finish_reason=c.get("finish_reason"))
             for c in data["choices"]
         )
-        usage_data = data.get("usage") or {}
-        usage = Usage(
-            prompt_tokens=int(usage_data.get("prompt_tokens") or 0),
-            completion_tokens=int(usage_data.get("completion_tokens") or 0),
-            calls=1,
-        )
+        usage, cached = _usage(data.get("usage"))
+        model = str(data.get("model", ""))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelResponseError(
-            f"malformed completion from the model server ({type(exc).__name__}: {exc})", body=text
+            f"malformed completion from the model server ({type(exc).__name__}: {exc})",
+            body=_text(text),
         ) from exc
     if not choices:
-        raise ModelResponseError("the model server returned no choices", body=text)
-    return ModelResponse(choices=choices, usage=usage, model=str(data.get("model", "")), raw=text)
+        raise ModelResponseError("the model server returned no choices", body=_text(text))
+    return ModelResponse(choices=choices, usage=usage, model=model, raw=_text(text)), cached
 
 
-def _stream_delta(chunk: Any) -> StreamDelta:
-    usage = None
-    if chunk.usage is not None:
-        usage = Usage(
-            prompt_tokens=chunk.usage.prompt_tokens or 0,
-            completion_tokens=chunk.usage.completion_tokens or 0,
-            calls=1,
-        )
-    text = ""
-    if chunk.choices:
-        text = chunk.choices[0].delta.content or ""
-    return StreamDelta(text=text, usage=usage)
+def _usage(data: Mapping[str, Any] | None) -> tuple[Usage, int | None]:
+    """One call's usage, and `prompt_tokens_details.cached_tokens` when the server sends it."""
+    data = data or {}
+    usage = Usage(
+        prompt_tokens=int(data.get("prompt_tokens") or 0),
+        completion_tokens=int(data.get("completion_tokens") or 0),
+        calls=1,
+    )
+    details = data.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+    return usage, None if cached is None else int(cached)
+
+
+def _text(body: str | bytes) -> str:
+    return body if isinstance(body, str) else body.decode(errors="replace")
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ModelResponseError(
+            f"the model server sent no JSON ({exc})", body=_text(body)
+        ) from exc
+    if not isinstance(data, dict):
+        raise ModelResponseError("the model server sent no JSON object", body=_text(body))
+    return data
 
 
 def _parse_choice(data: Mapping[str, Any]) -> Choice:
@@ -377,3 +451,136 @@ def _parse_choice(data: Mapping[str, Any]) -> Choice:
         finish_reason=data.get("finish_reason"),
         logprobs=logprobs,
     )
+
+
+# --- the request path ---------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class _Tally:
+    """One call's clock: started, time spent waiting for the pool, attempts, who answered."""
+
+    started: float = field(default_factory=time.perf_counter)
+    queued_s: float = 0.0
+    attempts: int = 0
+    endpoint: str = ""
+
+    def queued(self, seconds: float, endpoint: str) -> None:
+        self.queued_s += seconds
+        self.attempts += 1
+        self.endpoint = endpoint
+
+    def timing(
+        self, usage: Usage, cached: int | None, ttft_s: float | None = None
+    ) -> RequestTiming:
+        return RequestTiming(
+            total_s=time.perf_counter() - self.started,
+            queued_s=self.queued_s,
+            ttft_s=ttft_s,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=cached,
+            attempts=self.attempts,
+            endpoint=self.endpoint,
+        )
+
+
+def _encode(body: Mapping[str, Any], endpoint: Endpoint) -> bytes:
+    """The request as JSON; without `priority` for a server that refused it before."""
+    if "priority" in body and not endpoint.takes_priority:
+        body = {k: v for k, v in body.items() if k != "priority"}
+    return json.dumps(body).encode()
+
+
+def _refuses_priority(endpoint: Endpoint, body: Mapping[str, Any], error: bytes) -> bool:
+    """Whether a 400 is the server refusing the priority field (vLLM without
+    `--scheduling-policy priority`: "Got priority 3 but Priority scheduling is not enabled.");
+    if so the endpoint is remembered as one that takes none, and the request can be resent."""
+    if "priority" not in body or not endpoint.takes_priority or b"priority" not in error.lower():
+        return False
+    endpoint.takes_priority = False
+    logger.debug("%s refuses request priorities: sending none from now on", endpoint.base_url)
+    return True
+
+
+class _OpenStream:
+    """A stream that answered: its deltas, the first read ahead while the retries still cover
+    it. A wait longer than `read_timeout` after that is a stall, and raises."""
+
+    def __init__(self, endpoint: Endpoint, response: StreamReply, read_timeout: float) -> None:
+        self.endpoint = endpoint
+        self.response = response
+        self.read_timeout = read_timeout
+        self._deltas = _stream_deltas(response.chunks(), endpoint.base_url)
+        self._first: tuple[StreamDelta, int | None] | None = None
+        self._sent = 0
+
+    async def first(self) -> None:
+        self._first = await anext(self._deltas, None)
+
+    async def rest(self) -> AsyncIterator[tuple[StreamDelta, int | None]]:
+        url = self.endpoint.base_url
+        try:
+            if self._first is not None:
+                yield self._first
+                self._sent += 1
+                async for item in self._deltas:
+                    yield item
+                    self._sent += 1
+        except TransportTimeout as exc:
+            raise ModelConnectionError(
+                f"the stream from {url} stalled: nothing for {self.read_timeout:g} s after "
+                f"{self._sent} pieces (--idle-timeout)",
+                base_url=url,
+            ) from exc
+        except TransportUnreachable as exc:
+            raise ModelConnectionError(
+                f"the stream from {url} broke off: {exc}", base_url=url
+            ) from exc
+        finally:
+            await self._deltas.aclose()
+
+
+async def _stream_deltas(
+    chunks: AsyncIterator[bytes], base_url: str
+) -> AsyncGenerator[tuple[StreamDelta, int | None], None]:
+    """Server-sent events to deltas (with the cached prompt tokens when usage comes); deltas
+    with neither text nor usage (the role, the finish reason) are left out."""
+    buffer = b""
+    async for chunk in chunks:
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue  # blank separators, comments (keep-alives), event names
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return
+            delta, cached = _stream_delta(data, base_url)
+            if delta.text or delta.usage is not None:
+                yield delta, cached
+
+
+def _stream_delta(data: bytes, base_url: str) -> tuple[StreamDelta, int | None]:
+    try:
+        event = json.loads(data.decode())
+        if event.get("error"):
+            raise ModelConnectionError(
+                f"the stream from {base_url} broke off: {event['error']}", base_url=base_url
+            )
+        usage, cached = _usage(event["usage"]) if event.get("usage") else (None, None)
+        choices = event.get("choices")
+        text = (choices[0].get("delta") or {}).get("content") or "" if choices else ""
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ModelResponseError(
+            f"the stream from {base_url} is not OpenAI server-sent events ({exc})",
+            body=repr(data[:200]),
+        ) from exc
+    return StreamDelta(text=str(text), usage=usage), cached
+
+
+async def _served_models(endpoint: Endpoint) -> list[str]:
+    try:
+        page = await endpoint.client.models.list()
+    except openai.OpenAIError:
+        return []
+    return [m.id for m in page.data]
