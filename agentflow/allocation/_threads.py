@@ -38,10 +38,12 @@ __all__ = [
     "MIN_TOKENS",
     "Outline",
     "Weave",
+    "join_instruction",
     "merge_near_duplicates",
     "outline_schema",
     "parse_outline",
     "split_tokens",
+    "thread_instruction",
     "weave",
 ]
 
@@ -229,7 +231,7 @@ async def weave(
     each = split_tokens(total_tokens, len(result.outline.items))[1]
     threads = await _run_threads(result, replace(raw, max_tokens=each), text, trace, node_id)
     results = "".join(f"{head}{answer.text.strip()}\n\n" for head, answer in threads)
-    joined = f"{result.prefix}{results}{_prompt('threads_join.md')}\n"
+    joined = f"{result.prefix}{results}{join_instruction()}"
     answer = await text.complete_text(joined, replace(raw, max_tokens=join_cap))
     result.join_tokens = answer.usage.completion_tokens
     usage = sum((r.usage for _, r in threads), written.usage + answer.usage)
@@ -244,6 +246,11 @@ def thread_instruction(index: int, count: int, instruction: str) -> str:
     template = _prompt("threads_thread.md")
     filled = template.replace("{index}", str(index)).replace("{count}", str(count))
     return filled.replace("{instruction}", instruction) + "\n"
+
+
+def join_instruction() -> str:
+    """What follows the threads' results in the join's prompt: the end of that prompt."""
+    return _prompt("threads_join.md") + "\n"
 
 
 async def _run_threads(
