@@ -191,6 +191,7 @@ class Weave:
             "malformed": self.outline.malformed,
             "ran": len(self.thread_tokens),
             "instructions": list(self.outline.items),
+            "shared_prefix_chars": len(self.prefix),
             "tokens": {
                 "outline": self.outline_tokens,
                 "threads": self.thread_tokens,

@@ -237,6 +237,7 @@ async def test_thread_prompts_share_a_byte_identical_prefix(fake: tuple[str, Ser
         "ran": 2,
     }
     assert record["critical_path_tokens"] == 12 + 8 + 2  # outline, longest thread, join
+    assert record["threads"]["shared_prefix_chars"] == len(prefix)
     children = [n for n in result.trace.nodes.values() if n.parent == "answer"]
     assert [c.id for c in children] == ["answer.t1", "answer.t2"]
     assert all(c.status == "ok" and c.kind == "thread" for c in children)
