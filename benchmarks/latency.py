@@ -1,12 +1,16 @@
-"""End-to-end latency per planner on HotpotQA, against a real vLLM server (BENCHMARKS.md §2).
+"""End-to-end latency per planner against a real vLLM server (BENCHMARKS.md §2).
 
-    python benchmarks/latency.py [--per-type 20] [--planners direct,react,dag,hybrid]
+    python benchmarks/latency.py [--per-set 20] [--sets comparison,bridge,fanout]
+                                 [--in-flight 1,4] [--planners direct,react,dag,hybrid]
 
 Same model, same search tool over the pooled local corpus, same concurrency limit for every
-planner. Questions run one at a time (the wall-clock of one question is the figure), planners
-interleaved per question in a rotating order so drift on a shared machine hits all of them.
-Reports per question type and planner: median and p90 wall-clock, model calls, generated
-tokens, tool calls, EM and F1; the headline is react/dag of the median wall-clock.
+planner. Question sets: HotpotQA comparison (parallel) and bridge (sequential), and FanOutQA (the
+widest fan-out in the data; its answers are not in the local corpus, so its accuracy is a floor,
+its latency is the figure). At each `--in-flight` level the questions run that many at once;
+planners take turns batch by batch in a rotating order so drift on a shared machine hits all of
+them. Reports per set, level and planner: median and p90 seconds per question, model calls,
+generated and prompt tokens, tool calls, correct (the eval's own scorer); the headline is
+react/dag of the median.
 """
 
 from __future__ import annotations
@@ -26,13 +30,19 @@ from _common import table, write_result
 
 from agentflow import Agent, ExecutionError, OpenAIModel, PlanError, Trace
 from agentflow.settings import Settings
+from agentflow_evals.datasets import EvalItem, load_dataset
 from agentflow_evals.qa import exact_match, f1
+from agentflow_evals.scoring import score_sample
 from agentflow_tools.search import LocalIndex, make_search_tool
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 
 
+SETS = ("comparison", "bridge", "fanout")
+
+
 def questions(per_type: int) -> list[dict[str, Any]]:
+    """HotpotQA dev: `per_type` comparison then `per_type` bridge questions."""
     lines = (DATA / "multihop" / "hotpotqa_dev.jsonl").read_text().splitlines()
     items = [json.loads(line) for line in lines]
     chosen = []
@@ -50,12 +60,24 @@ def questions(per_type: int) -> list[dict[str, Any]]:
     return chosen
 
 
-async def run_one(agent: Agent, item: dict[str, Any]) -> dict[str, Any]:
+def question_set(name: str, count: int) -> list[EvalItem]:
+    """`count` items of one set, as the eval harness reads them (for its scorer)."""
+    if name == "fanout":
+        return list(load_dataset("fanoutqa", data_dir=DATA).items[:count])
+    items = load_dataset("hotpotqa", data_dir=DATA).items
+    return [i for i in items if i.meta.get("type") == name][:count]
+
+
+async def run_one(agent: Agent, item: dict[str, Any] | EvalItem) -> dict[str, Any]:
+    """One question; a dict item is scored by EM/F1, an `EvalItem` by the eval's scorer too."""
+    question = item.question if isinstance(item, EvalItem) else item["question"]
+    answers = list(item.answers) if isinstance(item, EvalItem) else item["answers"]
     started = time.perf_counter()
     trace: Trace | None = None
+    reply = ""
     try:
-        result = await agent.run(item["question"])
-        answer, trace, error = result.answer, result.trace, None
+        result = await agent.run(question)
+        answer, reply, trace, error = result.answer, result.reply, result.trace, None
     except (ExecutionError, PlanError) as exc:
         answer, error = "", str(exc).splitlines()[0]
         if isinstance(exc, ExecutionError) and isinstance(exc.trace, Trace):
@@ -63,28 +85,35 @@ async def run_one(agent: Agent, item: dict[str, Any]) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     nodes = list(trace.nodes.values()) if trace is not None else []
     usage = trace.usage if trace is not None else None
-    return {
+    row = {
         "seconds": round(seconds, 3),
         "model_calls": usage.calls if usage else 0,
         "completion_tokens": usage.completion_tokens if usage else 0,
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
         "tool_calls": sum(1 for n in nodes if n.tool),
-        "em": exact_match(answer, item["answers"]),
-        "f1": round(f1(answer, item["answers"]), 4),
+        "em": exact_match(answer, answers),
+        "f1": round(f1(answer, answers), 4),
         "answer": answer,
         "error": error,
     }
+    if isinstance(item, EvalItem) and error is None:
+        score = await score_sample(item, answer=answer, reply=reply or answer, judge=None)
+        row["correct"] = score.correct
+    return row
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     seconds = sorted(r["seconds"] for r in rows)
+    scored = [r["correct"] for r in rows if "correct" in r]
     return {
         "n": len(rows),
         "median_s": round(statistics.median(seconds), 2),
         "p90_s": round(seconds[min(len(seconds) - 1, int(0.9 * len(seconds)))], 2),
         "model_calls": round(statistics.mean(r["model_calls"] for r in rows), 2),
         "completion_tokens": round(statistics.mean(r["completion_tokens"] for r in rows), 1),
+        "prompt_tokens": round(statistics.mean(r.get("prompt_tokens", 0) for r in rows), 1),
         "tool_calls": round(statistics.mean(r["tool_calls"] for r in rows), 2),
-        "em": round(statistics.mean(r["em"] for r in rows), 3),
+        "correct": round(statistics.mean(scored), 3) if scored else None,
         "f1": round(statistics.mean(r["f1"] for r in rows), 3),
         "errors": sum(1 for r in rows if r["error"]),
     }
@@ -92,28 +121,36 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings.from_env(base_url=args.base_url, model=args.model)
-    model = OpenAIModel(settings.model, settings.base_url, timeout=settings.timeout)
+    model = OpenAIModel(settings.model, settings.base_url, timeout=args.timeout)
     search = make_search_tool(LocalIndex.open(sorted((DATA / "corpus").glob("*.jsonl"))))
     agents = {
         p: Agent(model=model, planner=p, tools=[search], max_concurrency=args.concurrency)
         for p in args.planners
     }
-    rows: dict[str, list[dict[str, Any]]] = {p: [] for p in args.planners}
-    items = questions(args.per_type)
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
     try:
-        for index, item in enumerate(items):
-            order = (
-                args.planners[index % len(args.planners) :]
-                + args.planners[: index % len(args.planners)]
-            )
-            for planner in order:
-                row = await run_one(agents[planner], item)
-                rows[planner].append({"id": item["id"], "type": item["type"], **row})
-            print(
-                f"[{index + 1}/{len(items)}] {item['type']}: "
-                + ", ".join(f"{p} {rows[p][-1]['seconds']:.1f}s" for p in args.planners),
-                file=sys.stderr,
-            )
+        for level in args.in_flight:
+            for name in args.sets:
+                key = f"{name}@{level}"
+                rows[key] = {p: [] for p in args.planners}
+                items = question_set(name, args.per_set)
+                for b, start in enumerate(range(0, len(items), level)):
+                    batch = items[start : start + level]
+                    turn = b % len(args.planners)
+                    for planner in args.planners[turn:] + args.planners[:turn]:
+                        agent = agents[planner]
+                        done = await asyncio.gather(*(run_one(agent, i) for i in batch))
+                        rows[key][planner] += [
+                            {"id": i.id, **r} for i, r in zip(batch, done, strict=True)
+                        ]
+                    print(
+                        f"{key} [{start + len(batch)}/{len(items)}] "
+                        + ", ".join(
+                            f"{p} {statistics.median(r['seconds'] for r in rows[key][p]):.1f}s"
+                            for p in args.planners
+                        ),
+                        file=sys.stderr,
+                    )
     finally:
         await model.aclose()
     return {"model": settings.model, "base_url": settings.base_url, "rows": rows}
@@ -121,25 +158,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(result: dict[str, Any], planners: list[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    for kind in ("comparison", "bridge"):
-        summary[kind] = {
-            p: summarize([r for r in result["rows"][p] if r["type"] == kind]) for p in planners
-        }
-        stats = summary[kind]
-        print(f"\n### HotpotQA {kind} ({stats[planners[0]]['n']} questions)\n")
+    headers = ["planner", "median s", "p90 s", "model calls", "gen tokens", "prompt tokens",
+               "tool calls", "correct", "F1", "errors"]  # fmt: skip
+    for key, by_planner in result["rows"].items():
+        stats = {p: summarize(by_planner[p]) for p in planners if by_planner[p]}
+        if not stats:
+            continue
+        summary[key] = stats
+        name, level = key.split("@")
+        print(f"\n### {name}, {level} in flight ({next(iter(stats.values()))['n']} questions)\n")
         print(
             table(
-                [
-                    "planner",
-                    "median s",
-                    "p90 s",
-                    "model calls",
-                    "gen tokens",
-                    "tool calls",
-                    "EM",
-                    "F1",
-                    "errors",
-                ],
+                headers,
                 [
                     [
                         p,
@@ -147,18 +177,19 @@ def report(result: dict[str, Any], planners: list[str]) -> dict[str, Any]:
                         s["p90_s"],
                         s["model_calls"],
                         s["completion_tokens"],
+                        s["prompt_tokens"],
                         s["tool_calls"],
-                        s["em"],
+                        s["correct"],
                         s["f1"],
                         s["errors"],
                     ]
                     for p, s in stats.items()
-                ],
+                ],  # fmt: skip
             )
         )
         if "react" in stats and "dag" in stats and stats["dag"]["median_s"]:
             ratio = stats["react"]["median_s"] / stats["dag"]["median_s"]
-            stats["react_over_dag_median"] = round(ratio, 2)
+            summary[key]["react_over_dag_median"] = round(ratio, 2)
             print(f"\nreact/dag median wall-clock: {ratio:.2f}x")
     return summary
 
@@ -169,13 +200,25 @@ def main() -> None:
     )
     parser.add_argument("--base-url")
     parser.add_argument("--model")
-    parser.add_argument("--per-type", type=int, default=20, help="questions per type (default 20)")
+    parser.add_argument("--per-set", type=int, default=20, help="questions per set (default 20)")
+    parser.add_argument(
+        "--sets", type=lambda s: s.split(","), default=["comparison", "bridge"],
+        help=f"comma-separated, from: {', '.join(SETS)} (default: comparison,bridge)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--in-flight", type=lambda s: [int(x) for x in s.split(",")], default=[1],
+        help="questions at once, comma-separated levels (default 1)",
+    )  # fmt: skip
     parser.add_argument(
         "--planners", type=lambda s: s.split(","), default=["direct", "react", "dag", "hybrid"]
     )
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=16, help="nodes at once per question")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per model call")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    unknown = [name for name in args.sets if name not in SETS]
+    if unknown:
+        parser.error(f"unknown set(s): {', '.join(unknown)}")
     result = asyncio.run(run(args))
     summary = report(result, args.planners)
     path = write_result("latency", {**result, "summary": summary}, args.out)
