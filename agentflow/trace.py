@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from agentflow.model import Usage
+from agentflow.model import RequestTiming, Usage
 
 __all__ = ["EventType", "NodeRecord", "NodeStatus", "Trace", "TraceEvent"]
 
@@ -89,6 +89,8 @@ class Trace:
     replans: int = 0
     usage: Usage = field(default_factory=Usage)
     """Every model call of the run, nodes, planner and joiner alike."""
+    requests: list[RequestTiming] = field(default_factory=list, repr=False)
+    """The timing of every model request that reported one, in the order they finished."""
     listeners: list[Callable[[TraceEvent], None]] = field(default_factory=list, repr=False)
     started: float = field(default_factory=time.monotonic, repr=False)
 
@@ -107,6 +109,11 @@ class Trace:
         if node_id is not None and node_id in self.nodes:
             record = self.nodes[node_id]
             record.usage = record.usage + usage
+
+    def add_request(self, timing: RequestTiming, node_id: str | None = None) -> None:
+        """Record one request's timing, charged to `node_id` and placed on the run's clock."""
+        started_at = max(0.0, self.now() - timing.total_s)
+        self.requests.append(replace(timing, node_id=node_id, started_at=started_at))
 
     def render(self, width: int = 48) -> str:
         """The DAG and a timeline for people: overlapping bars are branches that ran at once."""
@@ -135,6 +142,7 @@ class Trace:
             "nodes": [n.as_dict() for n in self.nodes.values()],
             "replans": self.replans,
             "usage": self.usage.as_dict(),
+            "requests": [r.as_dict() for r in self.requests],
         }
 
 
