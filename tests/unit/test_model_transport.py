@@ -181,3 +181,18 @@ async def test_a_closed_port_is_unreachable_with_the_hint(transport: str) -> Non
     with pytest.raises(ModelConnectionError, match="agentflow model up"):
         await model.complete(USER)
     await model.aclose()
+
+
+async def test_a_runs_trace_holds_every_requests_timing_by_node() -> None:
+    from agentflow import Agent
+    from agentflow.plan import TaskId, TaskNode
+    from agentflow.testing import StaticPlanner
+
+    model = model_on(lambda r: json_response(completion("Answer: 4", prompt_tokens=12)))
+    plan = [TaskNode(id=TaskId(n), kind="llm", args={"question": "2+2?"}) for n in ("n1", "n2")]
+    agent = Agent(model=model, planner=StaticPlanner([plan], answer=lambda state: "4"))
+    result = await agent.run("2+2?")
+    assert sorted(str(r.node_id) for r in result.trace.requests) == ["n1", "n2"]
+    row = result.trace.as_dict()["requests"][0]
+    assert row["prompt_tokens"] == 12 and row["attempts"] == 1
+    assert 0 <= row["started_at"] and row["queued_s"] <= row["total_s"]
