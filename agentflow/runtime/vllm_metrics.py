@@ -66,7 +66,22 @@ class ServerCounters:
         report[f"requests_over_{SLOW_REQUEST_SECONDS:g}_s"] = self._count_above(
             before, "vllm:e2e_request_latency_seconds", SLOW_REQUEST_SECONDS
         )
+        report["e2e_latency_histogram"] = self._histogram(
+            before, "vllm:e2e_request_latency_seconds"
+        )
         return report
+
+    def _histogram(self, before: ServerCounters, name: str) -> dict[str, int]:
+        """Requests per latency band of the server's histogram: `{"<=1": 3, ..., ">60": 1}`."""
+        now, then = self.buckets.get(name, {}), before.buckets.get(name, {})
+        bands: dict[str, int] = {}
+        below, previous = 0.0, 0.0
+        for bound in sorted(now):
+            cumulative = now[bound] - then.get(bound, 0.0)
+            label = f">{previous:g}" if bound == math.inf else f"<={bound:g}"
+            bands[label] = int(cumulative - below)
+            below, previous = cumulative, bound
+        return bands
 
     def _count_above(self, before: ServerCounters, name: str, bound: float) -> int | None:
         """Requests above `bound` by the histogram: all minus those in the bucket `le=bound`

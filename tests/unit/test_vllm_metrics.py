@@ -45,6 +45,7 @@ def test_a_run_is_the_difference_of_two_snapshots() -> None:
     assert run["mean_queue_time_s"] == 1.5  # (7 - 1) s over (6 - 2) requests
     assert run["mean_e2e_latency_s"] == 19.0  # (80 - 4) / 4
     assert run["requests_over_30_s"] == 1  # 4 new requests, 3 of them within 30 s
+    assert run["e2e_latency_histogram"] == {"<=30": 3, ">30": 1}
     assert run["mean_prefill_time_s"] is None  # not in these snapshots: unknown, not zero
     assert info["vllm:cache_config_info"]["kv_cache_size_tokens"] == "93184"
 
