@@ -49,7 +49,9 @@ __all__ = [
 
 MIN_TOKENS = 16
 """Fewest tokens any call of the strategy gets, however small the budget."""
-MAX_ITEM_CHARS = 300
+MAX_ITEM_CHARS = 160
+"""An outline item is one short instruction: the schema caps it, so an outline cut off by its
+token cap still has closed items to salvage."""
 SIMILAR = 0.7
 """Two items whose content words overlap this much (Jaccard) are one thread."""
 

@@ -91,7 +91,7 @@ def test_an_over_long_outline_is_cut_to_the_cap() -> None:
     outline = parse_outline(json.dumps({"threads": items + ["x" * 1000]}), 2)
     assert outline.items == tuple(items[:2])
     assert (outline.written, outline.dropped) == (5, 3)
-    assert len(parse_outline(json.dumps(["y" * 1000]), 2).items[0]) == 300
+    assert len(parse_outline(json.dumps(["y" * 1000]), 2).items[0]) == 160
 
 
 def test_near_duplicate_threads_are_merged_before_any_runs() -> None:
