@@ -138,6 +138,24 @@ def _cost_fields(trace: Trace | None, seconds: float) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens if usage else 0,
         "model_calls": usage.calls if usage else 0,
         "tool_calls": sum(1 for n in trace.nodes.values() if n.tool) if trace else 0,
+    } | _request_fields(trace)
+
+
+SLOW_REQUEST_S = 30.0
+
+
+def _request_fields(trace: Trace | None) -> dict[str, Any]:
+    """Why a sample was slow, from its requests' timings: the slowest request (its node, its
+    queue wait, prefill and decode tokens), the total wait for the endpoints' slots, and how
+    many requests took over 30 s. Optional fields: rows written before them still load."""
+    timings = trace.requests if trace is not None else []
+    if not timings:
+        return {"slowest_request": None, "queue_wait_s": 0.0, "requests_over_30s": 0}
+    slowest = max(timings, key=lambda t: t.total_s)
+    return {
+        "slowest_request": slowest.as_dict(),
+        "queue_wait_s": round(sum(t.queued_s for t in timings), 3),
+        "requests_over_30s": sum(1 for t in timings if t.total_s > SLOW_REQUEST_S),
     }
 
 
