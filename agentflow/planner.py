@@ -94,15 +94,45 @@ class RunState:
     """The planner's own memory between `plan` and `join` (planners are shared across runs)."""
 
     def transcript(self, budget_per_node: int = 1500) -> str:
-        """Finished nodes, each its call on one line and its output fenced as data below it."""
+        """Finished nodes, each its call on one line and its output fenced as data below it.
+
+        A passage (a search hit with an `id`) that an earlier node already showed is not sent
+        again: sibling look-ups often find the same page, and every repeat is prompt tokens on
+        the critical path. Its place says where it was shown."""
         blocks = []
+        shown: dict[str, TaskId] = {}
         for node_id, result in self.results.items():
             node = self.nodes.get(node_id)
             label = node.describe() if node else node_id
-            blocks.append(
-                f"{node_id}: {label}\n{delimit(node_id, result.as_text(budget_per_node))}"
-            )
+            text = _without_repeats(result, node_id, shown, budget_per_node)
+            blocks.append(f"{node_id}: {label}\n{delimit(node_id, text)}")
         return "\n".join(blocks) or "(nothing yet)"
+
+
+def _without_repeats(
+    result: TaskResult, node_id: TaskId, shown: dict[str, TaskId], budget: int
+) -> str:
+    """`result` as text, leaving out passages already in `shown` (passage id -> node)."""
+    if not result.ok or not _is_passages(result.output):
+        return result.as_text(budget)
+    fresh = [p for p in result.output if p["id"] not in shown]
+    repeated = sorted({shown[p["id"]] for p in result.output if p["id"] in shown})
+    for passage in fresh:
+        shown.setdefault(passage["id"], node_id)
+    text = render_output(fresh, budget)
+    if repeated:
+        count = len(result.output) - len(fresh)
+        text += f"\n(and {count} passage(s) already shown under {', '.join(repeated)})"
+    return text
+
+
+def _is_passages(output: Any) -> bool:
+    """A non-empty list of hits that each carry a string `id` (what search tools return)."""
+    return (
+        isinstance(output, list)
+        and bool(output)
+        and all(isinstance(p, dict) and isinstance(p.get("id"), str) for p in output)
+    )
 
 
 class Planner(ABC):

@@ -6,8 +6,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentflow import Agent
+from agentflow import Agent, TaskId, TaskNode
 from agentflow.model import Message, ModelSettings
+from agentflow.planner import RunState, TaskResult
 from agentflow.testing import FunctionModel
 from agentflow.tool import delimit, tool
 
@@ -44,3 +45,23 @@ async def test_long_findings_are_summarized_and_the_summary_replaces_them() -> N
     last_step_prompt = prompts[-1]
     assert "SUMMARY: three pages read" in last_step_prompt
     assert "RAW-p1" not in last_step_prompt  # folded into the summary, not repeated
+
+
+def test_a_passage_two_look_ups_found_is_sent_once() -> None:
+    shared = {"id": "doc-7", "title": "Danube", "text": "The Danube is 2,850 km long."}
+    own = {"id": "doc-9", "title": "Rhine", "text": "The Rhine is 1,230 km long."}
+    state = RunState(question="q")
+    for node_id, hits in (("l1", [shared]), ("l2", [shared, own])):
+        state.nodes[TaskId(node_id)] = TaskNode(
+            id=TaskId(node_id), kind="tool", tool="search", args={"query": node_id}
+        )
+        state.results[TaskId(node_id)] = TaskResult(
+            node_id=TaskId(node_id), status="ok", output=hits
+        )
+    text = state.transcript()
+    assert text.count("2,850 km") == 1 and text.count("1,230 km") == 1
+    assert "(and 1 passage(s) already shown under l1)" in text
+    # Outputs that are not passages are left as they are.
+    state.results[TaskId("l2")] = TaskResult(node_id=TaskId("l2"), status="ok", output=[shared])
+    state.results[TaskId("l3")] = TaskResult(node_id=TaskId("l3"), status="ok", output="2,850 km")
+    assert state.transcript().count("2,850 km") == 2  # l1's passage, and l3's plain text
