@@ -54,10 +54,13 @@ def cpu_kind(flags: set[str] | None = None) -> CpuKind:
 _PROFILES: dict[CpuKind, CpuProfile] = {
     "avx512": CpuProfile(kind="avx512", why="vLLM's defaults, measured in REFERENCE.md section A"),
     # Without AVX-512 there are no bfloat16 instructions, and the model's bfloat16 weights run
-    # through a slow fallback: float32 measured 5x the tokens/s at 16 requests and 4x the prefill
-    # (benchmarks/server_settings.py, README figures).
+    # through a slow fallback: float32 measured 5x the tokens/s at 16 requests and 4x the
+    # prefill. KV blocks of 32 tokens instead of 128 let the prefix cache serve shorter shared
+    # prompt heads, at no measured cost in speed (benchmarks/server_settings.py).
     "avx2": CpuProfile(
-        kind="avx2", args=("--dtype", "float32"), why="no bfloat16 instructions: float32"
+        kind="avx2",
+        args=("--dtype", "float32", "--block-size", "32"),
+        why="no bfloat16 instructions: float32; 32-token prefix-cache blocks",
     ),
     "other": CpuProfile(kind="other", why="vLLM's defaults"),
 }
