@@ -26,6 +26,8 @@ class Settings:
     api_key: str = "EMPTY"
     timeout: float = 120.0
     """Seconds for one model request."""
+    idle_timeout: float | None = None
+    """Seconds a streamed answer may send nothing before its connection counts as dead."""
     home: Path
     """agentflow's cache and state directory (converted weights, pid and log files)."""
 
@@ -36,6 +38,7 @@ class Settings:
         base_url: str | None = None,
         model: str | None = None,
         timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> Settings:
         env = os.environ
         port = _port(env)
@@ -43,11 +46,16 @@ class Settings:
             timeout = _number(env, "AGENTFLOW_TIMEOUT", 120.0)
         if not timeout > 0:  # also NaN
             raise UserError(f"the request timeout must be seconds above 0, not {timeout}")
+        if idle_timeout is None and env.get("AGENTFLOW_IDLE_TIMEOUT"):
+            idle_timeout = _number(env, "AGENTFLOW_IDLE_TIMEOUT", 0.0)
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise UserError(f"the idle timeout must be seconds above 0, not {idle_timeout}")
         return cls(
             base_url=base_url or env.get("AGENTFLOW_BASE_URL") or f"http://127.0.0.1:{port}/v1",
             model=model or env.get("AGENTFLOW_MODEL") or DEFAULT_MODEL,
             api_key=env.get("AGENTFLOW_API_KEY") or env.get("OPENAI_API_KEY") or "EMPTY",
             timeout=timeout,
+            idle_timeout=idle_timeout,
             home=agentflow_home(env),
         )
 

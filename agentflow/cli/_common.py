@@ -42,7 +42,8 @@ class CommandContext:
     uses it without importing that package. None until a group provides it."""
 
     def connection_options(self) -> argparse.ArgumentParser:
-        """A parent parser (`parents=[...]`) with `--base-url`, `--model` and `--timeout`."""
+        """A parent parser (`parents=[...]`) with `--base-url`, `--model`, `--timeout` and
+        `--idle-timeout`."""
         common = argparse.ArgumentParser(add_help=False)
         group = common.add_argument_group("model server")
         group.add_argument(
@@ -61,12 +62,25 @@ class CommandContext:
             type=float,
             help="seconds for one model request (env AGENTFLOW_TIMEOUT; default 120)",
         )
+        group.add_argument(
+            "--idle-timeout",
+            type=float,
+            metavar="SECONDS",
+            help="a streamed answer that sends nothing this long is a dead connection: asked "
+            "again if nothing arrived yet, an error otherwise (env AGENTFLOW_IDLE_TIMEOUT; "
+            "default: only --timeout bounds each wait)",
+        )
         return common
 
     def settings(self, args: argparse.Namespace) -> Settings:
         """Settings from the connection options, falling back to the environment."""
         first_url = args.base_url[0] if args.base_url else None
-        return Settings.from_env(base_url=first_url, model=args.model, timeout=args.timeout)
+        return Settings.from_env(
+            base_url=first_url,
+            model=args.model,
+            timeout=args.timeout,
+            idle_timeout=getattr(args, "idle_timeout", None),
+        )
 
     def base_urls(self, args: argparse.Namespace, settings: Settings) -> list[str]:
         """Every `--base-url` given, or the one the settings name."""

@@ -106,6 +106,7 @@ def build_config(common: CommandContext, args: argparse.Namespace) -> ServerConf
         common.base_urls(args, settings),
         api_key=settings.api_key,
         timeout=settings.timeout,
+        idle_timeout=settings.idle_timeout,
     )
     if args.config:
         agents = load_agents(args.config, model, partial(_tools, common), settings)

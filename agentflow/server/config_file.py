@@ -85,6 +85,7 @@ def _spec(
             entry.base_url or [settings.base_url],
             api_key=settings.api_key,
             timeout=settings.timeout,
+            idle_timeout=settings.idle_timeout,
         )
     return AgentSpec(
         id=entry.id,

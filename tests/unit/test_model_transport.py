@@ -196,3 +196,21 @@ async def test_a_runs_trace_holds_every_requests_timing_by_node() -> None:
     row = result.trace.as_dict()["requests"][0]
     assert row["prompt_tokens"] == 12 and row["attempts"] == 1
     assert 0 <= row["started_at"] and row["queued_s"] <= row["total_s"]
+
+
+def test_idle_timeout_is_a_connection_option_and_an_environment_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+
+    from agentflow.cli._common import CommandContext
+    from agentflow.exceptions import UserError
+
+    common = CommandContext()
+    parser = argparse.ArgumentParser(parents=[common.connection_options()])
+    args = parser.parse_args(["--idle-timeout", "7.5"])
+    assert common.settings(args).idle_timeout == 7.5
+    monkeypatch.setenv("AGENTFLOW_IDLE_TIMEOUT", "12")
+    assert common.settings(parser.parse_args([])).idle_timeout == 12.0
+    with pytest.raises(UserError, match="idle timeout must be seconds above 0"):
+        common.settings(parser.parse_args(["--idle-timeout", "0"]))
