@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from agentflow._transport import (
     Reply,
@@ -28,6 +31,7 @@ class AiohttpTransport(Transport):
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+        self._targets: dict[str, _Target] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -48,11 +52,28 @@ class AiohttpTransport(Transport):
             self._timeouts[key] = aiohttp.ClientTimeout(sock_connect=connect, sock_read=read)
         return self._timeouts[key]
 
+    def _target(self, url: str) -> _Target:
+        """The parsed URL and the proxy the environment names for it (as httpx's `trust_env`
+        does), worked out once per URL: aiohttp's own `trust_env` reads them on every request."""
+        target = self._targets.get(url)
+        if target is None:
+            parsed = URL(url)
+            try:
+                proxy, auth = get_env_proxy_for_url(parsed)
+            except LookupError:
+                target = _Target(parsed)
+            else:
+                target = _Target(parsed, proxy, auth)
+            self._targets[url] = target
+        return target
+
     async def post(self, url: str, body: bytes, time_limit: float) -> Reply:
         session = self._get_session()
+        to = self._target(url)
+        limits = self._timeout(time_limit, time_limit)
         try:
             async with session.post(
-                url, data=body, timeout=self._timeout(time_limit, time_limit)
+                to.url, data=body, timeout=limits, proxy=to.proxy, proxy_auth=to.auth
             ) as r:
                 return Reply(r.status, await r.read())
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -62,9 +83,14 @@ class AiohttpTransport(Transport):
         self, url: str, body: bytes, time_limit: float, read_timeout: float
     ) -> StreamReply:
         session = self._get_session()
+        to = self._target(url)
         try:
             response = await session.post(
-                url, data=body, timeout=self._timeout(time_limit, read_timeout)
+                to.url,
+                data=body,
+                timeout=self._timeout(time_limit, read_timeout),
+                proxy=to.proxy,
+                proxy_auth=to.auth,
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _translated(exc) from exc
@@ -74,6 +100,13 @@ class AiohttpTransport(Transport):
         session, self._session = self._session, None
         if session is not None and not session.closed and self._loop is _running_loop():
             await session.close()
+
+
+@dataclass(frozen=True)
+class _Target:
+    url: URL
+    proxy: URL | None = None
+    auth: aiohttp.BasicAuth | None = None
 
 
 class _AiohttpStream(StreamReply):
@@ -95,7 +128,10 @@ class _AiohttpStream(StreamReply):
             raise _translated(exc) from exc
 
     async def aclose(self) -> None:
-        self.response.release()
+        if self.response.content.at_eof():
+            self.response.release()  # the connection can serve the next request
+        else:
+            self.response.close()  # abandoned midway: the server sees the disconnect
 
 
 def _translated(exc: BaseException) -> Exception:
