@@ -12,11 +12,13 @@ warm-up run each, then `--repeats` rounds in a rotating order), and the medians 
 - agentflow: `Agent` + `StaticPlanner` (no planner model call), the executor as shipped;
 - LangGraph: a `StateGraph` with one graph node per DAG node (`_langgraph_dag.py`);
 - plain asyncio: a future and a task per node, about the least any scheduler can do. It shows
-  what the HTTP client alone costs here, and so the best efficiency reachable with it.
+  what the HTTP client alone costs here, and so the best efficiency reachable with it;
+- asyncio + OpenAIModel: the same, each node calling agentflow's `OpenAIModel.complete` (its
+  lean request path) directly: agentflow's client without its executor.
 
 LangGraph and plain asyncio send the request agentflow's `llm` node sends (its prompt file and
-step settings) through an `AsyncOpenAI` client made as agentflow makes its own, under a
-semaphore of `--concurrency`; agentflow gets the same limit as `Agent(max_concurrency=...)` and
+step settings) through an `AsyncOpenAI` client, as a user of them would, under a semaphore of
+`--concurrency`; agentflow gets the same limit as `Agent(max_concurrency=...)` and
 `OpenAIModel`'s endpoint limit. With `--transport memory` nothing goes over HTTP: every request
 is an in-process sleep of `--delay`, which leaves the orchestration cost alone.
 
@@ -104,7 +106,7 @@ class Requester:
     """The request every LangGraph and plain-asyncio node makes: the body agentflow's `llm`
     node sends (its prompt file, its step settings), through `client` or in process."""
 
-    def __init__(self, client: AsyncOpenAI | InProcessServer, concurrency: int) -> None:
+    def __init__(self, client: AsyncOpenAI | InProcessServer | Model, concurrency: int) -> None:
         self.client = client
         self.gate = asyncio.Semaphore(concurrency)
         self.template = load_prompt("agentflow", "reasoning_step.md")
@@ -118,6 +120,8 @@ class Requester:
             start = time.perf_counter()
             if isinstance(self.client, InProcessServer):
                 text = await self.client.reply()
+            elif isinstance(self.client, Model):
+                text = (await self.client.complete([{"role": "user", "content": prompt}])).text
             else:
                 response = await self.client.chat.completions.create(
                     model=MODEL,
@@ -139,6 +143,8 @@ class Backend:
     """agentflow's."""
     requester: Requester
     """LangGraph's and plain asyncio's."""
+    model_requester: Requester
+    """Plain asyncio's through agentflow's model."""
     stats: Stats
 
 
@@ -148,27 +154,28 @@ async def open_backend(
 ) -> AsyncIterator[Backend]:
     if server is None:
         memory = InProcessServer(args.delay)
+        in_memory = FunctionModel(memory.complete)
         yield Backend(
-            model=FunctionModel(memory.complete),
+            model=in_memory,
             requester=Requester(memory, args.concurrency),
+            model_requester=Requester(in_memory, args.concurrency),
             stats=memory.stats,
         )
         return
     make_http = _http_client_factory(args.http_client)
-    pool = EndpointPool(
-        server.base_url, max_concurrency=args.concurrency, http_client_factory=make_http
-    )
+    pool = EndpointPool(server.base_url, max_concurrency=args.concurrency)
     client = AsyncOpenAI(
         base_url=server.base_url,
         api_key="EMPTY",
         max_retries=0,  # as agentflow's endpoints make theirs
         http_client=make_http(server.base_url) if make_http else None,
     )
-    model = OpenAIModel(MODEL, pool)
+    model = OpenAIModel(MODEL, pool, settings=StaticPlanner.step_settings)
     try:
         yield Backend(
             model=model,
             requester=Requester(client, args.concurrency),
+            model_requester=Requester(model, args.concurrency),
             stats=lambda: asyncio.to_thread(server.stats),
         )
     finally:
@@ -255,7 +262,7 @@ def langgraph_runner(dag: Dag, requester: Requester) -> Runner:
     return Runner(system="langgraph", run=run, setup_s=setup_s)
 
 
-def plain_runner(dag: Dag, requester: Requester) -> Runner:
+def plain_runner(dag: Dag, requester: Requester, system: str = "asyncio") -> Runner:
     async def run() -> Timeline:
         requester.timeline = Timeline()
         loop = asyncio.get_running_loop()
@@ -270,7 +277,7 @@ def plain_runner(dag: Dag, requester: Requester) -> Runner:
                 group.create_task(one(node_id, inputs))
         return requester.timeline
 
-    return Runner(system="asyncio", run=run)
+    return Runner(system=system, run=run)
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -339,6 +346,7 @@ async def run_shapes(args: argparse.Namespace, server: FakeServer | None) -> dic
                 agentflow_runner(dag, backend.model, args.concurrency),
                 langgraph_runner(dag, backend.requester),
                 plain_runner(dag, backend.requester),
+                plain_runner(dag, backend.model_requester, "asyncio+OpenAIModel"),
             ]
             runs = await measure_shape(dag, runners, args, backend.stats)
             results[shape] = {
@@ -392,7 +400,8 @@ def report(shape: dict[str, Any]) -> str:
             table(headers, rows),
             f"\nCPU per node, LangGraph / agentflow: {cpu['langgraph'] / cpu['agentflow']:.2f}x. "
             f"Above plain asyncio: agentflow {above['agentflow']:+.3f} ms, "
-            f"LangGraph {above['langgraph']:+.3f} ms.",
+            f"LangGraph {above['langgraph']:+.3f} ms. agentflow's executor above its own "
+            f"client: {cpu['agentflow'] - cpu['asyncio+OpenAIModel']:+.3f} ms.",
             f"Client CPU busy during the run: {busy}. Server CPU per request: "
             f"{systems['agentflow']['server_cpu_ms_per_node']:.3f} ms. "
             f"LangGraph graph build + compile: {systems['langgraph']['setup_s']:.3f} s.",
@@ -440,7 +449,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--http-client",
         choices=["httpx", "aiohttp"],
         default="httpx",
-        help="the AsyncOpenAI transport of all three systems (httpx: the SDK default)",
+        help="the AsyncOpenAI transport of LangGraph and plain asyncio (httpx: the SDK "
+        "default); agentflow's model posts through its own lean path either way",
     )
     parser.add_argument("--out", type=Path, help="JSON result file")
     args = parser.parse_args(argv)
