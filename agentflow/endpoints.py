@@ -12,7 +12,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx2
@@ -142,11 +142,12 @@ class EndpointPool:
         endpoint = self.choose(avoid)
         endpoint.outstanding += 1
         try:
-            async with AsyncExitStack() as stack:
-                await stack.enter_async_context(endpoint.semaphore)
-                if endpoint.throttler is not None:
-                    await stack.enter_async_context(endpoint.throttler)
-                yield endpoint
+            async with endpoint.semaphore:
+                if endpoint.throttler is None:
+                    yield endpoint
+                else:
+                    async with endpoint.throttler:
+                        yield endpoint
         finally:
             endpoint.outstanding -= 1
 
