@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -168,11 +169,12 @@ class OpenAIModel(Model):
         ttft = time.perf_counter() - tally.started
         timed = False
         try:
-            async for delta, cached in opened.rest():
-                if delta.usage is not None:
-                    delta = replace(delta, timing=tally.timing(delta.usage, cached, ttft))
-                    timed = True
-                yield delta
+            async with contextlib.aclosing(opened.rest()) as deltas:
+                async for delta, cached in deltas:
+                    if delta.usage is not None:
+                        delta = replace(delta, timing=tally.timing(delta.usage, cached, ttft))
+                        timed = True
+                    yield delta
         finally:
             await opened.response.aclose()
         if not timed:  # a server that sent no usage: the timing still ends the stream
@@ -518,7 +520,7 @@ class _OpenStream:
     async def first(self) -> None:
         self._first = await anext(self._deltas, None)
 
-    async def rest(self) -> AsyncIterator[tuple[StreamDelta, int | None]]:
+    async def rest(self) -> AsyncGenerator[tuple[StreamDelta, int | None], None]:
         url = self.endpoint.base_url
         try:
             if self._first is not None:
