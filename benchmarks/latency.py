@@ -91,6 +91,8 @@ async def run_one(agent: Agent, item: dict[str, Any] | EvalItem) -> dict[str, An
         "completion_tokens": usage.completion_tokens if usage else 0,
         "prompt_tokens": usage.prompt_tokens if usage else 0,
         "tool_calls": sum(1 for n in nodes if n.tool),
+        # Calls made for a node: the only ones the executor gives a priority other than 0.
+        "node_model_calls": sum(1 for r in trace.requests if r.node_id) if trace else 0,
         "em": exact_match(answer, answers),
         "f1": round(f1(answer, answers), 4),
         "answer": answer,

@@ -3,12 +3,15 @@
     python benchmarks/priority.py [--in-flight 8] [--rounds 2] [--planner dag]
 
 The server must run with `--scheduling-policy priority` (`agentflow model up` does). Each round
-takes the next `--in-flight` HotpotQA questions (comparison and bridge alternating) and runs them
-all at once twice: once with the executor's priorities (planning and joining first, then nodes
-by the longest chain still to run after them) and once with every request at priority 0, which
-vLLM serves in arrival order. The order of the two alternates between rounds, so drift on a
-shared machine hits both. Reports p50 and p90 seconds per question for each mode, and the
-server's own queue and prefill figures for each (vLLM's /metrics).
+runs two batches of `--in-flight` HotpotQA questions (comparison and bridge alternating), all of a
+batch at once: one with the executor's priorities (planning and joining first, then nodes by the
+longest chain still to run after them), one with every request at priority 0, which vLLM serves
+in arrival order. Every question runs once: a question asked twice would find its prompts in the
+prefix cache the second time, which favoured whichever mode went second by 2-3x in a first
+version of this benchmark. Which mode goes first alternates between rounds, so drift on a
+shared machine hits both. Reports p50 and p90 seconds per question for each mode, the server's
+own queue wait and time to first token (vLLM's /metrics), and how many requests carried a
+priority other than 0 (only those can be reordered).
 """
 
 from __future__ import annotations
@@ -58,16 +61,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         mode: Agent(model=m, planner=args.planner, tools=[search])
         for mode, m in (("priority", model), ("fifo", fifo))
     }
-    pool = questions(args.in_flight * args.rounds)
+    pool = questions(args.in_flight * args.rounds)  # per type: two batches per round
     comparison = [q for q in pool if q["type"] == "comparison"]
     bridge = [q for q in pool if q["type"] == "bridge"]
     mixed = [q for pair in zip(comparison, bridge, strict=True) for q in pair]
     batches: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     try:
         for r in range(args.rounds):
-            batch = mixed[r * args.in_flight : (r + 1) * args.in_flight]
             order = MODES if r % 2 == 0 else MODES[::-1]
-            for mode in order:
+            for k, mode in enumerate(order):
+                first = (2 * r + k) * args.in_flight
+                batch = mixed[first : first + args.in_flight]
                 result = await run_batch(agents[mode], batch, settings.base_url)
                 batches[mode].append(result)
                 seconds = [row["seconds"] for row in result["rows"]]
@@ -92,13 +96,16 @@ def report(result: dict[str, Any]) -> dict[str, Any]:
             "p90_s": round(percentile(seconds, 0.9), 1),
             "batch_s": round(statistics.mean(b["batch_seconds"] for b in batches), 1),
             "errors": sum(1 for b in batches for row in b["rows"] if row["error"]),
+            "model_calls": sum(row["model_calls"] for b in batches for row in b["rows"]),
+            "node_model_calls": sum(row["node_model_calls"] for b in batches for row in b["rows"]),
             "mean_queue_s": _mean(s["mean_queue_time_s"] for s in servers),
             "mean_ttft_s": _mean(s["mean_time_to_first_token_s"] for s in servers),
         }
-    headers = ["mode", "questions", "p50 s", "p90 s", "batch s", "queue s", "TTFT s", "errors"]
+    headers = ["mode", "questions", "p50 s", "p90 s", "batch s", "queue s", "TTFT s",
+               "model calls", "of them for nodes", "errors"]  # fmt: skip
     rows = [
         [m, s["questions"], s["p50_s"], s["p90_s"], s["batch_s"], s["mean_queue_s"],
-         s["mean_ttft_s"], s["errors"]]
+         s["mean_ttft_s"], s["model_calls"], s["node_model_calls"], s["errors"]]
         for m, s in summary.items()
     ]  # fmt: skip
     print(f"\n### {result['planner']}, {result['in_flight']} questions in flight\n")
