@@ -177,6 +177,8 @@ class Weave:
     """The shared prefix every thread prompt starts with (empty when nothing was forked)."""
     response: ModelResponse | None = None
     """The join's answer, with every call's usage; None when the outline gave no thread."""
+    outline_text: str = ""
+    """What the outline call wrote, kept in the record when no thread could be read from it."""
     outline_tokens: int = 0
     thread_tokens: list[int] = field(default_factory=list)
     join_tokens: int = 0
@@ -194,6 +196,7 @@ class Weave:
             "ran": len(self.thread_tokens),
             "instructions": list(self.outline.items),
             "shared_prefix_chars": len(self.prefix),
+            **({} if self.outline.items else {"outline_text": self.outline_text[:200]}),
             "tokens": {
                 "outline": self.outline_tokens,
                 "threads": self.thread_tokens,
@@ -224,6 +227,7 @@ async def weave(
     written = await complete(asked, request, json_schema=outline_schema(max_threads))
     result = Weave(
         outline=parse_outline(written.text, max_threads),
+        outline_text=written.text,
         outline_tokens=written.usage.completion_tokens,
     )
     if not result.outline.items:

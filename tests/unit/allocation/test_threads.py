@@ -253,6 +253,7 @@ async def test_an_empty_outline_runs_one_chain(fake: tuple[str, Server]) -> None
     result = await _ask(url, _threads_allocator())
     record = result.trace.nodes["answer"].allocation
     assert "the outline named no thread: the node ran one chain" in record["notes"]
+    assert record["threads"]["outline_text"] == '{"threads": []}'
     assert [r["path"] for r in server.requests] == ["/v1/chat/completions"] * 2
 
 
