@@ -62,14 +62,12 @@ class ModelSettings:
 
     def merged(self, other: ModelSettings | None) -> ModelSettings:
         """These settings with every field `other` sets explicitly taken from `other`."""
-        if other is None:
+        if other is None or other is self:
             return self
-        defaults = ModelSettings()
-        overrides = {
-            name: getattr(other, name)
-            for name in self.__dataclass_fields__
-            if getattr(other, name) != getattr(defaults, name)
-        }
+        # On every model call: plain dicts, and no new object when nothing changes.
+        overrides = {k: v for k, v in vars(other).items() if v != _UNSET[k]}
+        if all(vars(self)[k] == v for k, v in overrides.items()):
+            return self
         return replace(self, **overrides)
 
 
@@ -99,6 +97,10 @@ class Usage:
             "total_tokens": self.total_tokens,
             "model_calls": self.calls,
         }
+
+
+_UNSET: dict[str, Any] = dict(vars(ModelSettings()))
+"""Every `ModelSettings` field at its default: what `merged` does not take from the other."""
 
 
 @dataclass(frozen=True, kw_only=True)
