@@ -29,6 +29,7 @@ class ModelSpec:
     base_urls: list[str]
     api_key: str
     timeout: float
+    idle_timeout: float | None = None
 
     @classmethod
     def of(cls, model: Model) -> ModelSpec:
@@ -39,10 +40,17 @@ class ModelSpec:
             base_urls=model.pool.base_urls,
             api_key=model.api_key,
             timeout=model.timeout,
+            idle_timeout=model.idle_timeout,
         )
 
     def build(self) -> OpenAIModel:
-        return OpenAIModel(self.name, self.base_urls, api_key=self.api_key, timeout=self.timeout)
+        return OpenAIModel(
+            self.name,
+            self.base_urls,
+            api_key=self.api_key,
+            timeout=self.timeout,
+            idle_timeout=self.idle_timeout,
+        )
 
 
 class RayItemRunner:
