@@ -160,9 +160,9 @@ class LocalServer:
         env.setdefault("HF_HUB_OFFLINE", "1")
         profile = self.cpu_profile()
         if profile is not None:
-            env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-            for name, value in profile.env.items():
+            for name, value in profile.env.items():  # the user's own environment wins
                 env.setdefault(name, value)
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         return env
 
     def cpu_profile(self) -> CpuProfile | None:

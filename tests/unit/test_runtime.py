@@ -150,3 +150,6 @@ def test_the_embedded_server_schedules_by_priority_with_the_cpus_settings(
     assert command[policy + 1] == "priority"
     # The profile's choice comes first, so the user's own flags win (argparse keeps the last).
     assert command.index("float32") < command.index("bfloat16")
+    assert local._environment()["VLLM_CPU_KVCACHE_SPACE"] == "4"  # float32's bigger cache
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    assert local._environment()["VLLM_CPU_KVCACHE_SPACE"] == "1"  # the user's own wins
