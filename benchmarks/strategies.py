@@ -36,8 +36,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx2
-
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import table, write_result
@@ -46,6 +44,7 @@ from agentflow import Agent, OpenAIModel
 from agentflow.allocation import Allocator, Budget, Constant, Strategy
 from agentflow.allocation._threads import join_instruction
 from agentflow.model import Message, ModelResponse, ModelSettings
+from agentflow.runtime.vllm_metrics import snapshot
 from agentflow.settings import Settings
 from agentflow.trace import Trace
 from agentflow_evals.allocate import dev_split
@@ -88,18 +87,8 @@ def items(math: int, multihop: int) -> list[tuple[str, EvalItem]]:
 
 async def counters(base_url: str) -> dict[str, float] | None:
     """vLLM's prefix-cache and request counters now (summed over labels), or None."""
-    root = base_url.rstrip("/").removesuffix("/v1")
-    try:
-        async with httpx2.AsyncClient(timeout=10) as client:
-            text = (await client.get(f"{root}/metrics")).text
-    except httpx2.HTTPError:
-        return None
-    values = dict.fromkeys(COUNTERS, 0.0)
-    for line in text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in values:
-            values[name] += float(line.rsplit(" ", 1)[1])
-    return values
+    now = await snapshot(base_url)
+    return None if now is None else {name: now.totals.get(name, 0.0) for name in COUNTERS}
 
 
 class MeteredModel(OpenAIModel):

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import httpx2
 import pytest
 
 from agentflow import Agent
@@ -23,6 +22,7 @@ from agentflow.allocation import Allocator, Budget, Constant, parse_outline
 from agentflow.allocation._threads import join_instruction, outline_schema
 from agentflow.model import Choice, Message, ModelResponse, ModelSettings
 from agentflow.models import OpenAIModel
+from agentflow.runtime.vllm_metrics import snapshot
 from agentflow.settings import Settings
 
 OUTLINE = [
@@ -34,15 +34,9 @@ COUNTERS = ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total")
 
 
 async def _counters(base_url: str) -> dict[str, float]:
-    root = base_url.rstrip("/").removesuffix("/v1")
-    async with httpx2.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"{root}/metrics")).text
-    values = dict.fromkeys(COUNTERS, 0.0)
-    for line in text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in values:
-            values[name] += float(line.rsplit(" ", 1)[1])
-    return values
+    now = await snapshot(base_url)
+    assert now is not None, f"no vLLM metrics at {base_url}"
+    return {name: now.totals.get(name, 0.0) for name in COUNTERS}
 
 
 class FixedOutline(OpenAIModel):
