@@ -235,6 +235,10 @@ class Model(ABC):
     def with_overrides(self, overrides: ModelSettings) -> Model:
         """This model with `overrides` winning over every call's own settings: how an eval
         imposes its temperature, seed or token cap on planners that set their own."""
+        if callable(getattr(self, "complete_text", None)) and callable(
+            getattr(self, "render_prompt", None)
+        ):
+            return _OverriddenText(self, overrides)  # keeps budget forcing and threads working
         return _Overridden(self, overrides)
 
 
@@ -272,6 +276,23 @@ class _Overridden(Model):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class _OverriddenText(_Overridden):
+    """`_Overridden` for a model that also shows its raw prompt and continues raw text."""
+
+    async def render_prompt(
+        self, messages: Sequence[Message], chat_template_kwargs: Mapping[str, Any] | None = None
+    ) -> str:
+        inner: Any = self.inner
+        return str(await inner.render_prompt(messages, chat_template_kwargs))
+
+    async def complete_text(
+        self, prompt: str, settings: ModelSettings | None = None
+    ) -> ModelResponse:
+        inner: Any = self.inner
+        response: ModelResponse = await inner.complete_text(prompt, self._settings(settings))
+        return response
 
 
 _THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)

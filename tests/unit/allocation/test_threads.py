@@ -23,6 +23,7 @@ from agentflow.allocation import (
     Budget,
     Constant,
     Step,
+    TextModel,
     add_allocation_options,
     allocation_settings,
     allocator_from_settings,
@@ -35,7 +36,7 @@ from agentflow.context import RunContext
 from agentflow.exceptions import UserError
 from agentflow.model import Choice, Message, ModelResponse, ModelSettings, Usage
 from agentflow.models import OpenAIModel, RetryPolicy
-from agentflow.testing import FunctionModel
+from agentflow.testing import FunctionModel, ScriptedModel
 from agentflow.tool import Toolset
 from agentflow.trace import NodeRecord, Trace
 
@@ -390,3 +391,11 @@ def test_difficulty_bands_in_the_config_choose_the_strategy(tmp_path: Path) -> N
     path.write_text(json.dumps({"strategies": [{"above": 0.5, "strategy": "fork"}]}))
     with pytest.raises(UserError):
         load_allocator("score", config=path)
+
+
+def test_a_model_under_eval_overrides_can_still_continue_raw_text() -> None:
+    overrides = ModelSettings(temperature=0.7, seed=1)
+    assert isinstance(
+        OpenAIModel("m", "http://127.0.0.1:9/v1").with_overrides(overrides), TextModel
+    )
+    assert not isinstance(ScriptedModel([]).with_overrides(overrides), TextModel)
