@@ -50,6 +50,8 @@ def summarize(
         "completion_tokens": sum(s["completion_tokens"] for s in samples),
         "model_calls": sum(s["model_calls"] for s in samples),
         "tool_calls": sum(s["tool_calls"] for s in samples),
+        # Rows written before request timings existed have no count: they add nothing.
+        "requests_over_30s": sum(s.get("requests_over_30s", 0) for s in samples),
         "errors": sum(1 for s in samples if s["error"]),
         "wall_seconds": round(wall, 3),
         "throughput_tokens_per_s": round(new_tokens / wall, 2) if wall > 0 else 0.0,
