@@ -21,6 +21,9 @@ from agentflow._transport import (
 
 __all__ = ["AiohttpTransport"]
 
+_KEEPALIVE_S = 3.0
+"""Seconds an idle connection is kept for reuse: under uvicorn's 5."""
+
 
 class AiohttpTransport(Transport):
     """One `aiohttp.ClientSession` per event loop (a session belongs to the loop it was made in;
@@ -38,7 +41,10 @@ class AiohttpTransport(Transport):
         if self._session is None or self._loop is not loop or self._session.closed:
             self._session = aiohttp.ClientSession(
                 headers=self.headers,
-                connector=aiohttp.TCPConnector(limit=0),
+                # uvicorn (vLLM's server) closes an idle connection after 5 s; reusing one it is
+                # closing gives "Server disconnected" on a POST aiohttp will not resend. Keep
+                # idle connections for less than that (httpx keeps them 5 s).
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=_KEEPALIVE_S),
                 auto_decompress=False,  # vLLM does not compress; asking it not to is cheaper
                 skip_auto_headers=("Accept-Encoding",),
             )
@@ -46,10 +52,13 @@ class AiohttpTransport(Transport):
         return self._session
 
     def _timeout(self, connect: float, read: float) -> aiohttp.ClientTimeout:
-        """httpx's meaning of one timeout: connecting, and each wait for bytes (no total)."""
+        """httpx's meaning of one timeout: connecting (name lookup included), and each wait for
+        bytes (no total)."""
         key = (connect, read)
         if key not in self._timeouts:
-            self._timeouts[key] = aiohttp.ClientTimeout(sock_connect=connect, sock_read=read)
+            self._timeouts[key] = aiohttp.ClientTimeout(
+                connect=connect, sock_connect=connect, sock_read=read
+            )
         return self._timeouts[key]
 
     def _target(self, url: str) -> _Target:

@@ -117,9 +117,15 @@ def _without_repeats(
         return result.as_text(budget)
     fresh = [p for p in result.output if p["id"] not in shown]
     repeated = sorted({shown[p["id"]] for p in result.output if p["id"] in shown})
-    for passage in fresh:
-        shown.setdefault(passage["id"], node_id)
     text = render_output(fresh, budget)
+    # Only passages that fit whole in the budget count as shown: one cut off here must still
+    # reach the model through a later node that found it.
+    whole = next(
+        (k for k in range(len(fresh), 0, -1) if len(render_output(fresh[:k], 1 << 30)) <= budget),
+        0,
+    )
+    for passage in fresh[:whole]:
+        shown.setdefault(passage["id"], node_id)
     if repeated:
         count = len(result.output) - len(fresh)
         text += f"\n(and {count} passage(s) already shown under {', '.join(repeated)})"

@@ -278,9 +278,10 @@ class OpenAIModel(Model):
         self, endpoint: Endpoint, url: str, body: Mapping[str, Any], time_limit: float
     ) -> bytes:
         """The 2xx body of `url`; another status raises (retryable or not, per the status)."""
-        reply = await endpoint.transport.post(url, _encode(body, endpoint), time_limit)
-        if reply.status == 400 and _refuses_priority(endpoint, body, reply.body):
-            reply = await endpoint.transport.post(url, _encode(body, endpoint), time_limit)
+        payload, with_priority = _encode(body, endpoint)
+        reply = await endpoint.transport.post(url, payload, time_limit)
+        if reply.status == 400 and with_priority and _refuses_priority(endpoint, reply.body):
+            reply = await endpoint.transport.post(url, _encode(body, endpoint)[0], time_limit)
         if not 200 <= reply.status < 300:
             raise await self._status_error(endpoint, reply.status, reply.body)
         return reply.body
@@ -289,7 +290,7 @@ class OpenAIModel(Model):
         self, endpoint: Endpoint, body: Mapping[str, Any], time_limit: float, idle: float | None
     ) -> _OpenStream:
         """The stream, open and read up to its first piece (or its end)."""
-        payload = _encode(body, endpoint)
+        payload, with_priority = _encode(body, endpoint)
         while True:
             response = await endpoint.transport.open_stream(
                 endpoint.chat_url, payload, time_limit, idle or time_limit
@@ -300,9 +301,11 @@ class OpenAIModel(Model):
                 error = await response.read()
             finally:
                 await response.aclose()
-            if not (response.status == 400 and _refuses_priority(endpoint, body, error)):
+            if not (
+                response.status == 400 and with_priority and _refuses_priority(endpoint, error)
+            ):
                 raise await self._status_error(endpoint, response.status, error)
-            payload = _encode(body, endpoint)
+            payload, with_priority = _encode(body, endpoint)
         opened = _OpenStream(endpoint, response, idle or time_limit)
         try:
             await opened.first()
@@ -498,18 +501,21 @@ class _Tally:
         )
 
 
-def _encode(body: Mapping[str, Any], endpoint: Endpoint) -> bytes:
-    """The request as JSON; without `priority` for a server that refused it before."""
+def _encode(body: Mapping[str, Any], endpoint: Endpoint) -> tuple[bytes, bool]:
+    """The request as JSON, and whether it carries `priority` (never for a server that refused
+    it before)."""
     if "priority" in body and not endpoint.takes_priority:
         body = {k: v for k, v in body.items() if k != "priority"}
-    return json.dumps(body).encode()
+    return json.dumps(body).encode(), "priority" in body
 
 
-def _refuses_priority(endpoint: Endpoint, body: Mapping[str, Any], error: bytes) -> bool:
-    """Whether a 400 is the server refusing the priority field (vLLM without
-    `--scheduling-policy priority`: "Got priority 3 but Priority scheduling is not enabled.");
-    if so the endpoint is remembered as one that takes none, and the request can be resent."""
-    if "priority" not in body or not endpoint.takes_priority or b"priority" not in error.lower():
+def _refuses_priority(endpoint: Endpoint, error: bytes) -> bool:
+    """Whether a 400 to a request that carried a priority is the server refusing that field
+    (vLLM without `--scheduling-policy priority`: "Got priority 3 but Priority scheduling is not
+    enabled."); if so the endpoint is remembered as one that takes none, and the request can be
+    resent. Decided by what this request sent, not by the endpoint's flag: requests sent at the
+    same time all get the refusal, and each must be resent, not only the first."""
+    if b"priority" not in error.lower():
         return False
     endpoint.takes_priority = False
     logger.debug("%s refuses request priorities: sending none from now on", endpoint.base_url)

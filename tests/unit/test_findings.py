@@ -65,3 +65,15 @@ def test_a_passage_two_look_ups_found_is_sent_once() -> None:
     state.results[TaskId("l2")] = TaskResult(node_id=TaskId("l2"), status="ok", output=[shared])
     state.results[TaskId("l3")] = TaskResult(node_id=TaskId("l3"), status="ok", output="2,850 km")
     assert state.transcript().count("2,850 km") == 2  # l1's passage, and l3's plain text
+
+
+def test_a_passage_cut_off_by_the_budget_is_not_taken_as_shown() -> None:
+    long = [{"id": f"p{i}", "title": "t", "text": "x" * 600} for i in range(4)]
+    state = RunState(question="q")
+    for node_id, hits in (("n1", long), ("n2", [long[3]])):
+        state.results[TaskId(node_id)] = TaskResult(
+            node_id=TaskId(node_id), status="ok", output=hits
+        )
+    text = state.transcript(budget_per_node=1500)
+    n2 = text.split('<result id="n2">')[1]
+    assert '"p3"' in n2 and "already shown" not in n2  # n1 cut p3 off: n2 shows it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx2
@@ -90,6 +91,20 @@ async def test_a_server_that_refuses_priorities_is_asked_again_without_and_remem
     assert (await model.complete(USER, settings)).text == "fine"
     assert (await model.complete(USER, settings)).text == "fine"
     assert ["priority" in body for body in seen] == [True, False, False]
+
+
+async def test_requests_refused_at_the_same_time_are_all_asked_again() -> None:
+    message = "Got priority 3 but Priority scheduling is not enabled."
+    refusal = json_reply({"error": {"message": message, "code": 400}}, "400 Bad Request")
+    slow_refusal = [(0.3, b"")] + list(refusal)  # all four are in flight before one is refused
+    scripts = [slow_refusal] * 4 + [json_reply(completion("fine"))] * 4
+    async with Loopback(scripts) as server:
+        model = loopback_model(server, "aiohttp")
+        calls = [model.complete(USER, ModelSettings(priority=3)) for _ in range(4)]
+        answers = await asyncio.gather(*calls)
+        await model.aclose()
+    assert [a.text for a in answers] == ["fine"] * 4
+    assert ["priority" in body for body in server.bodies] == [True] * 4 + [False] * 4
 
 
 async def test_another_400_is_not_taken_for_a_priority_refusal() -> None:
