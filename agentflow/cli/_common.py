@@ -67,8 +67,10 @@ class CommandContext:
             type=float,
             metavar="SECONDS",
             help="a streamed answer that sends nothing this long is a dead connection: asked "
-            "again if nothing arrived yet, an error otherwise (env AGENTFLOW_IDLE_TIMEOUT; "
-            "default: only --timeout bounds each wait)",
+            "again if nothing arrived yet, an error otherwise. The wait for the first piece "
+            "includes the server's queue and prefill, so set it above the slowest time to "
+            "first token under load (env AGENTFLOW_IDLE_TIMEOUT; default: only --timeout "
+            "bounds each wait)",
         )
         return common
 
