@@ -5,9 +5,9 @@ agentflow turns off) costs about 2 ms of CPU per call on the project's 2-core ma
 more than the executor's whole budget on a 1,000-node plan. Posting the encoded body and parsing
 only the fields agentflow reads costs about 0.4 ms with aiohttp.
 
-`Transport` hides the library: `AiohttpTransport` (`agentflow._aiohttp`) when aiohttp is
-installed (the `local` extra brings it, through vLLM), `HttpxTransport` otherwise, and whenever a
-test injects an httpx2 client (`httpx2.MockTransport`); `agentflow.endpoints` picks. Both raise
+`Transport` hides the library: `AiohttpTransport` (`agentflow._aiohttp`) normally,
+`HttpxTransport` whenever a caller injects an httpx2 client (tests use `httpx2.MockTransport`);
+`agentflow.endpoints` picks. Both raise
 only `TransportTimeout` and `TransportUnreachable`; statuses, error bodies included, are the
 caller's to read.
 """

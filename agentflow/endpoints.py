@@ -19,6 +19,7 @@ import httpx2
 from asyncio_throttle.throttler import Throttler
 from openai import AsyncOpenAI
 
+from agentflow._aiohttp import AiohttpTransport
 from agentflow._transport import HttpxTransport, Transport
 from agentflow.exceptions import UserError
 
@@ -169,16 +170,7 @@ def _make_transport(
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     if http_client_factory is not None:
         return HttpxTransport(headers, functools.partial(http_client_factory, base_url))
-    return _lean_transport(headers)
-
-
-def _lean_transport(headers: dict[str, str]) -> Transport:
-    """aiohttp's when it is installed (about 4x less CPU per request than httpx2), else httpx2."""
-    try:
-        from agentflow._aiohttp import AiohttpTransport
-    except ImportError:
-        return HttpxTransport(headers, None)
-    return AiohttpTransport(headers)
+    return AiohttpTransport(headers)  # about 4x less CPU per request than httpx2
 
 
 def _make_client(
