@@ -61,7 +61,9 @@ async def test_every_planner_answers_with_search(
 
 
 def test_done_when_dag_ask_json_has_overlapping_nodes(capsys: pytest.CaptureFixture[str]) -> None:
-    question = "Which was founded first, the University of Oxford or the University of Cambridge?"
+    # SmolLM2 plans this comparison as two look-ups at temperature 0 (in float32, the AVX2
+    # profile; the Oxford/Cambridge question it split in bfloat16 it now plans as one).
+    question = "Is Mount Everest taller than K2?"
     assert main(["ask", "--planner", "dag", "--json", question]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["answer"]
