@@ -108,13 +108,7 @@ async def _ask_async(
     planner = load_planner(args.planner)
     allocation = allocation_settings(args, getattr(planner, "default_allocation", None))
     allocator = allocator_from_settings(allocation)  # before connecting: bad options fail fast
-    model = OpenAIModel(
-        settings.model,
-        urls,
-        api_key=settings.api_key,
-        timeout=settings.timeout,
-        idle_timeout=settings.idle_timeout,
-    )
+    model = OpenAIModel.from_settings(settings, urls)
     try:
         agent = Agent(
             model=model,

@@ -35,6 +35,7 @@ from agentflow.model import (
     split_reasoning,
 )
 from agentflow.scheduling import current_priority
+from agentflow.settings import Settings
 
 __all__ = ["OpenAIModel", "RetryPolicy"]
 
@@ -125,6 +126,24 @@ class OpenAIModel(Model):
         """Seconds a stream may send no byte before it counts as a dead connection; `None`:
         only `timeout` bounds each wait, and a stream that reaches it is not asked again."""
         self.retry = retry or RetryPolicy()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        base_url: str | Sequence[str] | None = None,
+        *,
+        name: str | None = None,
+    ) -> OpenAIModel:
+        """The model `settings` name (or `name`) on `base_url` (default: the settings' own),
+        with the settings' API key and timeouts: what every command builds its model from."""
+        return cls(
+            name or settings.model,
+            base_url or settings.base_url,
+            api_key=settings.api_key,
+            timeout=settings.timeout,
+            idle_timeout=settings.idle_timeout,
+        )
 
     async def complete(
         self,

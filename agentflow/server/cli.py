@@ -101,13 +101,7 @@ def _serve(common: CommandContext, args: argparse.Namespace) -> int:
 def build_config(common: CommandContext, args: argparse.Namespace) -> ServerConfig:
     """The server's configuration from the command line (and the --config file)."""
     settings = common.settings(args)
-    model = OpenAIModel(
-        settings.model,
-        common.base_urls(args, settings),
-        api_key=settings.api_key,
-        timeout=settings.timeout,
-        idle_timeout=settings.idle_timeout,
-    )
+    model = OpenAIModel.from_settings(settings, common.base_urls(args, settings))
     if args.config:
         agents = load_agents(args.config, model, partial(_tools, common), settings)
     else:

@@ -80,13 +80,7 @@ def _spec(
 ) -> AgentSpec:
     model = default_model
     if entry.model or entry.base_url:
-        model = OpenAIModel(
-            entry.model or settings.model,
-            entry.base_url or [settings.base_url],
-            api_key=settings.api_key,
-            timeout=settings.timeout,
-            idle_timeout=settings.idle_timeout,
-        )
+        model = OpenAIModel.from_settings(settings, entry.base_url, name=entry.model)
     return AgentSpec(
         id=entry.id,
         model=model,

@@ -195,13 +195,7 @@ def _calibrate(common: CommandContext, args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"calibrate-{dataset.name}-{args.estimator}"
     out.mkdir(parents=True, exist_ok=True)
     urls = common.base_urls(args, settings)
-    model = OpenAIModel(
-        settings.model,
-        urls,
-        api_key=settings.api_key,
-        timeout=settings.timeout,
-        idle_timeout=settings.idle_timeout,
-    )
+    model = OpenAIModel.from_settings(settings, urls)
     cache = out / "items.jsonl"
     done = _finished(cache)
     rows = asyncio.run(_rows(items, model, args.estimator, (cache, done), args.concurrency))

@@ -234,13 +234,7 @@ async def _eval_async(
         if concurrency != FALLBACK_CONCURRENCY:  # the fallback is the old default: no news
             print(f"{concurrency} items at once ({why}; set --concurrency)", file=sys.stderr)
         config = replace(config, concurrency=concurrency)
-    model = OpenAIModel(
-        settings.model,
-        urls,
-        api_key=settings.api_key,
-        timeout=settings.timeout,
-        idle_timeout=settings.idle_timeout,
-    )
+    model = OpenAIModel.from_settings(settings, urls)
     judge = _judge_model(judge_spec, settings)
     watch = ServerWatch(urls, config.out)
     await watch.start()
@@ -259,13 +253,7 @@ def _judge_model(spec: JudgeSpec | None, settings: Settings) -> OpenAIModel | No
     if spec is None:
         return None
     name, urls = spec
-    return OpenAIModel(
-        name,
-        urls,
-        api_key=settings.api_key,
-        timeout=settings.timeout,
-        idle_timeout=settings.idle_timeout,
-    )
+    return OpenAIModel.from_settings(settings, urls, name=name)
 
 
 def _eval_regrade(common: CommandContext, args: argparse.Namespace) -> int:
