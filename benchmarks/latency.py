@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -41,25 +40,6 @@ DATA = Path(__file__).parents[1].parent / "shared" / "data"
 SETS = ("comparison", "bridge", "fanout")
 
 
-def questions(per_type: int) -> list[dict[str, Any]]:
-    """HotpotQA dev: `per_type` comparison then `per_type` bridge questions."""
-    lines = (DATA / "multihop" / "hotpotqa_dev.jsonl").read_text().splitlines()
-    items = [json.loads(line) for line in lines]
-    chosen = []
-    for kind in ("comparison", "bridge"):
-        of_kind = [i for i in items if i["type_derived"] == kind][:per_type]
-        chosen += [
-            {
-                "id": i["question_id"],
-                "type": kind,
-                "question": i["question_text"],
-                "answers": [s for a in i["answers_objects"] for s in a["spans"]],
-            }
-            for i in of_kind
-        ]
-    return chosen
-
-
 def question_set(name: str, count: int) -> list[EvalItem]:
     """`count` items of one set, as the eval harness reads them (for its scorer)."""
     if name == "fanout":
@@ -68,10 +48,9 @@ def question_set(name: str, count: int) -> list[EvalItem]:
     return [i for i in items if i.meta.get("type") == name][:count]
 
 
-async def run_one(agent: Agent, item: dict[str, Any] | EvalItem) -> dict[str, Any]:
-    """One question; a dict item is scored by EM/F1, an `EvalItem` by the eval's scorer too."""
-    question = item.question if isinstance(item, EvalItem) else item["question"]
-    answers = list(item.answers) if isinstance(item, EvalItem) else item["answers"]
+async def run_one(agent: Agent, item: EvalItem) -> dict[str, Any]:
+    """One question, scored by EM/F1 and by the eval's own scorer for its task."""
+    question, answers = item.question, list(item.answers)
     started = time.perf_counter()
     trace: Trace | None = None
     reply = ""
@@ -98,7 +77,7 @@ async def run_one(agent: Agent, item: dict[str, Any] | EvalItem) -> dict[str, An
         "answer": answer,
         "error": error,
     }
-    if isinstance(item, EvalItem) and error is None:
+    if error is None:
         score = await score_sample(item, answer=answer, reply=reply or answer, judge=None)
         row["correct"] = score.correct
     return row

@@ -27,17 +27,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import table, write_result
-from latency import DATA, questions, run_one
+from latency import DATA, question_set, run_one
 
 from agentflow import Agent, ModelSettings, OpenAIModel
 from agentflow.runtime.vllm_metrics import snapshot
 from agentflow.settings import Settings
+from agentflow_evals.datasets import EvalItem
 from agentflow_tools.search import LocalIndex, make_search_tool
 
 MODES = ("priority", "fifo")
 
 
-async def run_batch(agent: Agent, batch: list[dict[str, Any]], base_url: str) -> dict[str, Any]:
+async def run_batch(agent: Agent, batch: list[EvalItem], base_url: str) -> dict[str, Any]:
     before = await snapshot(base_url)
     started = time.perf_counter()
     rows = await asyncio.gather(*(run_one(agent, item) for item in batch))
@@ -61,9 +62,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         mode: Agent(model=m, planner=args.planner, tools=[search])
         for mode, m in (("priority", model), ("fifo", fifo))
     }
-    pool = questions(args.in_flight * args.rounds)  # per type: two batches per round
-    comparison = [q for q in pool if q["type"] == "comparison"]
-    bridge = [q for q in pool if q["type"] == "bridge"]
+    per_type = args.in_flight * args.rounds  # two batches per round, half of each type
+    comparison, bridge = question_set("comparison", per_type), question_set("bridge", per_type)
     mixed = [q for pair in zip(comparison, bridge, strict=True) for q in pair]
     batches: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     try:
