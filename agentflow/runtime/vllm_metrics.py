@@ -1,9 +1,10 @@
 """vLLM's own counters (its Prometheus `/metrics`), read around a run to say where time went.
 
-`snapshot(base_url)` reads the counters once; `ServerCounters.since(before)` is what one run
-added: requests, prompt and generated tokens, prefix-cache hit rate, and the server's mean queue
-wait, prefill, decode and time to first token per request. Servers that are not vLLM, or that do
-not answer, give `None`: the counters explain a run, they never stop one.
+`snapshot(base_url)` reads the counters once, with the server's configuration (how many tokens
+its KV cache holds); `ServerCounters.since(before)` is what one run added: requests, prompt and
+generated tokens, prefix-cache hit rate, and the server's mean queue wait, prefill, decode and
+time to first token per request. Servers that are not vLLM, or that do not answer, give `None`:
+the counters explain a run, they never stop one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import httpx2
 
-__all__ = ["ServerCounters", "kv_cache_tokens", "snapshot"]
+__all__ = ["ServerCounters", "parse", "snapshot"]
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -40,6 +41,16 @@ class ServerCounters:
     """Counter and histogram `_sum` / `_count` values by metric name."""
     buckets: dict[str, dict[float, float]]
     """Histogram buckets: metric name -> upper bound -> cumulative count."""
+    info: dict[str, dict[str, str]]
+    """The labels of each `*_info` gauge: the server's configuration."""
+
+    @property
+    def kv_cache_tokens(self) -> int | None:
+        """Tokens the server's KV cache holds (vLLM's `cache_config_info`), None if unknown."""
+        try:
+            return int(self.info["vllm:cache_config_info"]["kv_cache_size_tokens"])
+        except (KeyError, ValueError):
+            return None
 
     def since(self, before: ServerCounters) -> dict[str, Any]:
         """What happened on the server between `before` and this snapshot."""
@@ -94,8 +105,8 @@ class ServerCounters:
         return int(total - within)
 
 
-def parse(text: str) -> tuple[ServerCounters, dict[str, dict[str, str]]]:
-    """Counters from Prometheus text, and the labels of each `*_info` gauge."""
+def parse(text: str) -> ServerCounters:
+    """Counters, histograms and `*_info` labels from Prometheus text."""
     totals: dict[str, float] = defaultdict(float)
     buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     info: dict[str, dict[str, str]] = {}
@@ -115,8 +126,9 @@ def parse(text: str) -> tuple[ServerCounters, dict[str, dict[str, str]]]:
             buckets[name.removesuffix("_bucket")][float(labels["le"])] += value
         elif not name.endswith("_created"):
             totals[name] += value
-    counters = ServerCounters(totals=dict(totals), buckets={k: dict(v) for k, v in buckets.items()})
-    return counters, info
+    return ServerCounters(
+        totals=dict(totals), buckets={k: dict(v) for k, v in buckets.items()}, info=info
+    )
 
 
 def _metrics_url(base_url: str) -> str:
@@ -141,16 +153,4 @@ async def _fetch(base_url: str) -> str | None:
 async def snapshot(base_url: str) -> ServerCounters | None:
     """The server's counters now, or None if it does not serve vLLM metrics."""
     text = await _fetch(base_url)
-    return None if text is None else parse(text)[0]
-
-
-async def kv_cache_tokens(base_url: str) -> int | None:
-    """Tokens the server's KV cache holds (vLLM's `cache_config_info`), or None if unknown."""
-    text = await _fetch(base_url)
-    if text is None:
-        return None
-    labels = parse(text)[1].get("vllm:cache_config_info", {})
-    try:
-        return int(labels["kv_cache_size_tokens"])
-    except (KeyError, ValueError):
-        return None
+    return None if text is None else parse(text)

@@ -222,22 +222,17 @@ async def _eval_async(
     judge_spec: JudgeSpec | None,
 ) -> dict[str, Any]:
     from agentflow_evals.runner import run_eval
-    from agentflow_evals.server_load import (
-        FALLBACK_CONCURRENCY,
-        ServerWatch,
-        default_concurrency,
-        describe,
-    )
+    from agentflow_evals.server_load import FALLBACK_CONCURRENCY, ServerWatch, describe
 
+    watch = ServerWatch(urls, config.out)
+    await watch.start()
     if not config.concurrency:
-        concurrency, why = await default_concurrency(urls)
+        concurrency, why = watch.default_concurrency()
         if concurrency != FALLBACK_CONCURRENCY:  # the fallback is the old default: no news
             print(f"{concurrency} items at once ({why}; set --concurrency)", file=sys.stderr)
         config = replace(config, concurrency=concurrency)
     model = OpenAIModel.from_settings(settings, urls)
     judge = _judge_model(judge_spec, settings)
-    watch = ServerWatch(urls, config.out)
-    await watch.start()
     try:
         return await run_eval(config, model, judge)
     finally:

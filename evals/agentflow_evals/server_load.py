@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentflow.runtime.vllm_metrics import ServerCounters, kv_cache_tokens, snapshot
+from agentflow.runtime.vllm_metrics import ServerCounters, snapshot
 
 __all__ = [
     "FALLBACK_CONCURRENCY",
     "ITEM_TOKENS",
     "ServerWatch",
     "concurrency_for",
-    "default_concurrency",
     "describe",
 ]
 
@@ -30,13 +29,9 @@ requests at once, each with a prompt of about 1,500 tokens."""
 MAX_CONCURRENCY = 64
 
 
-async def default_concurrency(base_urls: Sequence[str]) -> tuple[int, str]:
-    """Items in flight that fill the servers' KV caches, and how that number was found."""
-    return concurrency_for([await kv_cache_tokens(url) for url in base_urls])
-
-
 def concurrency_for(kv_cache_sizes: Sequence[int | None]) -> tuple[int, str]:
-    """`default_concurrency` given each server's KV-cache tokens (None: not reported)."""
+    """Items in flight that fill the servers' KV caches (None: a server that does not say),
+    and how that number was found."""
     known = [s for s in kv_cache_sizes if s]
     if not known:
         return FALLBACK_CONCURRENCY, "the server does not report its KV cache: the fallback"
@@ -56,6 +51,11 @@ class ServerWatch:
     async def start(self) -> None:
         self.before = {url: await snapshot(url) for url in self.base_urls}
         self.started = time.monotonic()
+
+    def default_concurrency(self) -> tuple[int, str]:
+        """Items in flight that fill the servers' KV caches, by the snapshots `start` took."""
+        before = self.before or {}
+        return concurrency_for([s.kv_cache_tokens if s else None for s in before.values()])
 
     async def finish(self, concurrency: int) -> dict[str, Any] | None:
         """The servers' figures for this session, appended to `server.jsonl`; None if no

@@ -35,8 +35,7 @@ vllm:e2e_request_latency_seconds_count{engine="0",model_name="m"} 6.0
 
 
 def test_a_run_is_the_difference_of_two_snapshots() -> None:
-    before, info = parse(BEFORE)
-    after, _ = parse(AFTER)
+    before, after = parse(BEFORE), parse(AFTER)
     run = after.since(before)
     assert run["requests"] == 4
     assert run["prompt_tokens"] == 1000
@@ -47,9 +46,10 @@ def test_a_run_is_the_difference_of_two_snapshots() -> None:
     assert run["requests_over_30_s"] == 1  # 4 new requests, 3 of them within 30 s
     assert run["e2e_latency_histogram"] == {"<=30": 3, ">30": 1}
     assert run["mean_prefill_time_s"] is None  # not in these snapshots: unknown, not zero
-    assert info["vllm:cache_config_info"]["kv_cache_size_tokens"] == "93184"
+    assert before.info["vllm:cache_config_info"]["kv_cache_size_tokens"] == "93184"
+    assert before.kv_cache_tokens == 93_184 and after.kv_cache_tokens is None
 
 
 def test_text_that_is_not_prometheus_gives_empty_counters() -> None:
-    counters, info = parse("<html>not metrics</html>\nvllm:broken{ 12")
-    assert counters.totals == {} and info == {}
+    counters = parse("<html>not metrics</html>\nvllm:broken{ 12")
+    assert counters.totals == {} and counters.info == {}
