@@ -386,13 +386,9 @@ class OpenAIModel(Model):
         return ModelHTTPError(message, status_code=status, body=body)
 
 
-def parse_chat_completion(text: str | bytes) -> ModelResponse:
-    """Read a chat completion body; anything unusable raises `ModelResponseError` with the body."""
-    return read_chat_completion(text)[0]
-
-
 def read_chat_completion(text: str | bytes) -> tuple[ModelResponse, int | None]:
-    """`parse_chat_completion`, and the prompt tokens the server found cached, if it says."""
+    """A chat completion body, and the prompt tokens the server found cached if it says;
+    anything unusable raises `ModelResponseError` with the body."""
     try:
         data = json.loads(text)
         choices = tuple(_parse_choice(c) for c in data["choices"])
@@ -408,12 +404,9 @@ def read_chat_completion(text: str | bytes) -> tuple[ModelResponse, int | None]:
     return ModelResponse(choices=choices, usage=usage, model=model, raw=_text(text)), cached
 
 
-def parse_text_completion(text: str | bytes) -> ModelResponse:
-    """Read a `/v1/completions` body: the text as generated, thinking tags and all."""
-    return read_text_completion(text)[0]
-
-
 def read_text_completion(text: str | bytes) -> tuple[ModelResponse, int | None]:
+    """A `/v1/completions` body (the text as generated, thinking tags and all), and the prompt
+    tokens the server found cached if it says."""
     try:
         data = json.loads(text)
         choices = tuple(
