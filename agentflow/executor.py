@@ -1,7 +1,8 @@
 """The executor: runs each node the instant its inputs resolve, all branches concurrently.
 
 One `asyncio.TaskGroup` per round; a future per node; a node's task awaits its dependencies'
-futures (no polling, no waves), then takes a slot of its tool's semaphore and of the global one.
+futures (no polling, no waves), then takes a slot of its tool's semaphore and of the global one
+(a node that forks requests of its own lends its global slot to them: `agentflow.slots`).
 A node that fails becomes a failed `TaskResult` for the joiner. Errors that doom the whole run
 (the model server is gone, a cap is reached) cancel every other node and end the run.
 """
@@ -24,6 +25,7 @@ from agentflow.exceptions import (
 from agentflow.plan import LLM_KIND, TaskId, TaskNode, resolve_args
 from agentflow.planner import RunState, TaskResult
 from agentflow.scheduling import RemainingPaths, request_priority
+from agentflow.slots import NodeSlot, current_slot
 from agentflow.tool import ToolError
 from agentflow.trace import EventType, NodeRecord
 
@@ -149,7 +151,8 @@ class Executor:
         if failed:
             reasons = "; ".join(f"{r.node_id}: {r.error}" for r in failed)
             return TaskResult(node_id=node.id, status="failed", error=f"input failed ({reasons})")
-        async with self._tool_slot(node, ctx), self._global_slot():
+        async with self._tool_slot(node, ctx), NodeSlot(self._global_slot()) as slot:
+            current_slot.set(slot)  # this task's own, as `request_priority` is
             record = ctx.trace.nodes[node.id]
             record.status, record.started_at = "running", ctx.trace.now()
             ctx.trace.emit("started", node.id)

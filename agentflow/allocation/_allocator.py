@@ -217,13 +217,10 @@ class NodeAllocation:
         complete: Complete,
         text: TextModel | None,
     ) -> ModelResponse | None:
-        """The `threads` strategy (`weave`); None when it cannot fork (no raw-text model, or
-        an outline without a thread): the caller then runs one chain, noted. A thinking model
-        writes its threads with thinking off (the threads are the thinking), so the raw prompt
-        is the one its JSON outline call was sent with."""
-        if text is None:
-            self._note("the model cannot continue raw text: the threads strategy ran one chain")
-            return None
+        """The `threads` strategy (`weave`); None when the outline named no thread: the
+        caller then runs one chain, noted. A thinking model writes its threads with thinking
+        off (the threads are the thinking), so the raw prompt is the one its JSON outline call
+        was sent with."""
         mode = FAST if self.adapter.can_think else budget
         msgs, request = self.adapter.apply(messages, settings, mode)
         thinking = (budget.thinking_tokens or 0) if self.adapter.can_think else 0
@@ -238,6 +235,11 @@ class NodeAllocation:
             node_id=self.node_id,
         )
         self.record["threads"] = woven.as_record()
+        if woven.transport == "chat":
+            self._note(
+                "the model cannot continue raw text: the threads ran as chat turns after the "
+                "outline (no byte-identical raw prefix)"
+            )
         self._add_tokens(budget.mode, woven.outline_tokens)
         self._add_critical(woven.outline_tokens)
         if woven.response is None:

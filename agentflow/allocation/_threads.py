@@ -7,9 +7,12 @@
 3. **Threads.** The raw prompt of the outline call (the chat template applied once: vLLM's
    `/tokenize` + `/detokenize`) followed by the outline is the shared prefix. Each thread's
    prompt is that prefix plus its own instruction, continued through `/v1/completions`, so the
-   server's prefix cache serves the shared part once. The threads run at once in one
-   `TaskGroup` and appear in the trace as children of the node (`NodeRecord.parent`);
-   cancelling the node cancels every thread still running.
+   server's prefix cache serves the shared part once. A model that cannot continue raw text
+   (no `/tokenize` on its server, or not an `OpenAIModel`) gets each thread as one more chat
+   turn after the outline instead. The threads run at once in one `TaskGroup`, each in an
+   executor slot of its own (the node lends its slot meanwhile: `agentflow.slots`), and appear
+   in the trace as children of the node (`NodeRecord.parent`); cancelling the node cancels
+   every thread still running.
 4. **Join.** The prefix, then every thread's instruction and result, then the join
    instruction, continued for the answer.
 
@@ -24,14 +27,18 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from importlib import resources
 from typing import Any
 
 from agentflow.allocation._estimators import Complete
 from agentflow.allocation._forcing import TextModel
+from agentflow.exceptions import ModelHTTPError, ModelNotFoundError
 from agentflow.model import Message, ModelResponse, ModelSettings
+from agentflow.slots import lend_slot
 from agentflow.trace import EventType, NodeRecord, NodeStatus, Trace
 
 __all__ = [
@@ -55,6 +62,8 @@ token cap still has closed items to salvage."""
 SIMILAR = 0.7
 """Two items whose content words overlap this much (Jaccard) are one thread."""
 
+_NO_SUCH_ROUTE = frozenset({404, 405, 501})
+"""What a server without vLLM's `/tokenize` answers there."""
 _STOPWORDS = frozenset(
     "a an the of to in on for and or with by from is are be this that these it its as at each "
     "all any find compute calculate determine work out get solve what which how then thread "
@@ -174,7 +183,10 @@ class Weave:
 
     outline: Outline
     prefix: str = ""
-    """The shared prefix every thread prompt starts with (empty when nothing was forked)."""
+    """The shared prefix every thread prompt starts with (empty when nothing was forked, or
+    when the threads were chat turns)."""
+    transport: str = ""
+    """How the threads were sent: `raw` (continuations of `prefix`) or `chat` (turns)."""
     response: ModelResponse | None = None
     """The join's answer, with every call's usage; None when the outline gave no thread."""
     outline_text: str = ""
@@ -195,6 +207,7 @@ class Weave:
             "malformed": self.outline.malformed,
             "ran": len(self.thread_tokens),
             "instructions": list(self.outline.items),
+            "transport": self.transport,
             "shared_prefix_chars": len(self.prefix),
             **({} if self.outline.items else {"outline_text": self.outline_text[:200]}),
             "tokens": {
@@ -213,13 +226,14 @@ async def weave(
     total_tokens: int,
     max_threads: int,
     complete: Complete,
-    text: TextModel,
+    text: TextModel | None,
     trace: Trace,
     node_id: str,
 ) -> Weave:
     """Outline, threads, join (the module docstring), each call charged through `complete` or
     `text`. `settings` is the request the node's budget makes (its temperature, thinking
-    switch); the raw calls take its sampling fields only."""
+    switch); the raw calls take its sampling fields only. Without `text`, or on a server
+    that cannot show its raw prompt, the threads and the join are chat turns (`_ChatFork`)."""
     outline_cap, _, join_cap = split_tokens(total_tokens, max_threads)
     instruction = _prompt("threads_outline.md").replace("{max_threads}", str(max_threads))
     asked = _with_instruction(messages, instruction)
@@ -232,19 +246,72 @@ async def weave(
     )
     if not result.outline.items:
         return result
-    rendered = await text.render_prompt(asked, settings.chat_template_kwargs)
-    result.prefix = f"{rendered}{written.text.strip()}\n\n"
-    raw = _raw(settings)
+    fork = await _fork(asked, written.text, settings, complete, text)
+    result.prefix, result.transport = fork.prefix, fork.transport
     each = split_tokens(total_tokens, len(result.outline.items))[1]
-    threads = await _run_threads(result, replace(raw, max_tokens=each), text, trace, node_id)
+    threads = await _run_threads(result, fork, each, trace, node_id)
     results = "".join(f"{head}{answer.text.strip()}\n\n" for head, answer in threads)
-    joined = f"{result.prefix}{results}{join_instruction()}"
-    answer = await text.complete_text(joined, replace(raw, max_tokens=join_cap))
+    answer = await fork.send(f"{results}{join_instruction()}", join_cap)
     result.join_tokens = answer.usage.completion_tokens
     usage = sum((r.usage for _, r in threads), written.usage + answer.usage)
     choice = replace(answer.choices[0], text=answer.text.strip())
     result.response = ModelResponse(choices=(choice,), usage=usage, model=answer.model)
     return result
+
+
+@dataclass(frozen=True)
+class _RawFork:
+    """Threads and join as raw-text continuations of one shared prefix: the prompt of the
+    outline call (the chat template applied once) and the outline. The server's prefix cache
+    serves that prefix once for all of them."""
+
+    prefix: str
+    text: TextModel
+    settings: ModelSettings
+    transport: str = "raw"
+
+    async def send(self, tail: str, max_tokens: int) -> ModelResponse:
+        settings = replace(self.settings, max_tokens=max_tokens)
+        return await self.text.complete_text(self.prefix + tail, settings)
+
+
+@dataclass(frozen=True)
+class _ChatFork:
+    """Threads and join as one more user turn after the outline, for a model that cannot
+    continue raw text: every request repeats the same turns before it, so a prefix cache still
+    serves those; the shared prefix is then the server's to know (`prefix` is empty)."""
+
+    messages: tuple[Message, ...]
+    complete: Complete
+    settings: ModelSettings
+    prefix: str = ""
+    transport: str = "chat"
+
+    async def send(self, tail: str, max_tokens: int) -> ModelResponse:
+        turn: Message = {"role": "user", "content": tail.strip()}
+        settings = replace(self.settings, max_tokens=max_tokens)
+        return await self.complete([*self.messages, turn], settings)
+
+
+async def _fork(
+    asked: list[Message],
+    outline: str,
+    settings: ModelSettings,
+    complete: Complete,
+    text: TextModel | None,
+) -> _RawFork | _ChatFork:
+    """A raw-text fork when the model can show its raw prompt, else a chat fork. A server
+    without vLLM's `/tokenize` answers 404 (or 405/501) there; any other error is raised."""
+    if text is not None:
+        try:
+            rendered = await text.render_prompt(asked, settings.chat_template_kwargs)
+        except ModelHTTPError as exc:
+            if exc.status_code not in _NO_SUCH_ROUTE or isinstance(exc, ModelNotFoundError):
+                raise
+        else:
+            return _RawFork(f"{rendered}{outline.strip()}\n\n", text, _raw(settings))
+    turns = (*asked, {"role": "assistant", "content": outline.strip()})
+    return _ChatFork(turns, complete, replace(settings, n=1, thinking_token_budget=None))
 
 
 def thread_instruction(index: int, count: int, instruction: str) -> str:
@@ -261,18 +328,20 @@ def join_instruction() -> str:
 
 
 async def _run_threads(
-    weave: Weave, settings: ModelSettings, text: TextModel, trace: Trace, node_id: str
+    weave: Weave, fork: _RawFork | _ChatFork, max_tokens: int, trace: Trace, node_id: str
 ) -> list[tuple[str, ModelResponse]]:
-    """Every thread at once, each a child record of `node_id`; the first failure (or the
+    """Every thread at once, each a child record of `node_id` and each in an executor slot of
+    its own (the node lends its slot meanwhile: `agentflow.slots`); the first failure (or the
     node's cancellation) cancels the rest, and a failure is raised as itself."""
     items = weave.outline.items
     heads = [thread_instruction(i, len(items), item) for i, item in enumerate(items, start=1)]
     records = [_child(trace, node_id, i, item) for i, item in enumerate(items, start=1)]
     try:
-        async with asyncio.TaskGroup() as group:
+        async with lend_slot() as slot, asyncio.TaskGroup() as group:
+            sends = [partial(fork.send, head, max_tokens) for head in heads]
             tasks = [
-                group.create_task(_thread(weave.prefix + head, settings, text, trace, record))
-                for head, record in zip(heads, records, strict=True)
+                group.create_task(_thread(send, slot, trace, record))
+                for send, record in zip(sends, records, strict=True)
             ]
     except ExceptionGroup as failed:
         raise failed.exceptions[0] from None
@@ -282,12 +351,17 @@ async def _run_threads(
 
 
 async def _thread(
-    prompt: str, settings: ModelSettings, text: TextModel, trace: Trace, record: NodeRecord
+    send: Callable[[], Awaitable[ModelResponse]],
+    slot: AbstractAsyncContextManager[Any],
+    trace: Trace,
+    record: NodeRecord,
 ) -> ModelResponse:
-    record.status, record.started_at = "running", trace.now()
-    trace.emit("started", record.id, parent=record.parent)
+    """One thread's request, sent once it has a slot; its record follows it."""
     try:
-        response = await text.complete_text(prompt, settings)
+        async with slot:
+            record.status, record.started_at = "running", trace.now()
+            trace.emit("started", record.id, parent=record.parent)
+            response = await send()
     except asyncio.CancelledError:
         _close(trace, record, "cancelled", error="cancelled with its node")
         raise
@@ -318,6 +392,8 @@ def _child(trace: Trace, node_id: str, index: int, instruction: str) -> NodeReco
 
 def _close(trace: Trace, record: NodeRecord, status: NodeStatus, error: str | None = None) -> None:
     record.status, record.finished_at, record.error = status, trace.now(), error
+    if record.started_at is None:  # cancelled while it waited for a slot
+        record.started_at = record.finished_at
     event: EventType = "finished" if status == "ok" else "failed"
     trace.emit("cancelled" if status == "cancelled" else event, record.id, error=error)
 

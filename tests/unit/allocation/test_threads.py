@@ -31,14 +31,17 @@ from agentflow.allocation import (
     merge_near_duplicates,
     parse_outline,
 )
-from agentflow.allocation._threads import split_tokens, thread_instruction
+from agentflow.allocation._threads import join_instruction, split_tokens, thread_instruction
 from agentflow.context import RunContext
 from agentflow.exceptions import UserError
 from agentflow.model import Choice, Message, ModelResponse, ModelSettings, Usage
 from agentflow.models import OpenAIModel, RetryPolicy
-from agentflow.testing import FunctionModel, ScriptedModel
+from agentflow.plan import TaskId, TaskNode
+from agentflow.testing import FunctionModel, ScriptedModel, StaticPlanner
 from agentflow.tool import Toolset
 from agentflow.trace import NodeRecord, Trace
+
+GUARD = 10.0  # seconds; only reached when threads wait for slots that never come
 
 # -- the outline parser ---------------------------------------------------------------------
 
@@ -133,6 +136,8 @@ class Server:
     requests: list[dict[str, Any]] = field(default_factory=list)
     barrier: threading.Barrier | None = None
     """Thread requests wait at it until all have arrived: they must be in flight together."""
+    tokenize: bool = True
+    """False: the server has no `/tokenize` (404 there), as servers other than vLLM."""
 
 
 def _template(messages: list[dict[str, Any]]) -> str:
@@ -140,29 +145,40 @@ def _template(messages: list[dict[str, Any]]) -> str:
     return f"{turns}<|assistant|>"
 
 
-def _serve(path: str, body: dict[str, Any], server: Server) -> dict[str, Any]:
+def _serve(path: str, body: dict[str, Any], server: Server) -> tuple[int, dict[str, Any]]:
     server.requests.append({"path": path, **body})
-    if path == "/v1/chat/completions":  # the outline, under its schema; else a chain
-        outlining = "response_format" in body
-        content = json.dumps({"threads": server.outline}) if outlining else "Answer: 42"
+    if path == "/v1/chat/completions":  # the outline, under its schema; threads as turns; else
+        outlining = "response_format" in body  # a chain or a join
+        turn = str(body["messages"][-1]["content"])
+        if outlining:
+            content = json.dumps({"threads": server.outline})
+        else:
+            content = _worked_out(turn, server) or "Answer: 42"
         message = {"role": "assistant", "content": content}
         usage = {"prompt_tokens": 20, "completion_tokens": 12}
-        return {"model": "m", "choices": [{"message": message}], "usage": usage}
+        return 200, {"model": "m", "choices": [{"message": message}], "usage": usage}
     if path == "/tokenize":
+        if not server.tokenize:
+            return 404, {"detail": "Not Found"}
         rendered = _template(body["messages"])
-        return {"tokens": [ord(c) for c in rendered], "count": len(rendered)}
+        return 200, {"tokens": [ord(c) for c in rendered], "count": len(rendered)}
     if path == "/detokenize":
-        return {"prompt": "".join(chr(t) for t in body["tokens"])}
+        return 200, {"prompt": "".join(chr(t) for t in body["tokens"])}
     prompt = body["prompt"]
-    if prompt.rstrip().endswith("Working on this thread only:"):
-        assert server.barrier is not None
-        server.barrier.wait()  # every thread is in flight at once, or this times out
-        topic = prompt.rsplit("Thread ", 1)[1].split(":", 2)[1].strip().splitlines()[0]
-        text = f"worked out {topic}"
-    else:
-        text = "Answer: 42"
+    text = _worked_out(prompt, server) or "Answer: 42"
     usage = {"prompt_tokens": len(prompt), "completion_tokens": len(text.split())}
-    return {"model": "m", "choices": [{"text": text, "finish_reason": "stop"}], "usage": usage}
+    choices = [{"text": text, "finish_reason": "stop"}]
+    return 200, {"model": "m", "choices": choices, "usage": usage}
+
+
+def _worked_out(prompt: str, server: Server) -> str | None:
+    """A thread's result when `prompt` ends with a thread's instruction, else None."""
+    if not prompt.rstrip().endswith("Working on this thread only:"):
+        return None
+    assert server.barrier is not None
+    server.barrier.wait()  # every thread is in flight at once, or this times out
+    topic = prompt.rsplit("Thread ", 1)[1].split(":", 2)[1].strip().splitlines()[0]
+    return f"worked out {topic}"
 
 
 @pytest.fixture
@@ -172,8 +188,9 @@ def fake() -> Iterator[tuple[str, Server]]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            payload = json.dumps(_serve(self.path, body, state)).encode()
-            self.send_response(200)
+            status, reply = _serve(self.path, body, state)
+            payload = json.dumps(reply).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -248,6 +265,33 @@ async def test_thread_prompts_share_a_byte_identical_prefix(fake: tuple[str, Ser
     assert "answer.t1" in result.trace.render()
 
 
+async def test_without_tokenize_the_threads_run_as_chat_turns(fake: tuple[str, Server]) -> None:
+    url, server = fake
+    server.outline, server.tokenize = ["multiply 6 by 7", "check by adding 7 six times"], False
+    server.barrier = threading.Barrier(2, timeout=10)
+    result = await _ask(url, _threads_allocator())
+
+    assert result.answer == "42"
+    assert [r["path"] for r in server.requests].count("/v1/completions") == 0
+    chats = [r for r in server.requests if r["path"] == "/v1/chat/completions"]
+    outline_call, *threads, join = chats
+    outline = {"role": "assistant", "content": json.dumps({"threads": server.outline})}
+    shared = [*outline_call["messages"], outline]
+    for thread in threads:  # the outline call's turns, the outline, then the thread's own turn
+        assert thread["messages"][:-1] == shared
+    assert sorted(t["messages"][-1]["content"] for t in threads) == [
+        thread_instruction(k, 2, item).strip() for k, item in enumerate(server.outline, start=1)
+    ]
+    assert join["messages"][:-1] == shared
+    assert "worked out multiply 6 by 7" in join["messages"][-1]["content"]
+    assert "worked out check by adding 7 six times" in join["messages"][-1]["content"]
+    record = result.trace.nodes["answer"].allocation
+    assert record["threads"]["transport"] == "chat" and record["threads"]["ran"] == 2
+    assert any("threads ran as chat turns" in note for note in record["notes"])
+    children = [n for n in result.trace.nodes.values() if n.parent == "answer"]
+    assert [c.status for c in children] == ["ok", "ok"]
+
+
 async def test_an_empty_outline_runs_one_chain(fake: tuple[str, Server]) -> None:
     url, server = fake
     server.outline = []
@@ -320,14 +364,72 @@ async def test_cancelled_threads_are_recorded_as_cancelled_children() -> None:
     assert sorted(cancelled) == sorted(children)
 
 
-async def test_a_model_that_cannot_continue_raw_text_runs_one_chain() -> None:
-    model = FunctionModel(lambda *_: "Answer: 3")
+async def test_a_model_that_cannot_continue_raw_text_runs_its_threads_as_chat_turns() -> None:
+    def reply(messages: Sequence[Message], _: ModelSettings, schema: Any) -> str:
+        if schema is not None:
+            return json.dumps({"threads": ["apples", "pears"]})
+        last = str(messages[-1]["content"])
+        return "Answer: 3" if last.startswith(thread_instruction(1, 2, "apples")) else "1"
+
+    model = FunctionModel(reply)
     result = await Agent(model=model, planner="direct", allocation=_threads_allocator()).run("?")
     record = result.trace.nodes["answer"].allocation
     assert record is not None
     assert record["strategy"] == "threads" and result.answer == "3"
+    assert record["threads"]["transport"] == "chat"
     assert any("cannot continue raw text" in note for note in record["notes"])
-    assert len(model.calls) == 1
+    assert len(model.calls) == 4  # outline, two threads, join
+
+
+class CountingTextModel(FunctionModel):
+    """Outlines three threads per node; counts its raw-text calls in flight at once. Each call
+    waits until `expected` are in flight (or this model is told it never will be): a cap on
+    the calls, not their timing, decides the peak."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__(lambda *_: json.dumps({"threads": ["apples", "pears", "plums"]}))
+        self.expected, self.running, self.peak, self.raw_calls = expected, 0, 0, 0
+        self.full = asyncio.Event()
+
+    async def render_prompt(
+        self, messages: Sequence[Message], chat_template_kwargs: Mapping[str, Any] | None = None
+    ) -> str:
+        return _template([dict(m) for m in messages])
+
+    async def complete_text(
+        self, prompt: str, settings: ModelSettings | None = None
+    ) -> ModelResponse:
+        self.raw_calls += 1
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        if self.running >= self.expected:
+            self.full.set()
+        async with asyncio.timeout(GUARD):
+            await self.full.wait()
+        await asyncio.sleep(0)  # let any other call that may start do so before this one ends
+        self.running -= 1
+        text = "Answer: 3" if prompt.rstrip().endswith(join_instruction().strip()) else "done"
+        return ModelResponse(choices=(Choice(text=text),), usage=Usage(), model=self.name)
+
+
+@pytest.mark.parametrize(("slots", "nodes"), [(1, 1), (2, 2), (3, 2)])
+async def test_threads_take_executor_slots_and_two_forking_nodes_never_deadlock(
+    slots: int, nodes: int
+) -> None:
+    """Every node forks three threads. Its threads run in its slot and the free ones, never
+    above `--max-concurrency`; with fewer slots than threads, two nodes that both fork still
+    finish (neither holds a slot while it waits for another)."""
+    model = CountingTextModel(expected=slots)
+    plan = [TaskNode(id=TaskId(f"n{k}"), kind="llm", args={"question": "?"}) for k in range(nodes)]
+    planner = StaticPlanner([plan], answer=lambda state: "ok")
+    agent = Agent(
+        model=model, planner=planner, allocation=_threads_allocator(), max_concurrency=slots
+    )
+    async with asyncio.timeout(GUARD):
+        result = await agent.run("?")
+    assert all(result.trace.nodes[node.id].status == "ok" for node in plan)
+    assert model.raw_calls == nodes * 4  # three threads and a join per node
+    assert model.peak == slots
 
 
 async def test_a_node_may_choose_its_own_strategy() -> None:

@@ -1,0 +1,68 @@
+"""The executor's slot of a running node, and how the node lends it to requests it forks.
+
+The executor runs each node inside one slot of its global semaphore (`--max-concurrency`). A
+node that forks requests of its own (the `threads` strategy) must not add them on top of that
+cap, and must not wait for more slots while it holds its own: two such nodes, each holding a
+slot and waiting for a second, would wait for each other forever. So the node lends its slot
+back while the fork runs, every forked request takes a slot of its own, and the node takes a
+slot again before it goes on. No task ever holds a slot while it waits for another.
+
+The executor sets `current_slot` for the task that runs a node (asyncio copies it into what that
+task awaits); code run outside an executor sees None and forks without a cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextvars import ContextVar
+from typing import Any
+
+__all__ = ["NodeSlot", "current_slot", "lend_slot"]
+
+
+class NodeSlot:
+    """One slot of `semaphore`, held by a running node (`async with`), lendable (`lent`)."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._held = False
+
+    async def __aenter__(self) -> NodeSlot:
+        await self._semaphore.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._held:
+            self._held = False
+            self._semaphore.release()
+
+    @asynccontextmanager
+    async def lent(self) -> AsyncIterator[asyncio.Semaphore]:
+        """The slot given back for the block, which gets the semaphore its forked requests
+        each take a slot of. The slot is taken again when the block ends normally; a block
+        that raises ends the node, which then holds nothing to give back."""
+        if self._held:
+            self._held = False
+            self._semaphore.release()
+        yield self._semaphore
+        await self._semaphore.acquire()
+        self._held = True
+
+
+current_slot: ContextVar[NodeSlot | None] = ContextVar("agentflow_node_slot", default=None)
+"""The slot of the node the current task runs, if an executor runs it."""
+
+
+@asynccontextmanager
+async def lend_slot() -> AsyncIterator[AbstractAsyncContextManager[Any]]:
+    """For a fork: the current node's slot lent for the block, which gets what each forked
+    request enters (`async with`) to take a slot of its own; no cap outside an executor."""
+    slot = current_slot.get()
+    if slot is None:
+        yield nullcontext()
+        return
+    async with slot.lent() as semaphore:
+        yield semaphore

@@ -1,0 +1,68 @@
+"""A node's executor slot: lent while it forks, taken back after, never leaked on cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from agentflow.slots import NodeSlot, current_slot, lend_slot
+
+
+async def test_a_lent_slot_is_free_during_the_block_and_held_again_after() -> None:
+    semaphore = asyncio.Semaphore(1)
+    async with NodeSlot(semaphore) as slot:
+        assert semaphore.locked()
+        async with slot.lent() as lent:
+            assert lent is semaphore and not semaphore.locked()
+        assert semaphore.locked()
+    assert not semaphore.locked()
+
+
+async def test_a_node_cancelled_while_lending_leaks_no_slot() -> None:
+    semaphore = asyncio.Semaphore(2)
+    forking = asyncio.Event()
+
+    async def node() -> None:
+        async with NodeSlot(semaphore) as slot, slot.lent() as lent, lent:
+            forking.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(node())
+    await asyncio.wait_for(forking.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert semaphore._value == 2  # every permit came back
+
+
+async def test_a_node_cancelled_while_it_waits_to_take_its_slot_back_leaks_none() -> None:
+    semaphore = asyncio.Semaphore(1)
+    lent_out, taken = asyncio.Event(), asyncio.Event()
+
+    async def node() -> None:
+        async with NodeSlot(semaphore) as slot:
+            async with slot.lent():
+                lent_out.set()
+                await taken.wait()
+            raise AssertionError("took the slot back while another held it")
+
+    async with contextlib.AsyncExitStack() as stack:
+        task = asyncio.create_task(node())
+        await asyncio.wait_for(lent_out.wait(), timeout=5)
+        await stack.enter_async_context(semaphore)  # someone else takes the free slot
+        taken.set()
+        for _ in range(3):  # the node leaves its block and waits for the slot
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert semaphore._value == 1
+
+
+async def test_outside_an_executor_a_fork_has_no_cap() -> None:
+    assert current_slot.get() is None
+    async with lend_slot() as slot:
+        async with slot, slot, slot:  # entered by every forked request: never waits
+            pass
