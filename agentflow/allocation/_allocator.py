@@ -24,7 +24,7 @@ from agentflow.allocation._estimators import (
     Step,
     estimator,
 )
-from agentflow.allocation._forcing import TextModel, force_budget
+from agentflow.allocation._forcing import TextModel, force_budget, no_raw_text_route
 from agentflow.allocation._sampling import draw_and_vote
 from agentflow.allocation._threads import weave
 from agentflow.allocation._vote import vote_rule
@@ -113,6 +113,7 @@ class NodeAllocation:
         node's first call); None keeps the budget's."""
         self.record: dict[str, Any] = {"adapter": adapter.name, "notes": [], "tokens": {}}
         self._no_thinking_budget = False
+        self._no_raw_text = False
 
     async def complete(
         self,
@@ -283,20 +284,27 @@ class NodeAllocation:
         sample is wanted (its two calls are charged to the node; the run's call cap is checked
         only before the node's calls through the context); else send the request without the
         field, the cap then holding through `max_tokens` only."""
-        if isinstance(self.model, TextModel) and request.n == 1:
-            self._note(
-                "server refused thinking_token_budget: thinking capped by budget forcing "
-                "through /v1/completions"
-            )
+        if isinstance(self.model, TextModel) and request.n == 1 and not self._no_raw_text:
             answer_tokens = (request.max_tokens or 0) - (request.thinking_token_budget or 0)
             cap = Budget(
                 mode="think",
                 max_tokens=max(1, answer_tokens),
                 thinking_tokens=request.thinking_token_budget,
             )
-            response = await force_budget(self.model, messages, request, cap)
-            self.trace.add_usage(response.usage, self.node_id)
-            return response
+            try:
+                response = await force_budget(self.model, messages, request, cap)
+            except ModelHTTPError as exc:
+                if not no_raw_text_route(exc):
+                    raise
+                self._no_raw_text = True  # nor is it asked again for this node
+                self._note("server has no /tokenize: budget forcing is not possible there")
+            else:
+                self._note(
+                    "server refused thinking_token_budget: thinking capped by budget forcing "
+                    "through /v1/completions"
+                )
+                self.trace.add_usage(response.usage, self.node_id)
+                return response
         self._note("server refused thinking_token_budget: thinking capped by max_tokens only")
         return await complete(messages, replace(request, thinking_token_budget=None))
 

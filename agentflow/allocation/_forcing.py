@@ -14,11 +14,20 @@ from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
 
 from agentflow.allocation._budget import Budget
+from agentflow.exceptions import ModelHTTPError, ModelNotFoundError
 from agentflow.model import Message, ModelResponse, ModelSettings
 
-__all__ = ["END_OF_THINKING", "TextModel", "force_budget"]
+__all__ = ["END_OF_THINKING", "TextModel", "force_budget", "no_raw_text_route"]
 
 END_OF_THINKING = "</think>"
+_NO_SUCH_ROUTE = frozenset({404, 405, 501})
+"""What a server without vLLM's `/tokenize` (or `/v1/completions`) answers there."""
+
+
+def no_raw_text_route(exc: ModelHTTPError) -> bool:
+    """Whether `exc` says the server has no raw-text route (`/tokenize`, `/detokenize`,
+    `/v1/completions`), as servers other than vLLM may not, rather than any other refusal."""
+    return exc.status_code in _NO_SUCH_ROUTE and not isinstance(exc, ModelNotFoundError)
 
 
 @runtime_checkable

@@ -35,8 +35,8 @@ from importlib import resources
 from typing import Any
 
 from agentflow.allocation._estimators import Complete
-from agentflow.allocation._forcing import TextModel
-from agentflow.exceptions import ModelHTTPError, ModelNotFoundError
+from agentflow.allocation._forcing import TextModel, no_raw_text_route
+from agentflow.exceptions import ModelHTTPError
 from agentflow.model import Message, ModelResponse, ModelSettings
 from agentflow.slots import lend_slot
 from agentflow.trace import EventType, NodeRecord, NodeStatus, Trace
@@ -62,8 +62,6 @@ token cap still has closed items to salvage."""
 SIMILAR = 0.7
 """Two items whose content words overlap this much (Jaccard) are one thread."""
 
-_NO_SUCH_ROUTE = frozenset({404, 405, 501})
-"""What a server without vLLM's `/tokenize` answers there."""
 _STOPWORDS = frozenset(
     "a an the of to in on for and or with by from is are be this that these it its as at each "
     "all any find compute calculate determine work out get solve what which how then thread "
@@ -306,7 +304,7 @@ async def _fork(
         try:
             rendered = await text.render_prompt(asked, settings.chat_template_kwargs)
         except ModelHTTPError as exc:
-            if exc.status_code not in _NO_SUCH_ROUTE or isinstance(exc, ModelNotFoundError):
+            if not no_raw_text_route(exc):
                 raise
         else:
             return _RawFork(f"{rendered}{outline.strip()}\n\n", text, _raw(settings))

@@ -25,6 +25,9 @@ class Behaviour:
     honours_switch: bool = True
     accepts_thinking_budget: bool = True
     accepts_n: bool = True
+    serves_raw_text: bool = True
+    """False: no `/tokenize`, `/detokenize` or `/v1/completions` (404), as servers other than
+    vLLM."""
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -72,8 +75,11 @@ def server() -> Iterator[tuple[str, Behaviour]]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if self.path.endswith("/chat/completions"):
                 status, data = _reply(body, behaviour)
-            else:
+            elif behaviour.serves_raw_text:
                 status, data = 200, _raw(self.path.removeprefix("/v1"), body, behaviour)
+            else:
+                behaviour.requests.append({"path": self.path.removeprefix("/v1"), **body})
+                status, data = 404, {"detail": "Not Found"}
             payload = json.dumps(data).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -137,6 +143,24 @@ async def test_a_server_refusing_the_thinking_budget_gets_budget_forcing(
     ]
     assert record["tokens"] == {"think": 53}  # "<think>", 50 words, then "Answer: 4"
     assert result.trace.nodes["answer"].usage.calls == 2
+
+
+async def test_without_raw_text_a_refused_thinking_budget_is_capped_by_max_tokens(
+    server: tuple[str, Behaviour],
+) -> None:
+    url, behaviour = server
+    behaviour.accepts_thinking_budget, behaviour.serves_raw_text = False, False
+    result = await _run(url, "uniform-think")
+    paths = [r.get("path", "chat") for r in behaviour.requests]
+    assert paths == ["chat", "/tokenize", "chat"]
+    retried = behaviour.requests[2]
+    assert "thinking_token_budget" not in retried and retried["max_tokens"] == 640 + 4096
+    assert result.answer == "4"
+    record = result.trace.nodes["answer"].allocation
+    assert record["notes"] == [
+        "server has no /tokenize: budget forcing is not possible there",
+        "server refused thinking_token_budget: thinking capped by max_tokens only",
+    ]
 
 
 async def test_a_model_ignoring_the_switch_is_noted(server: tuple[str, Behaviour]) -> None:
