@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from agentflow.allocation._budget import Budget
 from agentflow.allocation._vote import VoteRule, answer_key
 from agentflow.exceptions import ModelHTTPError
 from agentflow.model import Choice, ModelResponse, Usage
+from agentflow.slots import lend_slot
 
 __all__ = ["Send", "VoteOutcome", "draw_and_vote"]
 
@@ -78,12 +80,25 @@ async def _in_requests_of_n(send: Send, budget: Budget, tally: _Tally) -> None:
 
 
 async def _in_parallel(send: Send, budget: Budget, tally: _Tally) -> None:
+    """One request per sample, `budget.window` in flight, each in an executor slot of its own
+    (the node lends its slot meanwhile: `agentflow.slots`)."""
+    async with lend_slot() as slot:
+        await _draw_in_parallel(send, budget, tally, slot)
+
+
+async def _draw_in_parallel(
+    send: Send, budget: Budget, tally: _Tally, slot: AbstractAsyncContextManager[Any]
+) -> None:
+    async def sample(index: int) -> ModelResponse:
+        async with slot:
+            return await send(index, 1)
+
     pending: set[asyncio.Task[ModelResponse]] = set()
     launched = 0
     try:
         while not tally.settled:
             while launched < budget.samples and len(pending) < budget.window:
-                pending.add(asyncio.create_task(send(launched, 1)))
+                pending.add(asyncio.create_task(sample(launched)))
                 launched += 1
             if not pending:
                 return
