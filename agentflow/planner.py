@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 from agentflow.answers import extract_answer
 from agentflow.context import RunContext
 from agentflow.model import ModelSettings
+from agentflow.passages import is_passages, render_passages
 from agentflow.plan import TaskId, TaskNode
 from agentflow.tool import delimit, render_output
 
@@ -113,32 +114,21 @@ def _without_repeats(
     result: TaskResult, node_id: TaskId, shown: dict[str, TaskId], budget: int
 ) -> str:
     """`result` as text, leaving out passages already in `shown` (passage id -> node)."""
-    if not result.ok or not _is_passages(result.output):
+    if not result.ok or not is_passages(result.output):
         return result.as_text(budget)
     fresh = [p for p in result.output if p["id"] not in shown]
     repeated = sorted({shown[p["id"]] for p in result.output if p["id"] in shown})
-    text = render_output(fresh, budget)
-    # Only passages that fit whole in the budget count as shown: one cut off here must still
-    # reach the model through a later node that found it.
-    whole = next(
-        (k for k in range(len(fresh), 0, -1) if len(render_output(fresh[:k], 1 << 30)) <= budget),
-        0,
-    )
-    for passage in fresh[:whole]:
-        shown.setdefault(passage["id"], node_id)
+    rendered = render_passages(fresh, budget)
+    # Only passages shown whole count as shown: one cut here must still reach the model
+    # through a later node that found it.
+    for passage in fresh:
+        if passage["id"] in rendered.whole:
+            shown.setdefault(passage["id"], node_id)
+    text = rendered.text
     if repeated:
         count = len(result.output) - len(fresh)
         text += f"\n(and {count} passage(s) already shown under {', '.join(repeated)})"
-    return text
-
-
-def _is_passages(output: Any) -> bool:
-    """A non-empty list of hits that each carry a string `id` (what search tools return)."""
-    return (
-        isinstance(output, list)
-        and bool(output)
-        and all(isinstance(p, dict) and isinstance(p.get("id"), str) for p in output)
-    )
+    return text.strip()
 
 
 class Planner(ABC):

@@ -13,6 +13,7 @@ from typing import Any, overload
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from agentflow.exceptions import UserError
+from agentflow.passages import is_passages, render_passages
 
 __all__ = ["RetryTask", "Tool", "ToolError", "Toolset", "delimit", "render_output", "tool"]
 
@@ -141,7 +142,10 @@ class Toolset:
 
 
 def render_output(value: Any, budget: int = 4000) -> str:
-    """A tool's output as text for the model: JSON for structures, cut to `budget` characters."""
+    """A tool's output as text for the model: search passages one line per hit
+    (`agentflow.passages`), other structures as JSON, cut to `budget` characters."""
+    if is_passages(value):
+        return render_passages(value, budget).text
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     if len(text) > budget:
         text = text[:budget] + f"... [cut: {len(text) - budget} more characters]"

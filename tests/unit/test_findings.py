@@ -68,7 +68,7 @@ def test_a_passage_two_look_ups_found_is_sent_once() -> None:
 
 
 def test_a_passage_cut_off_by_the_budget_is_not_taken_as_shown() -> None:
-    long = [{"id": f"p{i}", "title": "t", "text": "x" * 600} for i in range(4)]
+    long = [{"id": f"p{i}", "title": f"page {i}", "text": "x" * 600} for i in range(4)]
     state = RunState(question="q")
     for node_id, hits in (("n1", long), ("n2", [long[3]])):
         state.results[TaskId(node_id)] = TaskResult(
@@ -76,4 +76,6 @@ def test_a_passage_cut_off_by_the_budget_is_not_taken_as_shown() -> None:
         )
     text = state.transcript(budget_per_node=1500)
     n2 = text.split('<result id="n2">')[1]
-    assert '"p3"' in n2 and "already shown" not in n2  # n1 cut p3 off: n2 shows it
+    n1 = text.split('<result id="n1">')[1].split("</result>")[0]
+    assert "[page 1]" in n1 and "[page 3]" not in n1  # two lines of 610 characters fit in 1,500
+    assert "[page 3]" in n2 and "already shown" not in n2  # n1 cut p3 off: n2 shows it
