@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 STALL = -1.0
 """A pause that never ends: the server keeps the connection open and sends nothing more."""
 
-Script = Sequence[tuple[float, bytes]]
-"""What to send for one request: (pause in seconds, bytes) pieces, in order."""
+Pause = float | Callable[[], Awaitable[object]]
+"""Seconds to wait before a piece, or a gate to await (an `asyncio.Event`'s or `Barrier`'s
+`wait`): a gate orders the server after something else happened, where a pause only hopes to."""
+
+Script = Sequence[tuple[Pause, bytes]]
+"""What to send for one request: (pause, bytes) pieces, in order."""
 
 
 def json_reply(data: Any, status: str = "200 OK") -> Script:
@@ -85,9 +89,12 @@ class Loopback:
         self.bodies.append(json.loads(await reader.readexactly(length)) if length else {})
         script = self.scripts.pop(0)
         for pause, piece in script:
-            if pause == STALL:
+            if callable(pause):
+                await pause()
+            elif pause == STALL:
                 await asyncio.Event().wait()
-            await asyncio.sleep(pause)
+            else:
+                await asyncio.sleep(pause)
             writer.write(piece)
             await writer.drain()
         return not any(b"connection: close" in piece for _, piece in script)

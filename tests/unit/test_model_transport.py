@@ -14,7 +14,7 @@ from agentflow.model import ModelSettings
 from agentflow.models import OpenAIModel, RetryPolicy
 from agentflow.scheduling import request_priority
 
-from .loopback import STALL, Loopback, json_reply, sse_event, sse_head
+from .loopback import STALL, Loopback, Pause, json_reply, sse_event, sse_head
 from .wire import completion, json_response, model_on
 
 USER = [{"role": "user", "content": "hi"}]
@@ -96,8 +96,11 @@ async def test_a_server_that_refuses_priorities_is_asked_again_without_and_remem
 async def test_requests_refused_at_the_same_time_are_all_asked_again() -> None:
     message = "Got priority 3 but Priority scheduling is not enabled."
     refusal = json_reply({"error": {"message": message, "code": 400}}, "400 Bad Request")
-    slow_refusal = [(0.3, b"")] + list(refusal)  # all four are in flight before one is refused
-    scripts = [slow_refusal] * 4 + [json_reply(completion("fine"))] * 4
+    # No refusal is sent until all four have arrived: they are in flight together however slow
+    # the machine (a fixed pause could end before the last one is sent).
+    all_four = asyncio.Barrier(4)
+    held_refusal: list[tuple[Pause, bytes]] = [(all_four.wait, b""), *refusal]
+    scripts = [held_refusal] * 4 + [json_reply(completion("fine"))] * 4
     async with Loopback(scripts) as server:
         model = loopback_model(server, "aiohttp")
         calls = [model.complete(USER, ModelSettings(priority=3)) for _ in range(4)]
@@ -133,11 +136,20 @@ async def test_complete_over_real_http(transport: str) -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_stream_over_real_http_times_its_first_piece(transport: str) -> None:
     usage = {"prompt_tokens": 3, "completion_tokens": 2}
-    script = [(0.0, sse_head() + sse_event("") + sse_event("a")), (0.5, sse_event("b"))]
-    script += [(0.0, sse_event(None, usage) + b"data: [DONE]\n\n")]
+    rest = asyncio.Event()
+    script: list[tuple[Pause, bytes]] = [(0.0, sse_head() + sse_event("") + sse_event("a"))]
+    script += [(rest.wait, sse_event("b")), (0.0, sse_event(None, usage) + b"data: [DONE]\n\n")]
     async with Loopback([script]) as server:
         model = loopback_model(server, transport)
-        deltas = [d async for d in model.stream(USER)]
+        deltas = []
+        async with asyncio.timeout(30):  # only reached if the first piece is held back
+            async for delta in model.stream(USER):
+                deltas.append(delta)
+                if delta.text == "a":
+                    # The rest is sent at least 0.3 s after the caller had the first piece, so
+                    # a slow machine cannot squeeze the gap the timing must show.
+                    await asyncio.sleep(0.3)
+                    rest.set()
         await model.aclose()
     assert "".join(d.text for d in deltas) == "ab"
     timing = deltas[-1].timing

@@ -182,11 +182,17 @@ async def test_a_sample_failing_on_the_server_cancels_its_siblings(
 
     started: list[int | None] = []
     cancelled: list[int | None] = []
+    all_started = asyncio.Event()
 
     async def reply(messages: Any, settings: ModelSettings, *_: Any) -> str:
         started.append(settings.seed)
+        if len(started) == 3:
+            all_started.set()
         if settings.seed == 0:
-            await asyncio.sleep(0.01)
+            # Fail only once every sibling is in flight (a fixed sleep could run out first on a
+            # loaded machine); the guard is reached only if the samples do not run at once.
+            async with asyncio.timeout(10):
+                await all_started.wait()
             raise ModelConnectionError("gone", base_url="http://x/v1")
         try:
             await asyncio.sleep(30)
