@@ -48,18 +48,33 @@ class RemainingPaths:
     """Longest chains of dependents in a plan that grows while it runs.
 
     `add` records a node as it is planned; `priority` is asked when a node's model call is about
-    to be made, by which time most of its dependents are known. Lengths are memoised until the
-    next node arrives, so a 1,000-node plan costs one walk per change, not one per node."""
+    to be made, by which time most of its dependents are known. Lengths are memoised, and a new
+    node forgets only the lengths it can change (those of what it needs, and of what needs
+    them), so a 1,000-node plan streamed in while its first nodes run costs a walk per node, not
+    a walk of the whole plan per node."""
 
     def __init__(self) -> None:
         self._dependents: dict[str, list[str]] = {}
+        self._deps: dict[str, list[str]] = {}
         self._memo: dict[str, int] = {}
 
     def add(self, node_id: str, deps: Iterable[str]) -> None:
         self._dependents.setdefault(node_id, [])
+        needs = self._deps.setdefault(node_id, [])
         for dep in deps:
             self._dependents.setdefault(dep, []).append(node_id)
-        self._memo.clear()
+            needs.append(dep)
+            self._forget(dep)
+
+    def _forget(self, node_id: str) -> None:
+        """Drop the memoised lengths of `node_id` and of everything that needs it. A walk
+        memoises every node below the one it starts from, so a node with no memoised length has
+        no memoised ancestor either: the climb stops there (and at a cycle, which it pops)."""
+        stack = [node_id]
+        while stack:
+            current = stack.pop()
+            if self._memo.pop(current, None) is not None:
+                stack.extend(self._deps.get(current, ()))
 
     def length(self, node_id: str) -> int:
         """Nodes on the longest chain from `node_id` to the end of the plan, itself included."""
