@@ -168,7 +168,7 @@ class Executor:
     ) -> TaskResult:
         # Resolve against this node's own inputs only: the whole run's outputs would cost
         # time growing with the plan, for every node.
-        args = resolve_args(dict(node.args), inputs, fence=node.kind == LLM_KIND)
+        args = resolve_args(node.args, inputs, fence=node.kind == LLM_KIND)  # a new dict
         error = "not run"
         cause: BaseException | None = None
         for _ in range(self.node_retries + 1):

@@ -39,6 +39,9 @@ NodeKind = Literal["tool", "llm"]
 LLM_KIND: NodeKind = "llm"
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w-]*)\}")
+_to_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
+"""`json.dumps(value, ensure_ascii=False, default=str)`, without building an encoder per call
+(every node's label goes through it)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,7 +193,9 @@ Marker = Callable[[Mapping[str, Any]], Any]
 def _rewrite(value: Any, on_ref: Marker, on_template: Marker) -> Any:
     """The one walk over argument values: each `$ref` / `$template` marker is replaced by what
     its callback returns; mappings and lists are rebuilt around them, other values kept."""
-    if isinstance(value, Mapping):
+    if isinstance(value, str):  # the common leaf: cheaper than the ABC check below
+        return value
+    if isinstance(value, dict | Mapping):  # a plain dict is checked without the ABC machinery
         if isinstance(value.get("$ref"), str):
             return on_ref(value)
         if isinstance(value.get("$template"), str):
@@ -357,12 +362,13 @@ def _normalise(value: Any) -> Any:
 
 
 def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return value if isinstance(value, str) else _to_json(value)
 
 
 def _describe_value(value: Any) -> str:
-    if isinstance(value, Mapping) and "$template" in value:
-        return json.dumps(value["$template"], ensure_ascii=False)
-    if isinstance(value, Mapping) and "$ref" in value:
-        return "$" + str(value["$ref"])
-    return json.dumps(value, ensure_ascii=False, default=str)[:60]
+    if isinstance(value, dict | Mapping):
+        if "$template" in value:
+            return json.dumps(value["$template"], ensure_ascii=False)
+        if "$ref" in value:
+            return "$" + str(value["$ref"])
+    return _to_json(value)[:60]
