@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx2
 from asyncio_throttle.throttler import Throttler
@@ -127,6 +127,8 @@ class EndpointPool:
 
     def choose(self, avoid: set[str] | frozenset[str] = frozenset()) -> Endpoint:
         """The endpoint to use next: healthy and not in `avoid` first, fewest outstanding."""
+        if len(self.endpoints) == 1:  # the usual case, asked once per request: no choice
+            return self.endpoints[0]
         now = time.monotonic()
         fresh = [e for e in self.endpoints if e.base_url not in avoid] or self.endpoints
         healthy = [e for e in fresh if e.is_up(now)]
@@ -135,22 +137,9 @@ class EndpointPool:
         # Every candidate is cooling down: try the one that went down first rather than fail.
         return min(fresh, key=lambda e: e.down_until)
 
-    @asynccontextmanager
-    async def acquire(
-        self, avoid: set[str] | frozenset[str] = frozenset()
-    ) -> AsyncIterator[Endpoint]:
-        """Reserve an endpoint for one request, waiting for its throttle."""
-        endpoint = self.choose(avoid)
-        endpoint.outstanding += 1
-        try:
-            async with endpoint.semaphore:
-                if endpoint.throttler is None:
-                    yield endpoint
-                else:
-                    async with endpoint.throttler:
-                        yield endpoint
-        finally:
-            endpoint.outstanding -= 1
+    def acquire(self, avoid: set[str] | frozenset[str] = frozenset()) -> _Reservation:
+        """Reserve an endpoint for one request (`async with`), waiting for its throttle."""
+        return _Reservation(self, avoid)
 
     def mark_down(self, endpoint: Endpoint) -> None:
         endpoint.down_until = time.monotonic() + self.cooldown
@@ -162,6 +151,45 @@ class EndpointPool:
         """Close every connection; the pool opens new ones if it is used again."""
         for endpoint in self.endpoints:
             await endpoint.aclose()
+
+
+class _Reservation:
+    """One request's hold on an endpoint: counted as outstanding from the choice on, then a slot
+    of its semaphore and a pass of its throttle. A class rather than an `asynccontextmanager`
+    generator: every request enters one, and the generator machinery costs several times more."""
+
+    def __init__(self, pool: EndpointPool, avoid: set[str] | frozenset[str]) -> None:
+        self._pool = pool
+        self._avoid = avoid
+
+    async def __aenter__(self) -> Endpoint:
+        endpoint = self._endpoint = self._pool.choose(self._avoid)
+        # The semaphore taken is the one given back, even if `aclose` drops it meanwhile.
+        semaphore = self._semaphore = endpoint.semaphore
+        endpoint.outstanding += 1
+        try:
+            await semaphore.acquire()
+            try:
+                if endpoint.throttler is not None:
+                    throttler: Any = endpoint.throttler  # asyncio-throttle is untyped
+                    await throttler.__aenter__()
+            except BaseException:
+                semaphore.release()
+                raise
+        except BaseException:
+            endpoint.outstanding -= 1
+            raise
+        return endpoint
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        endpoint = self._endpoint
+        try:
+            if endpoint.throttler is not None:
+                throttler: Any = endpoint.throttler
+                await throttler.__aexit__(*exc_info)
+        finally:
+            self._semaphore.release()
+            endpoint.outstanding -= 1
 
 
 def _make_transport(

@@ -469,7 +469,10 @@ def _parse_choice(data: Mapping[str, Any]) -> Choice:
     message = data["message"]
     content = message.get("content") or ""
     server_reasoning = message.get("reasoning") or message.get("reasoning_content")
-    answer, reasoning = split_reasoning(content, server_reasoning)
+    if "think>" in content:  # `<think>` or `</think>`: thinking left in the text
+        answer, reasoning = split_reasoning(content, server_reasoning)
+    else:  # what `split_reasoning` gives without tags, for a fraction of its regex work
+        answer, reasoning = content.strip(), server_reasoning or None
     logprobs = None
     if data.get("logprobs") and data["logprobs"].get("content") is not None:
         logprobs = tuple(float(t["logprob"]) for t in data["logprobs"]["content"])
