@@ -42,12 +42,21 @@ class NodeSlot:
     @asynccontextmanager
     async def lent(self) -> AsyncIterator[asyncio.Semaphore]:
         """The slot given back for the block, which gets the semaphore its forked requests
-        each take a slot of. The slot is taken again when the block ends normally; a block
-        that raises ends the node, which then holds nothing to give back."""
+        each take a slot of. The slot is taken again when the block ends, also on an error
+        (the node goes on: its failure is recorded, or it is retried), but not when the node
+        is cancelled: it ends without waiting for a slot it would only give back."""
         if self._held:
             self._held = False
             self._semaphore.release()
-        yield self._semaphore
+        try:
+            yield self._semaphore
+        except Exception:
+            await self._take_back()
+            raise
+        else:
+            await self._take_back()
+
+    async def _take_back(self) -> None:
         await self._semaphore.acquire()
         self._held = True
 

@@ -20,6 +20,16 @@ async def test_a_lent_slot_is_free_during_the_block_and_held_again_after() -> No
     assert not semaphore.locked()
 
 
+async def test_a_fork_that_fails_gives_the_node_its_slot_back() -> None:
+    semaphore = asyncio.Semaphore(1)
+    async with NodeSlot(semaphore) as slot:
+        with pytest.raises(ValueError):
+            async with slot.lent():
+                raise ValueError("a thread failed")
+        assert semaphore.locked()  # the node, which goes on (retried or failed), holds it
+    assert not semaphore.locked()
+
+
 async def test_a_node_cancelled_while_lending_leaks_no_slot() -> None:
     semaphore = asyncio.Semaphore(2)
     forking = asyncio.Event()
