@@ -195,15 +195,21 @@ def _rewrite(value: Any, on_ref: Marker, on_template: Marker) -> Any:
     its callback returns; mappings and lists are rebuilt around them, other values kept."""
     if isinstance(value, str):  # the common leaf: cheaper than the ABC check below
         return value
-    if isinstance(value, dict | Mapping):  # a plain dict is checked without the ABC machinery
+    if isinstance(value, _MAPPING):
         if isinstance(value.get("$ref"), str):
             return on_ref(value)
         if isinstance(value.get("$template"), str):
             return on_template(value)
         return {k: _rewrite(v, on_ref, on_template) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, _SEQUENCE):
         return [_rewrite(v, on_ref, on_template) for v in value]
     return value
+
+
+_MAPPING = (dict, Mapping)
+"""A plain dict matches without the ABC machinery (a tuple: `dict | Mapping` written inside
+`isinstance` builds a new union on every call)."""
+_SEQUENCE = (list, tuple)
 
 
 class PlanBuilder:
@@ -366,7 +372,7 @@ def _as_text(value: Any) -> str:
 
 
 def _describe_value(value: Any) -> str:
-    if isinstance(value, dict | Mapping):
+    if isinstance(value, _MAPPING):
         if "$template" in value:
             return json.dumps(value["$template"], ensure_ascii=False)
         if "$ref" in value:
