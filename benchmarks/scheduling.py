@@ -14,7 +14,10 @@ warm-up run each, then `--repeats` rounds in a rotating order), and the medians 
 - plain asyncio: a future and a task per node, about the least any scheduler can do. It shows
   what the HTTP client alone costs here, and so the best efficiency reachable with it;
 - asyncio + OpenAIModel: the same, each node calling agentflow's `OpenAIModel.complete` (its
-  lean request path) directly: agentflow's client without its executor.
+  lean request path) directly: agentflow's client without its executor;
+- asyncio + aiohttp (HTTP only): the same, each node posting its request with a bare aiohttp
+  session (`json.dumps` out, `json.loads` back, nothing else): the least a Python client on
+  aiohttp costs here, and so the best efficiency any system built on it can reach.
 
 LangGraph and plain asyncio send the request agentflow's `llm` node sends (its prompt file and
 step settings) through an `AsyncOpenAI` client, as a user of them would, under a semaphore of
@@ -36,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import os
 import statistics
 import sys
@@ -45,6 +49,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -102,11 +108,40 @@ class InProcessServer:
         return stats
 
 
+class BareClient:
+    """aiohttp alone: the request body as JSON, the reply's text read back, no retries, types,
+    timing or error handling. A floor, not a client anyone should ship."""
+
+    def __init__(self, base_url: str) -> None:
+        self.url = f"{base_url}/chat/completions"
+        self.session: aiohttp.ClientSession | None = None
+
+    async def chat(self, prompt: str, settings: ModelSettings) -> str:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(headers={"Content-Type": "application/json"})
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": settings.temperature,
+            "max_tokens": settings.max_tokens,
+        }
+        async with self.session.post(self.url, data=json.dumps(body).encode()) as response:
+            data = json.loads(await response.read())
+        return str(data["choices"][0]["message"]["content"] or "")
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+Client = AsyncOpenAI | InProcessServer | Model | BareClient
+
+
 class Requester:
     """The request every LangGraph and plain-asyncio node makes: the body agentflow's `llm`
     node sends (its prompt file, its step settings), through `client` or in process."""
 
-    def __init__(self, client: AsyncOpenAI | InProcessServer | Model, concurrency: int) -> None:
+    def __init__(self, client: Client, concurrency: int) -> None:
         self.client = client
         self.gate = asyncio.Semaphore(concurrency)
         self.template = load_prompt("agentflow", "reasoning_step.md")
@@ -122,6 +157,8 @@ class Requester:
                 text = await self.client.reply()
             elif isinstance(self.client, Model):
                 text = (await self.client.complete([{"role": "user", "content": prompt}])).text
+            elif isinstance(self.client, BareClient):
+                text = await self.client.chat(prompt, self.settings)
             else:
                 response = await self.client.chat.completions.create(
                     model=MODEL,
@@ -146,6 +183,8 @@ class Backend:
     model_requester: Requester
     """Plain asyncio's through agentflow's model."""
     stats: Stats
+    bare_requester: Requester | None = None
+    """Plain asyncio's through bare aiohttp (HTTP only)."""
 
 
 @contextlib.asynccontextmanager
@@ -171,16 +210,19 @@ async def open_backend(
         http_client=make_http(server.base_url) if make_http else None,
     )
     model = OpenAIModel(MODEL, pool, settings=StaticPlanner.step_settings)
+    bare = BareClient(server.base_url)
     try:
         yield Backend(
             model=model,
             requester=Requester(client, args.concurrency),
             model_requester=Requester(model, args.concurrency),
+            bare_requester=Requester(bare, args.concurrency),
             stats=lambda: asyncio.to_thread(server.stats),
         )
     finally:
         await model.aclose()
         await client.close()
+        await bare.aclose()
 
 
 def _http_client_factory(name: str) -> HttpClientFactory | None:
@@ -348,6 +390,8 @@ async def run_shapes(args: argparse.Namespace, server: FakeServer | None) -> dic
                 plain_runner(dag, backend.requester),
                 plain_runner(dag, backend.model_requester, "asyncio+OpenAIModel"),
             ]
+            if backend.bare_requester is not None:
+                runners.append(plain_runner(dag, backend.bare_requester, "asyncio+aiohttp"))
             runs = await measure_shape(dag, runners, args, backend.stats)
             results[shape] = {
                 **describe(dag, args),
@@ -394,6 +438,13 @@ def report(shape: dict[str, Any]) -> str:
     above = {name: cpu[name] - cpu["asyncio"] for name in ("agentflow", "langgraph")}
     busy = ", ".join(f"{name} {s['client_busy']:.0%}" for name, s in systems.items())
     best = shape["bound_s"] / shape["list_schedule_s"]
+    bare = systems.get("asyncio+aiohttp")
+    floor = (
+        f"Bare aiohttp, the floor of any client built on it: efficiency "
+        f"{bare['efficiency']:.3f} at {bare['cpu_ms_per_node']:.3f} ms of CPU per node."
+        if bare
+        else ""
+    )
     return "\n".join(
         [
             f"\n### {shape['shape']}: {shape['nodes']} nodes, {shape['edges']} edges\n",
@@ -408,6 +459,7 @@ def report(shape: dict[str, Any]) -> str:
             f"A zero-overhead executor (first ready, first served) needs "
             f"{shape['list_schedule_s']:.3f} s here: efficiency {best:.3f} at best. "
             f"Load average {' '.join(map(str, shape['load_average']))}.",
+            *([floor] if floor else []),
         ]
     )
 
