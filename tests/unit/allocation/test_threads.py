@@ -305,22 +305,29 @@ async def test_an_empty_outline_runs_one_chain(fake: tuple[str, Server]) -> None
 # -- in process: cancellation, and models that cannot continue raw text ---------------------
 
 
-class BlockingTextModel(FunctionModel):
-    """Writes a three-thread outline, then every raw-text call waits until cancelled."""
+class ThreeThreadModel(FunctionModel):
+    """Writes a three-thread outline to every chat call and shows its raw prompt; subclasses
+    say how it continues raw text."""
 
-    def __init__(self) -> None:
-        super().__init__(self._outline, name="blocking")
-        self.started = 0
-        self.all_started = asyncio.Event()
-        self.cancelled = 0
-
-    def _outline(self, messages: Sequence[Message], *_: Any) -> str:
-        return json.dumps({"threads": ["apples", "pears", "plums"]})
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            lambda *_: json.dumps({"threads": ["apples", "pears", "plums"]}), name=name
+        )
 
     async def render_prompt(
         self, messages: Sequence[Message], chat_template_kwargs: Mapping[str, Any] | None = None
     ) -> str:
         return _template([dict(m) for m in messages])
+
+
+class BlockingTextModel(ThreeThreadModel):
+    """Every raw-text call waits until cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__(name="blocking")
+        self.started = 0
+        self.all_started = asyncio.Event()
+        self.cancelled = 0
 
     async def complete_text(
         self, prompt: str, settings: ModelSettings | None = None
@@ -381,20 +388,14 @@ async def test_a_model_that_cannot_continue_raw_text_runs_its_threads_as_chat_tu
     assert len(model.calls) == 4  # outline, two threads, join
 
 
-class CountingTextModel(FunctionModel):
-    """Outlines three threads per node; counts its raw-text calls in flight at once. Each call
-    waits until `expected` are in flight (or this model is told it never will be): a cap on
-    the calls, not their timing, decides the peak."""
+class CountingTextModel(ThreeThreadModel):
+    """Counts its raw-text calls in flight at once. Each call waits until `expected` are in
+    flight: a cap on the calls, not their timing, decides the peak."""
 
     def __init__(self, expected: int) -> None:
-        super().__init__(lambda *_: json.dumps({"threads": ["apples", "pears", "plums"]}))
+        super().__init__(name="counting")
         self.expected, self.running, self.peak, self.raw_calls = expected, 0, 0, 0
         self.full = asyncio.Event()
-
-    async def render_prompt(
-        self, messages: Sequence[Message], chat_template_kwargs: Mapping[str, Any] | None = None
-    ) -> str:
-        return _template([dict(m) for m in messages])
 
     async def complete_text(
         self, prompt: str, settings: ModelSettings | None = None
