@@ -20,6 +20,7 @@ from typing import Any, Literal, NewType
 import networkx as nx
 
 from agentflow.exceptions import PlanError
+from agentflow.passages import is_passages, render_passages
 from agentflow.tool import delimit
 
 __all__ = [
@@ -367,8 +368,16 @@ def _normalise(value: Any) -> Any:
     return value
 
 
+TEMPLATE_PASSAGES_BUDGET = 1500
+"""Characters of search hits pasted into a template, as the findings give each search."""
+
+
 def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else _to_json(value)
+    if isinstance(value, str):
+        return value
+    if is_passages(value):  # one line per hit, as everywhere else a prompt shows them
+        return render_passages(value, TEMPLATE_PASSAGES_BUDGET).text
+    return _to_json(value)
 
 
 def _describe_value(value: Any) -> str:

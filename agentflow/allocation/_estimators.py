@@ -18,6 +18,7 @@ import math
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 from agentflow.allocation._vote import answer_key
 from agentflow.exceptions import ModelHTTPError, UserError
 from agentflow.model import Message, ModelResponse, ModelSettings
+from agentflow.slots import lend_slot
 
 __all__ = [
     "ESTIMATORS",
@@ -198,8 +200,15 @@ class Agreement(DifficultyEstimator):
 
 
 async def _one_by_one(fast: FastDraw, settings: ModelSettings, count: int) -> ModelResponse:
-    """`count` single-sample requests at once, merged into one response."""
-    responses = await asyncio.gather(*(fast(settings) for _ in range(count)))
+    """`count` single-sample requests at once, merged into one response; each in an executor
+    slot of its own while the node lends its slot (`agentflow.slots`)."""
+
+    async def one(slot: AbstractAsyncContextManager[None]) -> ModelResponse:
+        async with slot:
+            return await fast(settings)
+
+    async with lend_slot() as slot:
+        responses = await asyncio.gather(*(one(slot) for _ in range(count)))
     usage = responses[0].usage
     for extra in responses[1:]:
         usage = usage + extra.usage

@@ -87,7 +87,7 @@ async def _in_parallel(send: Send, budget: Budget, tally: _Tally) -> None:
 
 
 async def _draw_in_parallel(
-    send: Send, budget: Budget, tally: _Tally, slot: AbstractAsyncContextManager[Any]
+    send: Send, budget: Budget, tally: _Tally, slot: AbstractAsyncContextManager[None]
 ) -> None:
     async def sample(index: int) -> ModelResponse:
         async with slot:

@@ -9,7 +9,7 @@
    prompt is that prefix plus its own instruction, continued through `/v1/completions`, so the
    server's prefix cache serves the shared part once. A model that cannot continue raw text
    (no `/tokenize` on its server, or not an `OpenAIModel`) gets each thread as one more chat
-   turn after the outline instead. The threads run at once in one `TaskGroup`, each in an
+   turn after the outline instead. The threads run at once, each in an
    executor slot of its own (the node lends its slot meanwhile: `agentflow.slots`), and appear
    in the trace as children of the node (`NodeRecord.parent`); cancelling the node cancels
    every thread still running.
@@ -334,23 +334,38 @@ async def _run_threads(
     items = weave.outline.items
     heads = [thread_instruction(i, len(items), item) for i, item in enumerate(items, start=1)]
     records = [_child(trace, node_id, i, item) for i, item in enumerate(items, start=1)]
-    try:
-        async with lend_slot() as slot, asyncio.TaskGroup() as group:
-            sends = [partial(fork.send, head, max_tokens) for head in heads]
-            tasks = [
-                group.create_task(_thread(send, slot, trace, record))
-                for send, record in zip(sends, records, strict=True)
-            ]
-    except ExceptionGroup as failed:
-        raise failed.exceptions[0] from None
+    sends = [partial(fork.send, head, max_tokens) for head in heads]
+    async with lend_slot() as slot:
+        tasks = [
+            asyncio.create_task(_thread(send, slot, trace, record))
+            for send, record in zip(sends, records, strict=True)
+        ]
+        await _all_or_first_failure(tasks)
     responses = [task.result() for task in tasks]
     weave.thread_tokens = [r.usage.completion_tokens for r in responses]
     return list(zip(heads, responses, strict=True))
 
 
+async def _all_or_first_failure(tasks: list[asyncio.Task[ModelResponse]]) -> None:
+    """Wait for every task; on the first failure, or when this task is cancelled, cancel the
+    rest and wait for them too, then raise it. Not a `TaskGroup`: on Python 3.11 a failing
+    child cancels the task waiting in one for good, so the node's own timeout, should it
+    expire afterwards, would surface as a bare cancellation instead of a timeout."""
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    failures = (task.exception() for task in tasks if not task.cancelled())
+    failure = next((exc for exc in failures if exc is not None), None)
+    if failure is not None:
+        raise failure
+
+
 async def _thread(
     send: Callable[[], Awaitable[ModelResponse]],
-    slot: AbstractAsyncContextManager[Any],
+    slot: AbstractAsyncContextManager[None],
     trace: Trace,
     record: NodeRecord,
 ) -> ModelResponse:

@@ -59,3 +59,22 @@ def test_render_output_renders_passages_and_leaves_other_values_as_json() -> Non
 def test_a_web_hit_keeps_its_address_for_fetch_page() -> None:
     hit = {"id": "u", "title": "Danube", "text": "A river.", "url": "https://e.org/d", "score": 1}
     assert render_passages([hit], 1000).text == "[Danube] (https://e.org/d) A river."
+
+
+def test_a_long_unbroken_text_still_shows_its_start() -> None:
+    # 3,000 characters the sentence splitter cannot split: cut at spaces into pieces of <= 300.
+    big = {"id": "b", "title": "Big", "text": "word " * 600}
+    rendered = render_passages([big], 400)
+    assert rendered.text == "[Big] " + " ".join(["word"] * 60) + " …"  # 299 + 8 characters
+    assert rendered.whole == frozenset()
+
+
+def test_hits_left_out_are_counted() -> None:
+    hits = [{"id": f"h{i}", "title": f"H{i}", "text": "a" * 200} for i in range(3)]
+    rendered = render_passages(hits, 450)  # two lines of 205 fit, the third does not
+    assert rendered.text.split("\n") == [
+        "[H0] " + "a" * 200,
+        "[H1] " + "a" * 200,
+        "(+1 more hit not shown)",
+    ]
+    assert rendered.whole == {"h0", "h1"}

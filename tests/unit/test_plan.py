@@ -44,6 +44,16 @@ def test_resolve_args_keeps_structure() -> None:
     }
 
 
+def test_search_hits_in_a_template_read_as_one_line_each() -> None:
+    hits = [{"id": "d1", "title": "Danube", "text": "The Danube is long.", "score": 3.2}]
+    outputs = {TaskId("l1"): hits, TaskId("n2"): {"year": 1096}}
+    args = {"q": {"$template": "Compare {l1} with {n2}"}, "raw": {"$ref": "l1"}}
+    assert resolve_args(args, outputs) == {
+        "q": 'Compare [Danube] The Danube is long. with {"year": 1096}',
+        "raw": hits,  # a reference hands the value itself to a tool
+    }
+
+
 def test_cycle_is_broken_at_the_back_edge() -> None:
     plan = validate_plan([node("a", "c"), node("b", "a"), node("c", "b")], tools=TOOLS)
     assert [n.id for n in plan.nodes] == ["a", "b", "c"]

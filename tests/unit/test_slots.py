@@ -7,6 +7,8 @@ import contextlib
 
 import pytest
 
+from agentflow.allocation._estimators import _one_by_one
+from agentflow.model import Choice, ModelResponse, ModelSettings, Usage
 from agentflow.slots import NodeSlot, current_slot, lend_slot
 
 
@@ -76,3 +78,51 @@ async def test_outside_an_executor_a_fork_has_no_cap() -> None:
     async with lend_slot() as slot:
         async with slot, slot, slot:  # entered by every forked request: never waits
             pass
+
+
+async def test_overlapping_forks_of_one_node_give_the_slot_back_once_and_take_it_once() -> None:
+    semaphore = asyncio.Semaphore(2)
+    both_lending = asyncio.Barrier(2)
+
+    async def fork(slot: NodeSlot) -> None:
+        async with slot.lent():
+            await asyncio.wait_for(both_lending.wait(), timeout=5)
+            assert semaphore._value == 2  # both lend the node's one slot: given back once
+
+    async with NodeSlot(semaphore) as slot:
+        await asyncio.gather(fork(slot), fork(slot))
+        assert semaphore._value == 1  # taken back once, by the last
+    assert semaphore._value == 2
+
+
+async def test_a_forked_request_has_no_node_slot_to_lend_again() -> None:
+    seen: list[object] = []
+
+    async def request(enter: contextlib.AbstractAsyncContextManager[None]) -> None:
+        async with enter:
+            seen.append(current_slot.get())
+
+    async with NodeSlot(asyncio.Semaphore(2)) as slot:
+        current_slot.set(slot)
+        async with lend_slot() as enter:
+            await asyncio.gather(request(enter), request(enter))
+        assert current_slot.get() is slot  # the node's own context is untouched
+    assert seen == [None, None]
+
+
+async def test_agreement_samples_of_a_node_stay_within_the_executor_slots() -> None:
+    running, peak = 0, 0
+
+    async def fast(settings: ModelSettings) -> ModelResponse:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        for _ in range(3):  # let every sample that may start do so before this one ends
+            await asyncio.sleep(0)
+        running -= 1
+        return ModelResponse(choices=(Choice(text="Answer: 1"),), usage=Usage(), model="m")
+
+    async with NodeSlot(asyncio.Semaphore(2)) as slot:
+        current_slot.set(slot)
+        merged = await asyncio.wait_for(_one_by_one(fast, ModelSettings(), 3), 5)
+    assert len(merged.choices) == 3 and peak == 2

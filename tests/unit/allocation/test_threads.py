@@ -31,7 +31,12 @@ from agentflow.allocation import (
     merge_near_duplicates,
     parse_outline,
 )
-from agentflow.allocation._threads import join_instruction, split_tokens, thread_instruction
+from agentflow.allocation._threads import (
+    _all_or_first_failure,
+    join_instruction,
+    split_tokens,
+    thread_instruction,
+)
 from agentflow.context import RunContext
 from agentflow.exceptions import UserError
 from agentflow.model import Choice, Message, ModelResponse, ModelSettings, Usage
@@ -502,3 +507,28 @@ def test_a_model_under_eval_overrides_can_still_continue_raw_text() -> None:
         OpenAIModel("m", "http://127.0.0.1:9/v1").with_overrides(overrides), TextModel
     )
     assert not isinstance(ScriptedModel([]).with_overrides(overrides), TextModel)
+
+
+async def test_a_failing_thread_leaves_its_node_able_to_time_out() -> None:
+    """On Python 3.11 a TaskGroup whose child fails cancels the waiting task for good: a node
+    timeout entered before the fork, expiring after it (say while the node waits to take its
+    slot back), would surface as a bare cancellation, recorded "cancelled", not "timed out"."""
+
+    async def fails() -> ModelResponse:
+        raise ValueError("thread failed")
+
+    async def waits() -> ModelResponse:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    tasks = [asyncio.create_task(fails()), asyncio.create_task(waits())]
+
+    async def node() -> None:
+        async with asyncio.timeout(1.0):  # the executor's node timeout
+            with pytest.raises(ValueError, match="thread failed"):
+                await _all_or_first_failure(tasks)
+            await asyncio.Event().wait()  # still running when the timeout expires
+
+    with pytest.raises(TimeoutError):
+        await asyncio.create_task(node())
+    assert tasks[1].cancelled()
