@@ -371,7 +371,9 @@ class OpenAIModel(Model):
     async def _status_error(self, endpoint: Endpoint, status: int, raw: bytes) -> Exception:
         body = raw.decode(errors="replace")
         message = f"the model server at {endpoint.base_url} answered HTTP {status}: {body[:500]}"
-        if status == 429 or status >= 500:
+        # 501 Not Implemented is the server saying it has no such route or feature (a server
+        # without vLLM's /tokenize): asking again cannot help, and the caller may fall back.
+        if status == 429 or (status >= 500 and status != 501):
             return _Retryable(ModelHTTPError(message, status_code=status, body=body), backoff=True)
         if status == 404 and "model" in body.lower():
             served = await _served_models(endpoint)

@@ -80,8 +80,8 @@ async def test_retries_on_429_and_5xx_then_succeeds(status: int) -> None:
     assert len(attempts) == 3
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 408, 409, 422])
-async def test_never_retries_other_4xx(status: int) -> None:
+@pytest.mark.parametrize("status", [400, 401, 403, 408, 409, 422, 501])
+async def test_never_retries_other_4xx_nor_not_implemented(status: int) -> None:
     attempts = []
 
     def handler(request: httpx2.Request) -> httpx2.Response:

@@ -141,8 +141,9 @@ class Server:
     requests: list[dict[str, Any]] = field(default_factory=list)
     barrier: threading.Barrier | None = None
     """Thread requests wait at it until all have arrived: they must be in flight together."""
-    tokenize: bool = True
-    """False: the server has no `/tokenize` (404 there), as servers other than vLLM."""
+    tokenize_status: int = 200
+    """Not 200: the server has no `/tokenize` and answers this there, as servers other than
+    vLLM do (404, 405 or 501)."""
 
 
 def _template(messages: list[dict[str, Any]]) -> str:
@@ -163,8 +164,8 @@ def _serve(path: str, body: dict[str, Any], server: Server) -> tuple[int, dict[s
         usage = {"prompt_tokens": 20, "completion_tokens": 12}
         return 200, {"model": "m", "choices": [{"message": message}], "usage": usage}
     if path == "/tokenize":
-        if not server.tokenize:
-            return 404, {"detail": "Not Found"}
+        if server.tokenize_status != 200:
+            return server.tokenize_status, {"detail": "Not Found"}
         rendered = _template(body["messages"])
         return 200, {"tokens": [ord(c) for c in rendered], "count": len(rendered)}
     if path == "/detokenize":
@@ -270,9 +271,13 @@ async def test_thread_prompts_share_a_byte_identical_prefix(fake: tuple[str, Ser
     assert "answer.t1" in result.trace.render()
 
 
-async def test_without_tokenize_the_threads_run_as_chat_turns(fake: tuple[str, Server]) -> None:
+@pytest.mark.parametrize("status", [404, 405, 501])
+async def test_without_tokenize_the_threads_run_as_chat_turns(
+    fake: tuple[str, Server], status: int
+) -> None:
     url, server = fake
-    server.outline, server.tokenize = ["multiply 6 by 7", "check by adding 7 six times"], False
+    server.outline = ["multiply 6 by 7", "check by adding 7 six times"]
+    server.tokenize_status = status
     server.barrier = threading.Barrier(2, timeout=10)
     result = await _ask(url, _threads_allocator())
 
