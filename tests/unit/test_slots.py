@@ -11,6 +11,8 @@ from agentflow.allocation._estimators import _one_by_one
 from agentflow.model import Choice, ModelResponse, ModelSettings, Usage
 from agentflow.slots import NodeSlot, current_slot, lend_slot
 
+from .inflight import InFlight
+
 
 async def test_a_lent_slot_is_free_during_the_block_and_held_again_after() -> None:
     semaphore = asyncio.Semaphore(1)
@@ -111,18 +113,13 @@ async def test_a_forked_request_has_no_node_slot_to_lend_again() -> None:
 
 
 async def test_agreement_samples_of_a_node_stay_within_the_executor_slots() -> None:
-    running, peak = 0, 0
+    inflight = InFlight()
 
     async def fast(settings: ModelSettings) -> ModelResponse:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        for _ in range(3):  # let every sample that may start do so before this one ends
-            await asyncio.sleep(0)
-        running -= 1
+        await inflight.hold()
         return ModelResponse(choices=(Choice(text="Answer: 1"),), usage=Usage(), model="m")
 
     async with NodeSlot(asyncio.Semaphore(2)) as slot:
         current_slot.set(slot)
         merged = await asyncio.wait_for(_one_by_one(fast, ModelSettings(), 3), 5)
-    assert len(merged.choices) == 3 and peak == 2
+    assert len(merged.choices) == 3 and inflight.peak == 2

@@ -18,6 +18,8 @@ from agentflow.exceptions import ModelHTTPError
 from agentflow.model import Choice, ModelResponse, Usage
 from agentflow.slots import NodeSlot, current_slot
 
+from ..inflight import InFlight
+
 
 @pytest.mark.parametrize(
     ("alpha", "beta", "expected"),
@@ -99,15 +101,10 @@ async def test_parallel_draw_cancels_what_is_still_out_when_the_vote_settles() -
 
 async def test_parallel_samples_of_a_node_stay_within_the_executor_slots() -> None:
     """The node's slot is lent to its samples: two slots, a window of six, two in flight."""
-    running, peak = 0, 0
+    inflight = InFlight()
 
     async def send(index: int, n: int) -> ModelResponse:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        for _ in range(3):  # let every sample that may start do so before this one ends
-            await asyncio.sleep(0)
-        running -= 1
+        await inflight.hold()
         return _response(f"Answer: {index}")  # never agree: all eight are drawn
 
     semaphore = asyncio.Semaphore(2)
@@ -116,7 +113,7 @@ async def test_parallel_samples_of_a_node_stay_within_the_executor_slots() -> No
         current_slot.set(slot)
         outcome = await asyncio.wait_for(draw_and_vote(send, budget, AdaptiveConsistency()), 5)
         assert semaphore._value == 1  # the node holds its slot again, and only it
-    assert outcome.drawn == 8 and peak == 2
+    assert outcome.drawn == 8 and inflight.peak == 2
 
 
 async def test_requests_of_n_are_judged_per_wave_and_the_leader_wins() -> None:
