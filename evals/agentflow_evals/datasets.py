@@ -1,7 +1,10 @@
-"""Evaluation datasets: the benchmark files of the shared data folder, and users' own files.
+"""Evaluation datasets: known benchmarks by name, and users' own files.
 
 `load_dataset("aime2024")` reads a known benchmark from the data folder (`data_dir`, else the
-`AGENTFLOW_DATA` environment variable, else `shared/data` beside the repository).
+`AGENTFLOW_DATA` environment variable, else the development data folder `shared/data` beside the
+repository). The small math sets (AIME 2024, AMC 23, MATH-500) also ship inside this package
+(`data/`, with their sources and licenses in `data/README.md`) and are read from there when the
+data folder lacks them, so an installed agentflow runs them anywhere.
 `load_dataset("my.jsonl")` reads records `{"id", "question", "answer", "aliases"?, "task"?}`;
 a `.csv` path is read in the BrowseComp scheme (columns id, problem, answer, canary).
 
@@ -21,25 +24,18 @@ import hashlib
 import io
 import json
 import os
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import (
-    AliasChoices,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    JsonValue,
     ValidationError,
 )
 
 from agentflow.exceptions import UserError
-from agentflow_evals.browsecomp import decrypt
-from agentflow_evals.mathgrade import parse_aime_integer
+from agentflow_evals import _records as records
+from agentflow_evals._records import EvalItem
 
 __all__ = [
     "GOLD_META_KEYS",
@@ -63,21 +59,6 @@ class DatasetError(UserError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalItem:
-    id: str
-    question: str = field(repr=False)
-    answers: tuple[str, ...] = field(repr=False)
-    """The gold answer first, then its aliases."""
-    task: str
-    """The scorer: "qa", "math", "aime" or "browsecomp"."""
-    meta: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def answer(self) -> str:
-        return self.answers[0]
-
-
-@dataclass(frozen=True, kw_only=True)
 class Dataset:
     name: str
     path: Path
@@ -93,228 +74,6 @@ class Dataset:
     """Every source file."""
 
 
-# --- record formats ---------------------------------------------------------------------------
-
-Text = Annotated[str, Field(min_length=1)]
-
-
-def _not_a_boolean(value: Any) -> Any:
-    if isinstance(value, bool):  # pydantic would read true as 1: a gold answer "1" nobody wrote
-        raise ValueError("a gold answer must be a string or a number, not true/false")
-    return value
-
-
-Scalar = Annotated[str | int | float, BeforeValidator(_not_a_boolean)]
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-
-class _Aime(_Record):
-    id: Text
-    problem: Text
-    answer: int
-    year: int | None = None
-    contest: str | None = None
-    problem_idx: int | None = None
-
-
-class _Amc(_Record):
-    id: int | str
-    problem: Text
-    answer: float | int
-    url: str | None = None
-
-
-class _Math500(_Record):
-    unique_id: Text
-    problem: Text
-    answer: Text
-    subject: str | None = None
-    level: int | str | None = None
-
-
-class _Spans(_Record):
-    spans: list[str]
-
-
-class _Passage(_Record):
-    title: str
-    is_supporting: bool = False
-
-
-class _HotpotIrcot(_Record):
-    question_id: Text
-    question_text: Text
-    answers_objects: list[_Spans]
-    contexts: list[_Passage] = []
-    type_derived: str | None = None
-
-
-class _Hotpot(_Record):
-    id: Text = Field(validation_alias="_id")
-    question: Text
-    answer: Text
-    type: str | None = None
-    supporting_facts: list[tuple[str, int]] = []
-
-
-class _Musique(_Record):
-    id: Text
-    question: Text
-    answer: Text
-    answer_aliases: list[str] = []
-    paragraphs: list[_Passage] = []
-
-
-class _FanOut(_Record):
-    id: Text
-    question: Text
-    answer: JsonValue
-
-
-class _ParallelQA(_Record):
-    id: int | str
-    question: Text
-    answer: Scalar
-    branch: int | None = None
-
-
-class _Bamboogle(_Record):
-    idx: int | str
-    question: Text
-    answer: Text
-
-
-class _User(_Record):
-    id: int | str | None = None
-    question: Text = Field(validation_alias=AliasChoices("question", "problem"))
-    answer: Scalar
-    aliases: list[str] = []
-    task: Literal["qa", "math", "aime"] = "qa"
-
-
-class _BrowseCompRow(_Record):
-    id: Text
-    problem: Text
-    answer: Text
-    canary: Text
-
-
-_NUMERIC = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-"""A gold answer that is just a number: compared as a number (ParallelQA)."""
-
-
-def _number_text(value: Scalar) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
-def _answers(*candidates: str) -> tuple[str, ...]:
-    answers = tuple(dict.fromkeys(a.strip() for a in candidates if a.strip()))
-    if not answers:
-        raise ValueError("no non-empty answer")
-    return answers
-
-
-def _titles(titles: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(titles))
-
-
-def _answer_text(value: JsonValue) -> str:
-    """FanOutQA's answers (string, number, list or dict) as one gold string."""
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {_answer_text(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return ", ".join(_answer_text(v) for v in value)
-    if value is None:
-        return ""
-    return _number_text(value) if isinstance(value, int | float) else str(value)
-
-
-def _aime(raw: dict[str, Any], line: int) -> EvalItem:
-    r = _Aime.model_validate(raw)
-    meta = {"year": r.year, "contest": r.contest, "problem_idx": r.problem_idx}
-    return EvalItem(id=r.id, question=r.problem, answers=(str(r.answer),), task="aime", meta=meta)
-
-
-def _amc(raw: dict[str, Any], line: int) -> EvalItem:
-    r = _Amc.model_validate(raw)
-    answers = (_number_text(r.answer),)
-    return EvalItem(id=str(r.id), question=r.problem, answers=answers, task="math", meta={})
-
-
-def _math500(raw: dict[str, Any], line: int) -> EvalItem:
-    r = _Math500.model_validate(raw)
-    meta = {"subject": r.subject, "level": r.level}
-    return EvalItem(
-        id=r.unique_id, question=r.problem, answers=_answers(r.answer), task="math", meta=meta
-    )
-
-
-def _hotpotqa(raw: dict[str, Any], line: int) -> EvalItem:
-    r = _HotpotIrcot.model_validate(raw)
-    answers = _answers(*(span for obj in r.answers_objects for span in obj.spans))
-    titles = _titles(c.title for c in r.contexts if c.is_supporting)
-    meta = {"type": r.type_derived, "supporting_titles": titles}
-    return EvalItem(
-        id=r.question_id, question=r.question_text, answers=answers, task="qa", meta=meta
-    )
-
-
-def _hotpotqa_train(raw: dict[str, Any], line: int) -> EvalItem:
-    r = _Hotpot.model_validate(raw)
-    meta = {"type": r.type, "supporting_titles": _titles(t for t, _ in r.supporting_facts)}
-    return EvalItem(id=r.id, question=r.question, answers=_answers(r.answer), task="qa", meta=meta)
-
-
-def _musique(raw: dict[str, Any], line: int) -> EvalItem:
-    r = _Musique.model_validate(raw)
-    titles = _titles(p.title for p in r.paragraphs if p.is_supporting)
-    meta = {"type": r.id.split("__")[0], "supporting_titles": titles}
-    answers = _answers(r.answer, *r.answer_aliases)
-    return EvalItem(id=r.id, question=r.question, answers=answers, task="qa", meta=meta)
-
-
-def _fanoutqa(raw: dict[str, Any], line: int) -> EvalItem:
-    r = _FanOut.model_validate(raw)
-    answers = _answers(_answer_text(r.answer))
-    meta = {"raw_answer": r.answer}
-    return EvalItem(id=r.id, question=r.question, answers=answers, task="fanout", meta=meta)
-
-
-def _parallelqa(raw: dict[str, Any], line: int) -> EvalItem:
-    r = _ParallelQA.model_validate(raw)
-    answers = _answers(_number_text(r.answer))
-    meta = {"branch": r.branch, "numeric": _NUMERIC.fullmatch(answers[0]) is not None}
-    return EvalItem(id=str(r.id), question=r.question, answers=answers, task="qa", meta=meta)
-
-
-def _bamboogle(raw: dict[str, Any], line: int) -> EvalItem:
-    r = _Bamboogle.model_validate(raw)
-    answers = _answers(r.answer)
-    return EvalItem(id=str(r.idx), question=r.question, answers=answers, task="qa", meta={})
-
-
-def _user(raw: dict[str, Any], line: int) -> EvalItem:
-    r = _User.model_validate(raw)
-    answers = _answers(_number_text(r.answer), *r.aliases)
-    if r.task == "aime" and parse_aime_integer(answers[0]) is None:
-        raise ValueError(f"task is aime but answer {answers[0]!r} is not an integer 0-999")
-    item_id = str(line) if r.id is None else str(r.id)
-    return EvalItem(id=item_id, question=r.question, answers=answers, task=r.task, meta={})
-
-
-def _browsecomp(raw: dict[str, Any], line: int) -> EvalItem:
-    r = _BrowseCompRow.model_validate(raw)
-    question, answer = decrypt(r.problem, r.canary), decrypt(r.answer, r.canary)
-    answers = _answers(answer)
-    meta = {"sensitive": True, "canary": r.canary}  # the key that protects its reply on disk
-    return EvalItem(id=r.id, question=question, answers=answers, task="browsecomp", meta=meta)
-
-
 # --- known datasets ---------------------------------------------------------------------------
 
 _Parser = Callable[[dict[str, Any], int], EvalItem]
@@ -326,31 +85,95 @@ class _Source:
     """Relative to the data folder."""
     task: str
     parse: _Parser
+    origin: str
+    """Where the public original is, for the error that says a file is missing."""
     corpus: bool = False
     """The passages are in the pooled corpus: items get `meta["corpus"]`."""
+    packaged: bool = False
+    """A copy ships in this package's `data/` folder."""
 
+
+_MATHARENA = "github.com/eth-sri/matharena @ 81f103e, data/aime/"
+_QWEN_MATH = "github.com/QwenLM/Qwen2.5-Math @ a45202b, evaluation/data/amc23/test.jsonl"
+_SIMPLERL = (
+    "github.com/hkust-nlp/simpleRL-reason @ cf1c785, "
+    "examples/simplelr_math_eval/data/math500/test.jsonl"
+)
+_IRCOT_HOTPOT = (
+    "github.com/xindili-cmu/anlp-project-multihop @ 11ba729, "
+    "processed_data/hotpotqa/dev_subsampled.jsonl"
+)
+_HIPPORAG = "github.com/OSU-NLP-Group/HippoRAG @ 3d95d25"
+_KAG = "github.com/OpenSPG/KAG @ b754d91 (MuSiQue dev, answerable)"
+_FANOUT = "github.com/zhudotexe/fanoutqa @ 989f4c4, fanoutqa/data/fanout-final-dev.json"
+_LLMCOMPILER = "github.com/SqueezeAILab/LLMCompiler @ a00c9d3, datasets/parallelqa_dataset.json"
+_BAMBOOGLE = "github.com/RUCAIBox/R1-Searcher @ 631167c"
+_BROWSECOMP = "openaipublic.blob.core.windows.net/simple-evals/browse_comp_test_set.csv"
 
 _SOURCES: dict[str, _Source] = {
-    "aime2024": _Source(file="math/aime2024.jsonl", task="aime", parse=_aime),
-    "amc23": _Source(file="math/amc23.jsonl", task="math", parse=_amc),
-    "math500": _Source(file="math/math500.jsonl", task="math", parse=_math500),
+    "aime2024": _Source(
+        file="math/aime2024.jsonl",
+        task="aime",
+        parse=records.aime,
+        origin=_MATHARENA,
+        packaged=True,
+    ),
+    "amc23": _Source(
+        file="math/amc23.jsonl", task="math", parse=records.amc, origin=_QWEN_MATH, packaged=True
+    ),
+    "math500": _Source(
+        file="math/math500.jsonl",
+        task="math",
+        parse=records.math500,
+        origin=_SIMPLERL,
+        packaged=True,
+    ),
     "hotpotqa": _Source(
-        file="multihop/hotpotqa_dev.jsonl", task="qa", parse=_hotpotqa, corpus=True
+        file="multihop/hotpotqa_dev.jsonl",
+        task="qa",
+        parse=records.hotpotqa,
+        origin=_IRCOT_HOTPOT,
+        corpus=True,
     ),
     "hotpotqa-train": _Source(
-        file="multihop/hotpotqa_train100.jsonl", task="qa", parse=_hotpotqa_train, corpus=True
+        file="multihop/hotpotqa_train100.jsonl",
+        task="qa",
+        parse=records.hotpotqa_train,
+        origin=_HIPPORAG,
+        corpus=True,
     ),
-    "musique": _Source(file="multihop/musique_dev.jsonl", task="qa", parse=_musique, corpus=True),
+    "musique": _Source(
+        file="multihop/musique_dev.jsonl",
+        task="qa",
+        parse=records.musique,
+        origin=_KAG,
+        corpus=True,
+    ),
     "musique-train": _Source(
-        file="multihop/musique_train100.jsonl", task="qa", parse=_musique, corpus=True
+        file="multihop/musique_train100.jsonl",
+        task="qa",
+        parse=records.musique,
+        origin=_HIPPORAG,
+        corpus=True,
     ),
-    "fanoutqa": _Source(file="planning/fanoutqa_dev.jsonl", task="fanout", parse=_fanoutqa),
-    "parallelqa": _Source(file="planning/parallelqa.jsonl", task="qa", parse=_parallelqa),
-    "bamboogle": _Source(file="web/bamboogle.jsonl", task="qa", parse=_bamboogle),
+    "fanoutqa": _Source(
+        file="planning/fanoutqa_dev.jsonl", task="fanout", parse=records.fanoutqa, origin=_FANOUT
+    ),
+    "parallelqa": _Source(
+        file="planning/parallelqa.jsonl", task="qa", parse=records.parallelqa, origin=_LLMCOMPILER
+    ),
+    "bamboogle": _Source(
+        file="web/bamboogle.jsonl", task="qa", parse=records.bamboogle, origin=_BAMBOOGLE
+    ),
     "browsecomp": _Source(
-        file="web/browsecomp_subset50_encrypted.csv", task="browsecomp", parse=_browsecomp
+        file="web/browsecomp_subset50_encrypted.csv",
+        task="browsecomp",
+        parse=records.browsecomp,
+        origin=_BROWSECOMP + " (the subset is from github.com/dayoon-ko/HybridDeepSearcher)",
     ),
 }
+PACKAGED_DATA = Path(__file__).resolve().parent / "data"
+"""The question sets that ship with this package (`_Source.packaged`)."""
 
 _LOCAL = "multihop-local"
 _LOCAL_PARTS = ("hotpotqa", "musique")
@@ -361,23 +184,28 @@ def dataset_names() -> list[str]:
 
 
 def default_data_dir() -> Path:
-    """`AGENTFLOW_DATA`, else `shared/data` beside the repository this package lives in."""
+    """`AGENTFLOW_DATA`, else the development data folder beside the repository."""
     configured = os.environ.get("AGENTFLOW_DATA")
-    if configured:
-        return Path(configured).expanduser()
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return Path(configured).expanduser() if configured else _DEV_DATA
+
+
+_DEV_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+"""The development data folder of a checkout (`shared/data` beside the repository)."""
 
 
 def load_dataset(name_or_path: str, *, data_dir: Path | None = None) -> Dataset:
-    """A known dataset by name (see `dataset_names()`), or a `.jsonl`/`.csv` file by path."""
-    root = data_dir if data_dir is not None else default_data_dir()
+    """A known dataset by name (see `dataset_names()`), or a `.jsonl`/`.csv` file by path.
+
+    Known datasets are looked for in `data_dir` if given, else in `AGENTFLOW_DATA` and then the
+    development data folder; the packaged math sets are found in this package last."""
+    roots = _roots(data_dir)
     if name_or_path == _LOCAL:
-        return _load_local(root)
+        return _load_local(roots)
     if name_or_path in _SOURCES:
-        return _load_source(name_or_path, root)
+        return _load_source(name_or_path, roots)
     path = Path(name_or_path).expanduser()
     if path.suffix in (".jsonl", ".csv") or path.exists():
-        return _load_path(path, root)
+        return _load_path(path, roots)
     raise DatasetError(
         f"unknown dataset {name_or_path!r}: not a known name and not a .jsonl/.csv file; "
         f"known names: {', '.join(dataset_names())}"
@@ -386,32 +214,42 @@ def load_dataset(name_or_path: str, *, data_dir: Path | None = None) -> Dataset:
 
 def describe_datasets(data_dir: Path | None = None) -> list[dict[str, Any]]:
     """One row per known dataset: name, task, file, and items (a count, or "missing")."""
-    root = data_dir if data_dir is not None else default_data_dir()
-    rows = [
-        {
-            "name": name,
-            "task": source.task,
-            "file": source.file,
-            "items": _count(root / source.file),
-        }
-        for name, source in _SOURCES.items()
-    ]
-    parts = [_count(root / _SOURCES[p].file) for p in _LOCAL_PARTS]
-    total = sum(p for p in parts if isinstance(p, int))
+    roots = _roots(data_dir)
+    rows = []
+    for name, source in _SOURCES.items():
+        found = _locate(source, roots)
+        items = _count(found[0]) if found else "missing"
+        rows.append({"name": name, "task": source.task, "file": source.file, "items": items})
+    parts = [_locate(_SOURCES[p], roots) for p in _LOCAL_PARTS]
+    complete = all(parts) and all(_corpus(found[1]) for found in parts if found)
     rows.append(
         {
             "name": _LOCAL,
             "task": "qa",
             "file": " + ".join(_SOURCES[p].file for p in _LOCAL_PARTS) + " + corpus/*.jsonl",
-            "items": "missing" if "missing" in parts or not _corpus(root) else total,
+            "items": sum(_count(f[0]) for f in parts if f) if complete else "missing",
         }
     )
     return sorted(rows, key=lambda row: str(row["name"]))
 
 
-def _count(path: Path) -> int | str:
-    if not path.is_file():
-        return "missing"
+def _roots(data_dir: Path | None) -> list[Path]:
+    if data_dir is not None:
+        return [data_dir]
+    configured = os.environ.get("AGENTFLOW_DATA")
+    return [Path(configured).expanduser(), _DEV_DATA] if configured else [_DEV_DATA]
+
+
+def _locate(source: _Source, roots: list[Path]) -> tuple[Path, Path] | None:
+    """The first copy of `source`'s file, and the data folder it is in (for its corpus)."""
+    candidates = [*roots, PACKAGED_DATA] if source.packaged else roots
+    for root in candidates:
+        if (root / source.file).is_file():
+            return root / source.file, root
+    return None
+
+
+def _count(path: Path) -> int:
     lines = sum(1 for line in path.read_bytes().split(b"\n") if line.strip())
     return lines - 1 if path.suffix == ".csv" and lines else lines  # minus the header
 
@@ -419,14 +257,12 @@ def _count(path: Path) -> int | str:
 # --- loading ----------------------------------------------------------------------------------
 
 
-def _load_source(name: str, root: Path) -> Dataset:
+def _load_source(name: str, roots: list[Path]) -> Dataset:
     source = _SOURCES[name]
-    path = root / source.file
-    if not path.is_file():
-        raise DatasetError(
-            f"dataset {name!r} needs {path}, which does not exist; point AGENTFLOW_DATA "
-            "(or --data-dir) at the folder holding math/, multihop/, planning/, web/"
-        )
+    found = _locate(source, roots)
+    if found is None:
+        raise _missing(name, [source.file], roots)
+    path, root = found
     dataset = _read(path, name, source.parse)
     corpus = _corpus(root) if source.corpus else []
     if not corpus:
@@ -435,11 +271,29 @@ def _load_source(name: str, root: Path) -> Dataset:
     return replace(dataset, items=items)
 
 
-def _load_local(root: Path) -> Dataset:
+def _missing(name: str, files: list[str], roots: list[Path]) -> DatasetError:
+    where = " or ".join(str(root) for root in roots)
+    origins = (
+        "; ".join(f"{s.file}: {s.origin}" for s in _SOURCES.values() if s.file in files)
+        or "HotpotQA, MuSiQue and 2WikiMultihopQA paragraphs (see the data folder's README)"
+    )
+    return DatasetError(
+        f"dataset {name!r} needs {', '.join(files)}, not found in {where}. Point "
+        f"AGENTFLOW_DATA (or --data-dir) at a folder holding them; the public originals: {origins}"
+    )
+
+
+def _load_local(roots: list[Path]) -> Dataset:
+    found = {name: _locate(_SOURCES[name], roots) for name in _LOCAL_PARTS}
+    missing = [_SOURCES[name].file for name, where in found.items() if where is None]
+    first = found[_LOCAL_PARTS[0]]
+    if missing or first is None:
+        raise _missing(_LOCAL, missing, roots)
+    root = first[1]
     corpus = _corpus(root)
     if not corpus:
-        raise DatasetError(f"{_LOCAL} needs the passage files in {root / 'corpus'}: none found")
-    parts = [_load_source(name, root) for name in _LOCAL_PARTS]
+        raise _missing(_LOCAL, [str(Path("corpus") / "*.jsonl")], [root])
+    parts = [_load_source(name, [root]) for name in _LOCAL_PARTS]
     items = tuple(
         replace(item, id=f"{part.name}/{item.id}", meta={**item.meta, "source": part.name})
         for part in parts
@@ -464,16 +318,17 @@ def _corpus(root: Path) -> list[str]:
     return sorted(str(p) for p in folder.glob("*.jsonl")) if folder.is_dir() else []
 
 
-def _load_path(path: Path, root: Path) -> Dataset:
+def _load_path(path: Path, roots: list[Path]) -> Dataset:
     if not path.is_file():
         raise DatasetError(f"dataset file {path} does not exist (or is not a file)")
     for name, source in _SOURCES.items():
-        if (root / source.file).resolve() == path.resolve():
-            return _load_source(name, root)
+        for root in [*roots, PACKAGED_DATA] if source.packaged else roots:
+            if (root / source.file).resolve() == path.resolve():
+                return _load_source(name, [root])
     if path.suffix == ".jsonl":
-        return _read(path, path.stem, _user)
+        return _read(path, path.stem, records.user)
     if path.suffix == ".csv":
-        return _read(path, path.stem, _browsecomp)
+        return _read(path, path.stem, records.browsecomp)
     raise DatasetError(
         f"cannot read {path}: expected a .jsonl file of {{id, question, answer}} records "
         "or a BrowseComp-scheme .csv (columns id, problem, answer, canary)"

@@ -7,18 +7,35 @@ from pathlib import Path
 import pytest
 
 from agentflow.exceptions import UserError
+from agentflow_evals import datasets
 from agentflow_evals.browsecomp import encrypt
 from agentflow_evals.datasets import (
     GOLD_META_KEYS,
+    PACKAGED_DATA,
     DatasetError,
     dataset_names,
     default_data_dir,
     describe_datasets,
     load_dataset,
 )
+from tests.devdata import DATA, needs
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no shared data at {DATA}")
+BESIDE_THE_CLONE = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+FILES = {
+    "aime2024": "math/aime2024.jsonl",
+    "amc23": "math/amc23.jsonl",
+    "math500": "math/math500.jsonl",
+    "hotpotqa": "multihop/hotpotqa_dev.jsonl",
+    "hotpotqa-train": "multihop/hotpotqa_train100.jsonl",
+    "musique": "multihop/musique_dev.jsonl",
+    "musique-train": "multihop/musique_train100.jsonl",
+    "fanoutqa": "planning/fanoutqa_dev.jsonl",
+    "parallelqa": "planning/parallelqa.jsonl",
+    "bamboogle": "web/bamboogle.jsonl",
+    "browsecomp": "web/browsecomp_subset50_encrypted.csv",
+}
+PACKAGED = ("aime2024", "amc23", "math500")
+needs_all = needs(*FILES.values(), "corpus/*.jsonl")
 
 COUNTS = {
     "aime2024": 30,
@@ -38,15 +55,23 @@ COUNTS = {
 
 def test_default_data_dir_is_beside_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AGENTFLOW_DATA", raising=False)
-    assert default_data_dir() == DATA
+    assert default_data_dir() == BESIDE_THE_CLONE
     monkeypatch.setenv("AGENTFLOW_DATA", "/somewhere/else")
     assert default_data_dir() == Path("/somewhere/else")
 
 
-@needs_data
-@pytest.mark.parametrize("name", sorted(COUNTS))
+def _with_its_data(name: str) -> object:
+    if name in PACKAGED:
+        return name
+    if name == "multihop-local":
+        return pytest.param(name, marks=needs(FILES["hotpotqa"], FILES["musique"], "corpus/*"))
+    corpus = ["corpus/*.jsonl"] if "hotpotqa" in name or "musique" in name else []
+    return pytest.param(name, marks=needs(FILES[name], *corpus))
+
+
+@pytest.mark.parametrize("name", [_with_its_data(name) for name in sorted(COUNTS)])
 def test_every_known_dataset_loads_cleanly(name: str) -> None:
-    dataset = load_dataset(name, data_dir=DATA)
+    dataset = load_dataset(name, data_dir=None if name in PACKAGED else DATA)
     assert len(dataset.items) == COUNTS[name]
     assert dataset.issues == ()
     assert len({item.id for item in dataset.items}) == len(dataset.items)
@@ -60,34 +85,68 @@ def test_names_are_listed() -> None:
     assert set(dataset_names()) == set(COUNTS)
 
 
-@needs_data
+@needs_all
 def test_describe_counts_items_without_parsing() -> None:
     rows = {row["name"]: row for row in describe_datasets(DATA)}
     assert {name: row["items"] for name, row in rows.items()} == COUNTS
     assert rows["aime2024"]["task"] == "aime"
 
 
-def test_describe_marks_missing_files(tmp_path: Path) -> None:
-    rows = describe_datasets(tmp_path)
-    assert {row["items"] for row in rows} == {"missing"}
+def test_describe_marks_missing_files_and_counts_the_packaged_sets(tmp_path: Path) -> None:
+    rows = {row["name"]: row["items"] for row in describe_datasets(tmp_path)}
+    assert {rows.pop(name) for name in PACKAGED} == {COUNTS[name] for name in PACKAGED}
+    assert set(rows.values()) == {"missing"}
 
 
-@needs_data
+@pytest.mark.parametrize("name", PACKAGED)
+def test_the_math_sets_ship_in_the_package_and_load_with_no_data_folder(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTFLOW_DATA", str(tmp_path / "nothing-here"))
+    monkeypatch.setattr(datasets, "_DEV_DATA", tmp_path / "no-checkout-here")
+    dataset = load_dataset(name)
+    assert dataset.path == PACKAGED_DATA / FILES[name] and len(dataset.items) == COUNTS[name]
+    assert (PACKAGED_DATA / "README.md").read_text().count("MIT") >= 3  # the attribution
+    if (DATA / FILES[name]).is_file():  # the copy is the development file, byte for byte
+        assert dataset.sha256 == load_dataset(name, data_dir=DATA).sha256
+
+
+def test_agentflow_data_wins_over_the_packaged_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "math").mkdir()
+    _write(
+        tmp_path / "math" / "aime2024.jsonl", [json.dumps({"id": "x", "problem": "p", "answer": 7})]
+    )
+    monkeypatch.setenv("AGENTFLOW_DATA", str(tmp_path))
+    assert [item.answer for item in load_dataset("aime2024").items] == ["7"]
+
+
+def test_a_missing_set_names_its_files_and_the_public_original(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError) as info:
+        load_dataset("hotpotqa", data_dir=tmp_path)
+    message = str(info.value)
+    assert "multihop/hotpotqa_dev.jsonl" in message and str(tmp_path) in message
+    assert "AGENTFLOW_DATA" in message and "github.com/xindili-cmu/anlp-project-multihop" in message
+    with pytest.raises(DatasetError, match=r"multihop/musique_dev.jsonl"):
+        load_dataset("multihop-local", data_dir=tmp_path)
+
+
 def test_math_formats() -> None:
-    aime = load_dataset("aime2024", data_dir=DATA)
+    aime = load_dataset("aime2024")
     first = aime.items[0]
     assert (first.id, first.answers, first.task) == ("2024-I-1", ("204",), "aime")
     assert first.meta["year"] == 2024
-    amc = load_dataset("amc23", data_dir=DATA)
+    amc = load_dataset("amc23")
     assert amc.task == "math"
     assert amc.items[0].answers == ("27",)  # 27.0 in the file
-    math500 = load_dataset("math500", data_dir=DATA)
+    math500 = load_dataset("math500")
     assert math500.items[0].answer == "\\left( 3, \\frac{\\pi}{2} \\right)"
     assert math500.items[0].id == "test/precalculus/807.json"
     assert "solution" not in math500.items[0].meta
 
 
-@needs_data
+@needs(FILES["hotpotqa"], "corpus/*.jsonl")
 def test_hotpotqa_types_titles_and_corpus() -> None:
     hotpot = load_dataset("hotpotqa", data_dir=DATA)
     types = Counter(item.meta["type"] for item in hotpot.items)
@@ -99,7 +158,7 @@ def test_hotpotqa_types_titles_and_corpus() -> None:
     assert len(corpus) == 5 and all(Path(p).is_file() for p in corpus)
 
 
-@needs_data
+@needs_all
 def test_no_gold_paragraphs_leak_into_questions_or_meta() -> None:
     raw = json.loads((DATA / "multihop" / "musique_dev.jsonl").read_text().splitlines()[0])
     gold = next(p["paragraph_text"] for p in raw["paragraphs"] if p["is_supporting"])
@@ -109,7 +168,7 @@ def test_no_gold_paragraphs_leak_into_questions_or_meta() -> None:
             assert gold not in item.question
 
 
-@needs_data
+@needs(FILES["musique"], FILES["musique-train"])
 def test_musique_aliases_follow_the_answer() -> None:
     musique = load_dataset("musique", data_dir=DATA)
     assert all("hop" in item.meta["type"] for item in musique.items)
@@ -119,14 +178,14 @@ def test_musique_aliases_follow_the_answer() -> None:
     assert train.items[0].answers == ("G. Stanley Hall", "Stanley Hall")
 
 
-@needs_data
+@needs(FILES["hotpotqa-train"])
 def test_hotpotqa_train_reads_the_original_format() -> None:
     item = load_dataset("hotpotqa-train", data_dir=DATA).items[0]
     assert (item.id, item.answer) == ("5a77ec115542992a6e59dff7", "a spirit")
     assert item.meta["supporting_titles"] == ["Alû", "Lilu (mythology)"]
 
 
-@needs_data
+@needs(FILES["hotpotqa"], FILES["musique"], "corpus/*.jsonl")
 def test_multihop_local_pools_both_sets_with_prefixed_ids() -> None:
     local = load_dataset("multihop-local", data_dir=DATA)
     prefixes = Counter(item.id.split("/")[0] for item in local.items)
@@ -135,7 +194,7 @@ def test_multihop_local_pools_both_sets_with_prefixed_ids() -> None:
     assert len(local.files) == 2 and local.task == "qa"
 
 
-@needs_data
+@needs(FILES["fanoutqa"])
 def test_fanoutqa_answers_become_one_string() -> None:
     items = {item.id: item for item in load_dataset("fanoutqa", data_dir=DATA).items}
     first = items["7dcbbbdc7f1120cd"]
@@ -144,7 +203,7 @@ def test_fanoutqa_answers_become_one_string() -> None:
     assert "raw_answer" in GOLD_META_KEYS
 
 
-@needs_data
+@needs(FILES["parallelqa"], FILES["bamboogle"])
 def test_parallelqa_and_bamboogle() -> None:
     parallel = load_dataset("parallelqa", data_dir=DATA).items[0]
     assert (parallel.id, parallel.answer, parallel.meta["branch"]) == ("1", "Mariana Trench", 2)
@@ -152,7 +211,7 @@ def test_parallelqa_and_bamboogle() -> None:
     assert (bamboogle.id, bamboogle.answer) == ("1", "james madison")
 
 
-@needs_data
+@needs(FILES["browsecomp"])
 def test_browsecomp_decrypts_in_memory_without_showing_plaintext() -> None:
     dataset = load_dataset("browsecomp", data_dir=DATA)
     assert dataset.task == "browsecomp"
@@ -163,9 +222,8 @@ def test_browsecomp_decrypts_in_memory_without_showing_plaintext() -> None:
     assert "question" not in repr(dataset.items[0]) and "answers" not in repr(dataset.items[0])
 
 
-@needs_data
 def test_a_known_file_by_path_loads_as_its_dataset() -> None:
-    dataset = load_dataset(str(DATA / "math" / "aime2024.jsonl"), data_dir=DATA)
+    dataset = load_dataset(str(PACKAGED_DATA / "math" / "aime2024.jsonl"))
     assert dataset.name == "aime2024" and dataset.task == "aime"
 
 
@@ -242,8 +300,6 @@ def test_empty_missing_and_unknown(tmp_path: Path) -> None:
         load_dataset(str(tmp_path / "absent.jsonl"))
     with pytest.raises(DatasetError, match="known names: aime2024, amc23"):
         load_dataset("aime2025")
-    with pytest.raises(DatasetError, match="needs .* which does not exist"):
-        load_dataset("aime2024", data_dir=tmp_path)
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(DatasetError, match="cannot read"):
         load_dataset(str(tmp_path / "notes.txt"))
