@@ -9,8 +9,7 @@ from agentflow.cli import main
 from agentflow.tool import ToolError
 from agentflow_tools.search import LocalIndex, make_search_tool
 from agentflow_tools.search import local as local_module
-
-SHARED_CORPUS = Path(__file__).parents[3].parent / "shared" / "data" / "corpus"
+from tests.devdata import DATA, needs
 
 
 @pytest.fixture(autouse=True)
@@ -114,8 +113,9 @@ def test_missing_corpus_is_a_clear_error(
     assert "corpus file not found" in capsys.readouterr().err
 
 
+@needs("corpus/hotpotqa_dev_paragraphs.jsonl")
 def test_cli_search_json_on_the_shared_corpus(capsys: pytest.CaptureFixture[str]) -> None:
-    corpus = SHARED_CORPUS / "hotpotqa_dev_paragraphs.jsonl"
+    corpus = DATA / "corpus" / "hotpotqa_dev_paragraphs.jsonl"
     assert main(["search", "Corliss Archer", "--corpus", str(corpus), "--json", "-k", "3"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert len(hits) == 3
