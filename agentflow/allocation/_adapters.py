@@ -74,6 +74,18 @@ class ThinkingAdapter(ABC):
     ) -> tuple[list[Message], ModelSettings]:
         """Set the family's thinking switch and the token caps."""
 
+    def quiet(self, settings: ModelSettings) -> ModelSettings:
+        """`settings` for a side call in fast mode (a difficulty rating, a decomposition): the
+        thinking switch off, the caller's own `max_tokens` kept (not the fast budget's). A model
+        that cannot switch thinking off gets its fast thinking cap on top of that; a model
+        without thinking gets `settings` as they are (no prompt steering: the caller's prompt
+        and schema shape the answer)."""
+        if not self.can_think:
+            return settings
+        own = settings.max_tokens
+        _, quiet = self.switch([], settings, Budget(mode="fast", max_tokens=own or 0))
+        return quiet if own is not None else replace(quiet, max_tokens=None)
+
 
 class ChatTemplateSwitch(ThinkingAdapter):
     """A boolean in `chat_template_kwargs` (Qwen3's `enable_thinking`, others' `thinking`)."""

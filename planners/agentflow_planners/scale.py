@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from agentflow.allocation import FAST, adapter_for, last_boxed
+from agentflow.allocation import adapter_for, last_boxed
 from agentflow.answers import extract_answer
 from agentflow.context import RunContext
 from agentflow.exceptions import ExecutionError, ModelOutputError
@@ -73,10 +73,8 @@ class ScalePlanner(Planner):
         messages = [
             {"role": "user", "content": prompt("scale_decompose.md", problem=state.question)}
         ]
-        adapter = adapter_for(ctx.model.name)
-        settings = self.decompose_settings
-        if adapter.can_think:  # the thinking switch only: a JSON call takes no prompt steering
-            _, settings = adapter.apply(messages, settings, FAST)
+        # Thinking off, the decomposition's own token cap kept (not the fast budget's 160).
+        settings = adapter_for(ctx.model.name).quiet(self.decompose_settings)
         try:
             decomposition, _ = await ctx.complete_structured(messages, Decomposition, settings)
             steps = [s.strip() for s in decomposition.steps if s.strip()]
