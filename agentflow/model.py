@@ -25,6 +25,7 @@ __all__ = [
     "RequestTiming",
     "StreamDelta",
     "Usage",
+    "sample_seed",
     "split_reasoning",
 ]
 
@@ -43,9 +44,17 @@ class ModelSettings:
     max_tokens: int | None = None
     n: int = 1
     seed: int | None = None
+    """The base seed. An eval's override replaces every call's own (`Model.with_overrides`);
+    samples of one vote keep apart through `sample`, which no override touches."""
+    sample: int | None = None
+    """Which sample of several of one request this is (a vote's, an estimator's). With a
+    `seed`, the request goes out with `request_seed` (distinct per sample, reproducible);
+    without one, it is ignored (the server samples at random anyway)."""
     stop: tuple[str, ...] | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
+    repetition_penalty: float | None = None
+    """vLLM's penalty on tokens already seen (1.0 is none): the guard against a reply that loops."""
     priority: int | None = None
     """vLLM request priority (lower is served first; needs `--scheduling-policy priority`)."""
     chat_template_kwargs: Mapping[str, Any] | None = None
@@ -59,6 +68,13 @@ class ModelSettings:
     idle_timeout: float | None = None
     """Seconds a streamed answer may send no byte before its connection counts as dead (retried
     if nothing reached the caller yet); `None` keeps the model's default."""
+
+    @property
+    def request_seed(self) -> int | None:
+        """The seed to send: `seed` itself, or for sample `i` of several `sample_seed(seed, i)`."""
+        if self.seed is None or self.sample is None:
+            return self.seed
+        return sample_seed(self.seed, self.sample)
 
     def merged(self, other: ModelSettings | None) -> ModelSettings:
         """These settings with every field `other` sets explicitly taken from `other`."""
@@ -97,6 +113,23 @@ class Usage:
             "total_tokens": self.total_tokens,
             "model_calls": self.calls,
         }
+
+
+_SEED_RANGE = 2**31 - 2**20
+"""Spread bases stay below 2**31 with room for a million samples above them."""
+
+
+def sample_seed(seed: int, sample: int) -> int:
+    """The seed of sample `sample` drawn under base `seed`: `spread(seed) + sample`.
+
+    `+ sample` is vLLM's own rule for the requests of one `n` (its i-th child gets the
+    request's seed + i), so a request of `n` samples starting at sample `i`, sent with the seed
+    of sample `i`, draws the same seeds as one request per sample. The spread (a multiplicative
+    hash) keeps the samples of base seeds next to each other apart: an eval gives its k samples
+    of an item the bases `seed + j`, and without it sample 1 of one would be sample 0 of the
+    next, so two of an item's runs would share draws."""
+    spread = (seed * 0x9E3779B1 + 0x632BE5AB) % _SEED_RANGE
+    return spread + sample
 
 
 _UNSET: dict[str, Any] = dict(vars(ModelSettings()))
@@ -225,9 +258,16 @@ class Model(ABC):
         schema: type[SchemaT],
         settings: ModelSettings | None = None,
     ) -> tuple[SchemaT, ModelResponse]:
-        """A completion constrained to `schema` and parsed into it."""
-        response = await self.complete(messages, settings, json_schema=schema.model_json_schema())
-        return response.parse(schema), response
+        """A completion constrained to `schema` and parsed into it; a reply that loops or is cut
+        off is salvaged, or asked again once under a repetition guard (`agentflow._structured`)."""
+        from agentflow import _structured  # builds on this module
+
+        request = _structured.request_schema(schema)
+
+        async def send(chosen: ModelSettings | None) -> ModelResponse:
+            return await self.complete(messages, chosen, json_schema=request)
+
+        return await _structured.complete_structured(send, schema, settings, lambda _: None)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most fakes hold nothing
         """Release connections. A model may be used again afterwards: it reconnects."""

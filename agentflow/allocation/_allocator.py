@@ -144,7 +144,8 @@ class NodeAllocation:
             *,
             json_schema: Mapping[str, Any] | None = None,
         ) -> ModelResponse:
-            response = await complete(messages, settings, json_schema=json_schema)
+            quiet = self.adapter.quiet(settings)  # a rating is no place for thinking
+            response = await complete(messages, quiet, json_schema=json_schema)
             return self._count("estimate", response)
 
         fast_budget = self.allocator.fast
@@ -194,8 +195,7 @@ class NodeAllocation:
         sampled: list[int] = []
 
         async def send(index: int, n: int) -> ModelResponse:
-            seed = None if settings.seed is None else settings.seed + index
-            extra = ModelSettings(n=n, seed=seed)
+            extra = ModelSettings(n=n, sample=index)  # its seed: the run's, per sample
             response = await self._send(messages, settings, budget, complete, extra)
             sampled.extend([response.usage.completion_tokens // max(1, n)] * n)
             return response

@@ -176,7 +176,7 @@ class Agreement(DifficultyEstimator):
         self.samples, self.temperature = max(2, samples), temperature
 
     async def estimate(self, step: Step, complete: Complete, fast: FastDraw) -> Estimate:
-        settings = ModelSettings(n=self.samples, temperature=self.temperature)
+        settings = ModelSettings(n=self.samples, temperature=self.temperature, sample=0)
         note = None
         try:
             response = await fast(settings)
@@ -203,12 +203,12 @@ async def _one_by_one(fast: FastDraw, settings: ModelSettings, count: int) -> Mo
     """`count` single-sample requests at once, merged into one response; each in an executor
     slot of its own while the node lends its slot (`agentflow.slots`)."""
 
-    async def one(slot: AbstractAsyncContextManager[None]) -> ModelResponse:
-        async with slot:
-            return await fast(settings)
+    async def one(slot: AbstractAsyncContextManager[None], index: int) -> ModelResponse:
+        async with slot:  # each its own sample: its own seed when the run has one
+            return await fast(replace(settings, sample=index))
 
     async with lend_slot() as slot:
-        responses = await asyncio.gather(*(one(slot) for _ in range(count)))
+        responses = await asyncio.gather(*(one(slot, i) for i in range(count)))
     usage = responses[0].usage
     for extra in responses[1:]:
         usage = usage + extra.usage

@@ -67,8 +67,9 @@ def _sampling(s: ModelSettings) -> dict[str, Any]:
     fields = {
         "temperature": s.temperature,
         "top_p": s.top_p,
+        "repetition_penalty": s.repetition_penalty,
         "max_tokens": s.max_tokens,
-        "seed": s.seed,
+        "seed": s.request_seed,
         "stop": list(s.stop) if s.stop else None,
         "priority": (s.priority if s.priority is not None else current_priority()) or None,
     }
