@@ -8,12 +8,13 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from agentflow import _structured
 from agentflow.allocation import Allocator, Step, load_allocator
 from agentflow.context import RunContext, RunLimits
-from agentflow.exceptions import ExecutionError, ModelError, UserError
+from agentflow.exceptions import ExecutionError, ModelError, ModelOutputError, UserError
 from agentflow.executor import Executor, LLMStepRunner
 from agentflow.model import Model, Usage
-from agentflow.plan import TaskNode
+from agentflow.plan import LLM_KIND, TaskNode
 from agentflow.planner import Answer, Planner, Replan, RunState
 from agentflow.registry import load_planner
 from agentflow.tool import Tool, Toolset, render_output
@@ -143,6 +144,9 @@ class Agent:
                     trace.replans += 1
                     state.replan_reasons.append(decision.reason)
                     trace.emit("replan", reason=decision.reason)
+        except ModelOutputError as exc:  # the model's own failure: offer what it did write
+            best = _structured.best_effort_text(exc.body, "answer") or _last_reasoning(state)
+            raise ExecutionError(str(exc), trace=trace, best_answer=best) from exc
         except ModelError as exc:
             raise ExecutionError(str(exc), trace=trace) from exc
         raise ExecutionError(
@@ -162,6 +166,16 @@ class Agent:
             return await run_llm(node, args, replace(ctx, allocation=allocation))
 
         return allocated
+
+
+def _last_reasoning(state: RunState) -> str:
+    """The output of the reasoning step that finished last, if one finished."""
+    done = [
+        result
+        for node_id, result in state.results.items()
+        if result.ok and (node := state.nodes.get(node_id)) is not None and node.kind == LLM_KIND
+    ]
+    return str(done[-1].output).strip() if done else ""
 
 
 def _step(node: TaskNode, args: dict[str, Any], state: RunState, problem: str) -> Step:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from agentflow import _structured
 from agentflow.allocation import NodeAllocation, TextModel
 from agentflow.exceptions import LimitExceededError, UserError
 from agentflow.model import Message, Model, ModelResponse, ModelSettings
@@ -94,10 +95,17 @@ class RunContext:
         *,
         node_id: str | None = None,
     ) -> tuple[SchemaT, ModelResponse]:
-        response = await self.complete(
-            messages, settings, node_id=node_id, json_schema=schema.model_json_schema()
-        )
-        return response.parse(schema), response
+        """`complete` under `schema`, parsed; a reply that loops or is cut off is salvaged or
+        asked again once under a repetition guard, noted in the trace (`agentflow._structured`)."""
+        request = _structured.request_schema(schema)
+
+        async def send(chosen: ModelSettings | None) -> ModelResponse:
+            return await self.complete(messages, chosen, node_id=node_id, json_schema=request)
+
+        def note(text: str) -> None:
+            self.trace.emit("repaired", node_id, text=text)
+
+        return await _structured.complete_structured(send, schema, settings, note)
 
     async def stream(
         self,

@@ -112,9 +112,12 @@ class ModelOutputError(ModelResponseError):
 class ExecutionError(AgentflowError):
     """A run stopped before it had an answer; `trace` holds what was done until then."""
 
-    def __init__(self, message: str, *, trace: Any = None) -> None:
+    def __init__(self, message: str, *, trace: Any = None, best_answer: str = "") -> None:
         super().__init__(message)
         self.trace = trace
+        self.best_answer = best_answer
+        """What the run can still offer as an answer (the unusable final reply's text, or the
+        last reasoning step's output), with no claim that it is right; "" if nothing."""
 
 
 class LimitExceededError(ExecutionError):

@@ -22,6 +22,7 @@ EventType = Literal[
     "cancelled",
     "replan",
     "summary",
+    "repaired",
     "answer",
 ]
 

@@ -41,10 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except ExecutionError as exc:
-        if getattr(args, "json", False) and isinstance(exc.trace, Trace):
-            print(json.dumps({"error": str(exc), "trace": exc.trace.as_dict()}, indent=2))
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _execution_error(exc, args)
     except AgentflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -54,6 +51,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `agentflow ... | head`: the reader left, nothing is wrong here
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _execution_error(exc: ExecutionError, args: argparse.Namespace) -> int:
+    """A run that stopped: its trace (with --json), and the best answer it had, if it had one,
+    printed as the answer with a warning (exit 0); else the error (exit 1)."""
+    best = exc.best_answer if getattr(args, "prints_best_answer", False) else ""
+    if getattr(args, "json", False) and isinstance(exc.trace, Trace):
+        answer = {"answer": best} if best else {}
+        print(json.dumps({**answer, "error": str(exc), "trace": exc.trace.as_dict()}, indent=2))
+    elif best:
+        print(best)
+    if best:
+        print(
+            f"warning: the run could not finish ({exc}); printed its best answer", file=sys.stderr
+        )
+        return 0
+    print(f"error: {exc}", file=sys.stderr)
+    return 1
 
 
 def _join_action(arguments: list[str], commands: Commands) -> list[str]:

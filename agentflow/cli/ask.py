@@ -62,7 +62,8 @@ def register(commands: Commands, common: CommandContext) -> None:
     )
     _add_limits(ask)
     add_allocation_options(ask)
-    ask.set_defaults(handler=partial(_ask, common))
+    # a run that stops on an unusable model reply still prints the best answer it had
+    ask.set_defaults(handler=partial(_ask, common), prints_best_answer=True)
 
 
 def _add_limits(ask: argparse.ArgumentParser) -> None:

@@ -92,7 +92,11 @@ class FinalAnswer(BaseModel):
 class JoinDecision(BaseModel):
     enough: bool = Field(description="true if the findings answer the question")
     answer: str = Field(max_length=MAX_REPLY_CHARS, description="the final answer, or a guess")
-    missing: str = Field(max_length=200, description="what is still unknown, empty if nothing")
+    missing: str = Field(
+        default="", max_length=200, description="what is still unknown, empty if nothing"
+    )
+    """The default is for salvaging a reply cut off inside this field (the answer came first);
+    the schema sent still requires it (`agentflow._structured.request_schema`)."""
 
 
 JOIN_SETTINGS = ModelSettings(temperature=0.0, max_tokens=400)
