@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -157,10 +158,31 @@ def delimit(node_id: str, text: str) -> str:
     search result read as quoted material, not as part of the prompt.
 
     Every tag inside the text that could open or close a fence (`</result>`, `</RESULT >`,
-    `< result id="x">`, in any case or spacing) loses its `<`, so the data can neither close
-    its own block nor forge another one."""
-    safe = _FENCE_TAG.sub("‹", text)
-    return f'<result id="{node_id}">\n{safe}\n</result>'
+    `< result id="x">`, in any case or spacing, and in look-alike forms: fullwidth `＜/result＞`,
+    zero-width or other invisible characters inside) loses its `<`, so the data can neither
+    close its own block nor forge another one."""
+    return f'<result id="{node_id}">\n{_defuse(text)}\n</result>'
 
 
 _FENCE_TAG = re.compile(r"<(?=\s*/?\s*result\b)", re.IGNORECASE)
+_INVISIBLE = {"Cf", "Mn", "Me"}
+"""Unicode categories left out when looking for tags: format characters, combining marks."""
+
+
+def _defuse(text: str) -> str:
+    """`text` with the `<` (or look-alike) of every fence tag replaced by `‹`.
+
+    Tags are found in a folded view of the text (NFKC, with format characters such as zero-width
+    spaces and combining marks dropped), but only the `<` changes: the rest of the data (`x²`, `ﬁ`,
+    fullwidth digits) is left as it was."""
+    if text.isascii():
+        return _FENCE_TAG.sub("‹", text)
+    folded: list[str] = []
+    origin: list[int] = []  # the index in `text` of each character of `folded`
+    for index, char in enumerate(text):
+        if unicodedata.category(char) not in _INVISIBLE:
+            form = unicodedata.normalize("NFKC", char)
+            folded += form
+            origin += [index] * len(form)
+    tags = {origin[match.start()] for match in _FENCE_TAG.finditer("".join(folded))}
+    return "".join("‹" if index in tags else char for index, char in enumerate(text))
