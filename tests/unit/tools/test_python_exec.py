@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from agentflow_tools.python_exec import (
     MAX_CODE_CHARS,
     PythonSandbox,
     UnisolatedWarning,
+    _cgroup,
     _namespace,
     available_isolation,
     make_python_tool,
@@ -207,8 +209,85 @@ def test_the_view_never_holds_the_root_or_the_home(
     assert "/usr" in paths
 
 
+def test_the_view_never_holds_what_the_sandbox_mounts_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for prefix in ("/tmp", tempfile.gettempdir(), "/dev", "/proc", _namespace.HOME):
+        monkeypatch.setattr(sys, "prefix", prefix)
+        assert prefix not in _namespace.readable_paths()
+    monkeypatch.setattr(sys, "prefix", "/tmp/a venv")
+    assert "/tmp/a venv" in _namespace.readable_paths()  # bound on top of the private /tmp
+
+
+def _fake_cgroups(tmp_path: Path) -> Path:
+    """A cgroup v2 tree on disk whose `/a` hands memory and pids to its children, and the
+    `/proc/self` of a process in `/a/b`."""
+    root = tmp_path / "cgroup"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "cgroup.subtree_control").write_text("cpu memory pids\n")
+    (root / "a" / "cgroup.subtree_control").write_text("memory pids\n")
+    (root / "a" / "b" / "cgroup.subtree_control").write_text("")
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "mountinfo").write_text(f"30 23 0:26 / {root} rw,nosuid - cgroup2 cgroup2 rw\n")
+    (proc / "cgroup").write_text("0::/a/b\n")
+    return proc
+
+
+def test_runs_get_cgroups_under_the_nearest_one_that_offers_them(tmp_path: Path) -> None:
+    parent = _cgroup.parent(_fake_cgroups(tmp_path))
+    assert parent == tmp_path / "cgroup" / "a"
+    group = _cgroup.create(parent, memory_bytes=1 << 28, processes=6)
+    assert group is not None
+    assert group.path.parent == parent
+    assert (group.path / "memory.max").read_text() == str(1 << 28)
+    assert (group.path / "pids.max").read_text() == "6"
+    (group.path / "memory.events").write_text("oom 2\noom_kill 1\n")
+    assert group.oom_kills() == 1
+
+
+def test_without_a_cgroup_v2_that_offers_memory_and_pids_there_is_none(tmp_path: Path) -> None:
+    proc = _fake_cgroups(tmp_path)
+    (tmp_path / "cgroup" / "a" / "cgroup.subtree_control").write_text("memory\n")
+    (tmp_path / "cgroup" / "cgroup.subtree_control").write_text("cpu\n")
+    assert _cgroup.parent(proc) is None
+    cgroup_v1 = "30 23 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+    (proc / "mountinfo").write_text(cgroup_v1)
+    assert _cgroup.parent(proc) is None
+
+
+@needs_namespaces
+async def test_a_run_with_a_cgroup_joins_it_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kernel's enforcement needs a real cgroup v2; this checks what agentflow does with one.
+    parent = _cgroup.parent(_fake_cgroups(tmp_path))
+    assert parent is not None
+    found = _namespace.Probe(works=True, reason="", cgroups=parent)
+    monkeypatch.setattr(_namespace, "probe", lambda: found)
+    monkeypatch.setattr(_cgroup, "_REMOVE_SECONDS", 0.0)
+    monkeypatch.delenv(ISOLATION_ENV, raising=False)
+    result = await run_code("import os\nos.memfd_create('x')\nprint('memfd')")
+    assert (result.stdout, result.memory_bound) == ("memfd\n", "cgroup")  # charged to it
+    [group] = [path for path in parent.iterdir() if path.name.startswith("agentflow-python-")]
+    assert (group / "cgroup.procs").read_text() == "0\n"  # the run moved itself there
+    assert (group / "pids.max").read_text() == str(PythonSandbox().max_processes + 2)
+
+
+@needs_namespaces
+async def test_without_a_cgroup_memfd_is_refused_and_the_result_says_so() -> None:
+    if _namespace.probe().cgroups is not None:
+        pytest.skip("runs get a cgroup here, which bounds memfd memory instead")
+    result = await run_code("import os\nos.memfd_create('x')")
+    assert "OSError: [Errno 38] Function not implemented" in result.stderr
+    assert result.memory_bound == "rlimit"
+    result = await run_code("b = bytearray(1 << 40)")
+    assert "MemoryError" in result.stderr
+    assert f"memory bound: {result.memory_bound}" in result.render()
+
+
 def _no_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
-    broken = _namespace.Probe(works=False, reason="unshare not found")
+    broken = _namespace.Probe(works=False, reason="unshare not found", unsupported=True)
     monkeypatch.setattr(_namespace, "probe", lambda: broken)
     monkeypatch.delenv(ISOLATION_ENV, raising=False)
 
@@ -223,6 +302,26 @@ async def test_without_namespaces_nothing_runs(
         await run_code("print('ran')", sandbox)
     with pytest.raises(UserError):
         await make_python_tool(sandbox).call({"code": "print('ran')"})
+
+
+async def test_a_sandbox_that_fails_to_start_says_why_without_offering_the_weak_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reason = "setpriv: failed to execute /x/bin/python: No such file or directory"
+    broken = _namespace.Probe(works=False, reason=reason)
+    monkeypatch.setattr(_namespace, "probe", lambda: broken)
+    monkeypatch.delenv(ISOLATION_ENV, raising=False)
+    with pytest.raises(UserError, match="sandbox failed to start") as raised:
+        await run_code("print('ran')")
+    assert reason in str(raised.value)
+    assert "namespaces" not in str(raised.value)
+    assert "audit-hook" not in str(raised.value)
+
+
+def test_a_refused_unshare_means_no_namespaces_here() -> None:
+    assert _namespace._unsupported("unshare: unshare failed: Operation not permitted")
+    assert _namespace._unsupported("x; unshare: write failed /proc/self/uid_map: Permission denied")
+    assert not _namespace._unsupported("setpriv: failed to execute /x: No such file or directory")
 
 
 async def test_the_weak_mode_is_opt_in_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -246,10 +345,31 @@ async def test_the_isolation_is_fixed_when_the_tool_is_made(
         await strict.call({"code": "print('ran')"})
 
 
-def test_an_unknown_isolation_setting_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_unknown_isolation_setting_fails_the_calls_with_the_valid_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ISOLATION_ENV, "nmaespace")
+    typo = make_python_tool()  # no error yet: the tools must still import
+    expected = f"{ISOLATION_ENV}='nmaespace' is not a valid setting: use 'namespace'.*'audit-hook'"
+    with pytest.raises(UserError, match=expected) as raised:
+        await typo.call({"code": "print('ran')"})
+    assert "\n" not in str(raised.value)
+    monkeypatch.setenv(ISOLATION_ENV, "audit-hook")  # the setting was read when the tool was made
+    with pytest.raises(UserError, match="nmaespace"):
+        await typo.call({"code": "print('ran')"})
     monkeypatch.setenv(ISOLATION_ENV, "none")
-    with pytest.raises(UserError, match=f"{ISOLATION_ENV}='none'"):
-        make_python_tool()
+    with pytest.raises(UserError, match=expected.replace("nmaespace", "none")):
+        await run_code("print('ran')")
+
+
+def test_an_unknown_isolation_setting_leaves_other_commands_alone() -> None:
+    code = "from agentflow.cli import main\nmain(['--version'])"
+    env = {**os.environ, ISOLATION_ENV: "nmaespace"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("agentflow ")
 
 
 @needs_namespaces

@@ -57,12 +57,14 @@ from typing import Literal
 
 from agentflow.exceptions import UserError
 from agentflow.tool import Tool, ToolError, tool
-from agentflow_tools.python_exec import _namespace
+from agentflow_tools.python_exec import _cgroup, _namespace
+from agentflow_tools.python_exec._prelude import PRELUDE, Settings
 
 __all__ = [
     "ISOLATION_ENV",
     "MAX_CODE_CHARS",
     "Isolation",
+    "MemoryBound",
     "PythonResult",
     "PythonSandbox",
     "UnisolatedWarning",
@@ -74,68 +76,20 @@ __all__ = [
 ]
 
 Isolation = Literal["auto", "namespace", "audit-hook"]
+MemoryBound = Literal["cgroup", "rlimit"]
 
 ISOLATION_ENV = "AGENTFLOW_PYTHON_ISOLATION"
 """Read by `isolation="auto"`: "namespace" (the default) or "audit-hook" (weak, opt-in)."""
 MAX_CODE_CHARS = 100_000
 _DRAIN_GRACE = 1.0
 """Seconds to finish reading output after the process group is killed."""
+_DESCRIPTORS = 64
+"""Open files per process in the namespace sandbox: plenty for maths, and few memfds or
+pipes."""
 
 
 class UnisolatedWarning(UserWarning):
     """A Python tool was built that runs model-written code without real isolation."""
-
-
-# Runs in the child before the model's code; the limits arrive in sys.argv[1:].
-_PRELUDE = r"""
-def _sandbox():
-    import ast, resource, sys, traceback, types
-    cpu, memory, files, processes, block_network = (int(a) for a in sys.argv[1:])
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (files, files))
-    if processes:
-        resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
-    blocked = {
-        "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
-        "os.fork", "os.forkpty", "pty.spawn",
-    }
-    if block_network:
-        blocked |= {
-            "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
-            "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
-        }
-
-    def deny(event, args):
-        if event in blocked:
-            raise PermissionError(f"{event}: not allowed in this sandbox")
-
-    sys.addaudithook(deny)
-    sys.argv = ["main.py"]
-    main = types.ModuleType("__main__")
-    main.__file__ = "main.py"
-    sys.modules["__main__"] = main
-    with open("main.py", encoding="utf-8") as file:
-        source = file.read()
-    try:
-        tree = ast.parse(source, "main.py")
-        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        exec(compile(tree, "main.py", "exec"), main.__dict__)
-        if last is not None:
-            value = eval(compile(ast.Expression(last.value), "main.py", "eval"), main.__dict__)
-            if value is not None:
-                print(repr(value))
-    except SystemExit:
-        raise
-    except BaseException as exc:
-        own = isinstance(exc, SyntaxError) and exc.filename == "main.py"
-        traceback.print_exception(type(exc), exc, None if own else exc.__traceback__.tb_next)
-        sys.exit(1)
-
-
-_sandbox()
-"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,9 +127,14 @@ class PythonResult:
     stdout_cut: int = 0
     """Bytes of stdout left out of `stdout`."""
     stderr_cut: int = 0
+    memory_bound: MemoryBound | None = None
+    """How the run's memory was bounded: "cgroup" (`memory.max` and `pids.max` over the whole
+    run), "rlimit" (per-process limits, no memfd, tmpfs and SysV shm at the scratch size), or
+    None (audit-hook mode: per-process limits only, no sandbox)."""
 
     def render(self) -> str:
-        """The result as the model reads it."""
+        """The result as the model reads it; a run killed or out of memory also says how its
+        memory was bounded."""
         lines = [f"killed: {self.killed}" if self.killed else f"exit status {self.exit_code}"]
         if self.stdout:
             lines.append(f"stdout:\n{self.stdout.rstrip()}")
@@ -183,7 +142,15 @@ class PythonResult:
             lines.append(f"stderr:\n{self.stderr.rstrip()}")
         if not (self.stdout or self.stderr):
             lines.append("(no output)")
+        if self.memory_bound and (self.killed or "MemoryError" in self.stderr):
+            lines.append(_BOUNDS[self.memory_bound])
         return "\n".join(lines)
+
+
+_BOUNDS: dict[MemoryBound, str] = {
+    "cgroup": "memory bound: cgroup (one limit for all of the run's processes)",
+    "rlimit": "memory bound: rlimit (a limit per process; memfd_create is not available)",
+}
 
 
 async def run_code(code: str, sandbox: PythonSandbox | None = None) -> PythonResult:
@@ -197,14 +164,15 @@ async def run_code(code: str, sandbox: PythonSandbox | None = None) -> PythonRes
     if len(code) > MAX_CODE_CHARS:
         raise ToolError(f"the code is too long ({len(code)} characters, at most {MAX_CODE_CHARS})")
     namespace = chosen_isolation(sandbox.isolation) == "namespace"
-    if namespace:
-        await _require_namespaces()
+    found = await _require_namespaces() if namespace else None
     with tempfile.TemporaryDirectory(prefix="agentflow-python-") as workdir:
         (Path(workdir) / "main.py").write_text(code, encoding="utf-8")
-        if namespace:
-            (Path(workdir) / "root").mkdir()  # where the sandbox's own root is mounted
-        argv = _command(namespace, workdir, sandbox)
-        return await _execute(argv, workdir, sandbox, namespace=namespace)
+        run = _contain(found, workdir, sandbox)
+        try:
+            return await _execute(_command(run, workdir, sandbox), workdir, sandbox, run)
+        finally:
+            if run.group is not None:
+                await asyncio.to_thread(run.group.remove)
 
 
 def available_isolation() -> Literal["namespace"] | None:
@@ -218,28 +186,71 @@ def chosen_isolation(isolation: Isolation) -> Literal["namespace", "audit-hook"]
         return isolation
     value = os.environ.get(ISOLATION_ENV, "").strip() or "namespace"
     if value not in ("namespace", "audit-hook"):
-        raise UserError(f"{ISOLATION_ENV}={value!r}: expected 'namespace' or 'audit-hook'")
+        raise UserError(
+            f"{ISOLATION_ENV}={value!r} is not a valid setting: use 'namespace' (the default, "
+            f"a sandbox) or 'audit-hook' (no sandbox)"
+        )
     return "namespace" if value == "namespace" else "audit-hook"
 
 
-async def _require_namespaces() -> None:
+async def _require_namespaces() -> _namespace.Probe:
     found = await asyncio.to_thread(_namespace.probe)
-    if not found.works:
+    if found.works:
+        return found
+    if found.unsupported:
         raise UserError(
-            f"run_python needs Linux namespaces to isolate code and they do not work here "
-            f"({found.reason}); it runs nothing without them. To run model-written code with no "
-            f"real isolation anyway, set {ISOLATION_ENV}=audit-hook"
+            f"run_python cannot isolate code on this machine: {found.reason}. It runs nothing "
+            f"without isolation; to run model-written code unisolated anyway (no sandbox), set "
+            f"{ISOLATION_ENV}=audit-hook"
         )
+    raise UserError(
+        f"run_python's sandbox failed to start, so it runs nothing: {found.reason} "
+        f"(interpreter {sys.executable})"
+    )
 
 
-def _command(namespace: bool, workdir: str, sandbox: PythonSandbox) -> list[str]:
-    processes = sandbox.max_processes if namespace else 0  # as our own uid it would count ours
-    limits = (sandbox.cpu_seconds, sandbox.memory_bytes, sandbox.file_bytes, processes)
-    python = [sys.executable, "-I", "-u", "-X", "utf8", "-c", _PRELUDE]
-    python += [*map(str, limits), str(int(not namespace))]
-    if not namespace:
+@dataclass(frozen=True, kw_only=True)
+class _Run:
+    """How one run is contained."""
+
+    namespace: bool
+    group: _cgroup.RunGroup | None = None
+    """The run's own cgroup, where the host offers one (namespace mode)."""
+
+    @property
+    def memory_bound(self) -> MemoryBound | None:
+        if not self.namespace:
+            return None
+        return "cgroup" if self.group is not None else "rlimit"
+
+
+def _contain(found: _namespace.Probe | None, workdir: str, sandbox: PythonSandbox) -> _Run:
+    if found is None:
+        return _Run(namespace=False)
+    (Path(workdir) / "root").mkdir()  # where the sandbox's own root is mounted
+    if found.cgroups is None:
+        return _Run(namespace=True)
+    # Besides the code's processes, the run holds unshare and the sandbox's shell (PID 1).
+    processes = sandbox.max_processes + 2
+    group = _cgroup.create(found.cgroups, memory_bytes=sandbox.memory_bytes, processes=processes)
+    return _Run(namespace=True, group=group)
+
+
+def _command(run: _Run, workdir: str, sandbox: PythonSandbox) -> list[str]:
+    settings = Settings(
+        cpu_seconds=sandbox.cpu_seconds,
+        memory_bytes=sandbox.memory_bytes,
+        file_bytes=sandbox.file_bytes,
+        processes=sandbox.max_processes if run.namespace else 0,  # as us it would count ours
+        descriptors=_DESCRIPTORS if run.namespace else 0,
+        block_network=not run.namespace,
+        deny_memfd=run.memory_bound == "rlimit",
+    )
+    python = [sys.executable, "-I", "-u", "-X", "utf8", "-c", PRELUDE, *settings.arguments()]
+    if not run.namespace:
         return python
-    return _namespace.command(workdir, sandbox.scratch_bytes, python)
+    argv = _namespace.command(workdir, sandbox.scratch_bytes, python)
+    return run.group.join(argv) if run.group is not None else argv
 
 
 def _environment(home: str) -> dict[str, str]:
@@ -256,13 +267,13 @@ def _environment(home: str) -> dict[str, str]:
 
 
 async def _execute(
-    argv: list[str], workdir: str, sandbox: PythonSandbox, *, namespace: bool
+    argv: list[str], workdir: str, sandbox: PythonSandbox, run: _Run
 ) -> PythonResult:
     stdout, stderr = _Capture(sandbox.output_bytes), _Capture(sandbox.output_bytes)
     process = await asyncio.create_subprocess_exec(
         *argv,
         cwd=workdir,
-        env=_environment(_namespace.HOME if namespace else workdir),
+        env=_environment(_namespace.HOME if run.namespace else workdir),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -283,14 +294,16 @@ async def _execute(
     finally:
         _kill_group(process.pid)
         await process.wait()
-    status = _Status.of(process.returncode, namespace=namespace)
+    status = _Status.of(process.returncode, namespace=run.namespace)
+    out_of_memory = run.group is not None and run.group.oom_kills() > 0
     return PythonResult(
         stdout=stdout.text(),
         stderr=stderr.text(),
         exit_code=status.exit_code,
-        killed=_kill_reason(status.signal, timed_out, sandbox),
+        killed=_kill_reason(status.signal, timed_out, sandbox, out_of_memory=out_of_memory),
         stdout_cut=stdout.cut,
         stderr_cut=stderr.cut,
+        memory_bound=run.memory_bound,
     )
 
 
@@ -326,11 +339,15 @@ class _Status:
         return cls(exit_code=returncode, signal=None)
 
 
-def _kill_reason(signum: int | None, timed_out: bool, sandbox: PythonSandbox) -> str | None:
+def _kill_reason(
+    signum: int | None, timed_out: bool, sandbox: PythonSandbox, *, out_of_memory: bool = False
+) -> str | None:
     if timed_out:
         return f"wall-clock timeout ({sandbox.wall_seconds:g} s)"
     if signum is None:
         return None
+    if out_of_memory:
+        return f"memory limit ({sandbox.memory_bytes >> 20} MiB for the whole run)"
     if signum in (signal.SIGXCPU, signal.SIGKILL):
         return f"cpu time limit ({sandbox.cpu_seconds} s)"
     try:
@@ -382,11 +399,19 @@ def make_python_tool(
 
     The isolation mode is fixed here, so that the description the model reads stays true. In
     the weak mode this warns (`UnisolatedWarning`) and the description says the code is not
-    isolated; in namespace mode, calls fail with `UserError` where namespaces do not work."""
+    isolated; in namespace mode, calls fail with `UserError` where namespaces do not work. An
+    invalid `AGENTFLOW_PYTHON_ISOLATION` fails every call with `UserError`, not this function:
+    a typo breaks only `run_python`, not the import of the tools (or `agentflow --version`)."""
     sandbox = sandbox or PythonSandbox()
-    sandbox = replace(sandbox, isolation=chosen_isolation(sandbox.isolation))
+    setting_error = ""
+    try:
+        sandbox = replace(sandbox, isolation=chosen_isolation(sandbox.isolation))
+    except UserError as exc:
+        setting_error = str(exc)
 
     async def run_python(code: str) -> str:
+        if setting_error:
+            raise UserError(setting_error)
         return (await run_code(code, sandbox)).render()
 
     libraries = ", ".join(["math", "fractions", "itertools", *_installed("numpy", "sympy")])
