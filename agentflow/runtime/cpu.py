@@ -77,3 +77,7 @@ def cpu_profile(flags: set[str] | None = None) -> CpuProfile:
     if forced in _PROFILES:
         return _PROFILES[forced]
     return _PROFILES[cpu_kind(flags)]
+
+
+if __name__ == "__main__":  # `make test` logs this first: which kind of machine a CI run was on
+    print(cpu_profile().describe())
