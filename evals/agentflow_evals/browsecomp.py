@@ -18,8 +18,15 @@ Where this module differs from the references, on purpose:
 - simple-evals ignores the judge's confidence. The judge prompt says "Put 100 if there is no
   confidence score available", so a missing confidence is 100 here too.
 - HLE's `calib_err` merges the remainder into the last bin, then skips that last bin, and raises
-  an IndexError under 100 items. `hle_calibration_error` is that number exactly (None where HLE's
-  code fails); `calibration_error` uses the same bins and counts every one of them.
+  an IndexError under 100 items. `calibration_error` uses the same bins and counts every one of
+  them; `hle_convention_calibration_error` keeps HLE's convention (last bin left out, None
+  where HLE's code fails). Neither is HLE's number to the digit under tied confidences: HLE
+  sorts with `np.argsort`, whose default sort is not stable, so which tied items land on each
+  side of a bin boundary depends on the input order and on the machine's numpy build (its
+  SIMD sorts differ); "100%" ties are the common case. Here a tie group shares its accuracy
+  (each tied item counts its group's mean correctness), which is what a random order of the
+  ties gives each item on average and does not depend on any order. HLE also rounds to whole
+  percent (`100 * round(err, 2)`); these are reported to two decimals.
 
 The decrypted questions and answers exist in memory only: never write them to disk or logs.
 """
@@ -28,12 +35,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -54,7 +62,7 @@ __all__ = [
     "encrypt",
     "exact_answer_from_response",
     "grader_prompt",
-    "hle_calibration_error",
+    "hle_convention_calibration_error",
     "judge",
     "parse_verdict_text",
     "query_prompt",
@@ -189,8 +197,10 @@ class JudgeResult:
     confidence: int
     """The response's stated confidence as the judge read it, 0-100."""
     judge_model: str
-    parsed_with: Literal["schema", "regex", "unparsed"]
-    """How the verdict was read: the JSON schema, the fallback regexes, or not at all (=wrong)."""
+    parsed_with: Literal["schema", "regex", "failed"]
+    """How the verdict was read: the JSON schema, the fallback (lenient JSON, then anchored
+    regexes), or not at all: a refused, empty or unreadable verdict, scored wrong and flagged
+    so that it is counted, kept out of calibration and can be judged again."""
     raw: str = field(default="", repr=False)
     """The judge's answer verbatim. It may quote the gold answer: keep BrowseComp's off disk."""
     cached: bool = False
@@ -212,10 +222,13 @@ def answer_key(extracted: str) -> str | None:
 
 
 def parse_verdict_text(text: str) -> JudgeVerdict | None:
-    """A judge's free-text (or off-schema JSON) answer read with anchored, last-match regexes.
-
-    None when no `correct: yes|no` line (nor a `"correct": "yes"|"no"` JSON pair) is found.
+    """A judge's off-schema answer: its JSON object read leniently (extra fields, a code fence,
+    prose around it, "Yes", a "85%" string), else free text read with anchored, last-match
+    regexes. None when no `correct: yes|no` line (nor a `"correct": "yes"|"no"` pair) is found.
     """
+    lenient = _lenient_json(text)
+    if lenient is not None:
+        return lenient
     correct = _last(_CORRECT_LINE, text) or _last(_CORRECT_JSON, text)
     if correct is None:
         return None
@@ -227,6 +240,42 @@ def parse_verdict_text(text: str) -> JudgeVerdict | None:
         correct="yes" if correct.group(1).lower() == "yes" else "no",
         confidence=100 if confidence is None else confidence,
     )
+
+
+def _lenient_json(text: str) -> JudgeVerdict | None:
+    """The verdict from the last JSON object in `text` that has a yes/no `correct`."""
+    decoder = json.JSONDecoder()
+    found: dict[str, Any] | None = None
+    for start in (i for i, char in enumerate(text) if char == "{"):
+        try:
+            value, _ = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and _yes_no(value.get("correct")) is not None:
+            found = value
+    if found is None:
+        return None
+    confidence = _confidence(_CONFIDENCE_VALUE.fullmatch(str(found.get("confidence", "")).strip()))
+    return JudgeVerdict(
+        extracted_final_answer=_text_field(found.get("extracted_final_answer"), 300),
+        reasoning=_text_field(found.get("reasoning"), 800),
+        correct=_yes_no(found.get("correct")) or "no",
+        confidence=100 if confidence is None else confidence,
+    )
+
+
+_CONFIDENCE_VALUE = re.compile(_NUMBER)
+
+
+def _yes_no(value: Any) -> Literal["yes", "no"] | None:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    word = str(value).strip().strip("*").lower() if isinstance(value, str) else ""
+    return "yes" if word == "yes" else "no" if word == "no" else None
+
+
+def _text_field(value: Any, limit: int) -> str:
+    return "" if value is None else str(value)[:limit]
 
 
 async def judge(
@@ -259,7 +308,7 @@ async def judge(
                 reasoning="",
                 confidence=100,
                 judge_model=judge_model,
-                parsed_with="unparsed",
+                parsed_with="failed",
                 raw=exc.body,
             )
         return _result(fallback, judge_model, "regex", exc.body)
@@ -288,25 +337,40 @@ def _result(
 
 def _bins(confidences: Sequence[float], correct: Sequence[bool], bin_size: int) -> list[_Bin]:
     """HLE's binning: sorted by confidence, consecutive bins of `bin_size`, the remainder merged
-    into the last bin (fewer than `bin_size` items: one bin). Confidences are percentages."""
+    into the last bin (fewer than `bin_size` items: one bin). Confidences are percentages.
+    Tied confidences share their accuracy, so no order of the ties changes a bin."""
     if len(confidences) != len(correct):
         raise ValueError(f"{len(confidences)} confidences but {len(correct)} verdicts")
     if bin_size < 1:
         raise ValueError(f"bin_size must be at least 1, not {bin_size}")
     if any(math.isnan(c) or not 0 <= c <= 100 for c in confidences):
         raise ValueError("confidences must be percentages in 0-100")
-    pairs = sorted(zip(confidences, correct, strict=True), key=_first)
+    pairs = _ties_shared(sorted(zip(confidences, correct, strict=True), key=_first))
     starts = list(range(0, max(len(pairs) // bin_size, 1) * bin_size, bin_size))
     ends = [*starts[1:], len(pairs)]
     return [
         _Bin(
             size=end - start,
-            confidence=sum(c for c, _ in pairs[start:end]) / (end - start) / 100,
-            accuracy=sum(1 for _, ok in pairs[start:end] if ok) / (end - start),
+            confidence=math.fsum(c for c, _ in pairs[start:end]) / (end - start) / 100,
+            accuracy=math.fsum(a for _, a in pairs[start:end]) / (end - start),
         )
         for start, end in zip(starts, ends, strict=True)
         if end > start
     ]
+
+
+def _ties_shared(pairs: Sequence[tuple[float, bool]]) -> list[tuple[float, float]]:
+    """(confidence, accuracy) of sorted pairs, each tied item given its tie group's accuracy."""
+    shared: list[tuple[float, float]] = []
+    start = 0
+    while start < len(pairs):
+        end = start
+        while end < len(pairs) and pairs[end][0] == pairs[start][0]:
+            end += 1
+        accuracy = sum(1 for _, ok in pairs[start:end] if ok) / (end - start)
+        shared.extend((pairs[start][0], accuracy) for _ in range(start, end))
+        start = end
+    return shared
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -330,23 +394,27 @@ def calibration_error(
     Confidences are percentages 0-100 (never guessed from the data: 1 means 1%). Bins as in
     HLE's `calib_err` (sorted, `bin_size` each, the remainder merged into the last bin; fewer
     than `bin_size` items make one bin), but unlike it the last bin counts: every item is in
-    the error. Raises ValueError for no items, mismatched lengths, values outside 0-100, NaN,
-    or `bin_size < 1`.
+    the error. Tied confidences share their accuracy (see the module's docstring), so the
+    result does not depend on the order of the items. Raises ValueError for no items,
+    mismatched lengths, values outside 0-100, NaN, or `bin_size < 1`.
     """
     if not confidences:
         raise ValueError("the calibration error of no items is undefined")
     return _rms(_bins(confidences, correct, bin_size), len(confidences))
 
 
-def hle_calibration_error(
+def hle_convention_calibration_error(
     confidences: Sequence[float], correct: Sequence[bool], bin_size: int = 100
 ) -> float | None:
-    """HLE's `calib_err(p="2", beta=bin_size)` exactly, times 100 (as HLE reports it).
+    """HLE's `calib_err(p="2", beta=bin_size)` convention, times 100 (as HLE reports it).
 
     HLE merges the remainder into the last bin and then leaves that last bin out of the sum
     (while still dividing by every item), so 100-199 items give 0.0 whatever the answers;
-    with fewer than `bin_size` items its code fails, and this returns None. Reported beside
-    `calibration_error` so a number can be compared with published HLE/BrowseComp figures.
+    with fewer than `bin_size` items its code fails, and this returns None. Without tied
+    confidences this is HLE's number before its rounding to whole percent; with ties HLE's own
+    figure depends on numpy's unstable sort, and here tied items share their accuracy instead
+    (see the module's docstring). Reported beside `calibration_error` for comparison with
+    published HLE/BrowseComp figures.
     """
     if len(confidences) < bin_size:
         if len(confidences) != len(correct):

@@ -75,6 +75,12 @@ def register_eval(commands: Commands, common: CommandContext) -> None:
         "results stay beside the new ones as results.before-regrade.jsonl.",
     )
     regrade.add_argument("run", type=Path, metavar="DIR", help="the run directory")
+    regrade.add_argument(
+        "--only-failed-judge",
+        action="store_true",
+        help="judge again only the samples whose judge gave no readable verdict "
+        '(judge_parsed_with "failed"); every other sample keeps its score',
+    )
     _add_judge_options(regrade)
     regrade.set_defaults(handler=partial(_eval_regrade, common))
 
@@ -261,9 +267,12 @@ def _eval_regrade(common: CommandContext, args: argparse.Namespace) -> int:
     # The run's own judge, where it ran, unless told otherwise.
     urls = list(manifest.get("judge_base_urls") or manifest.get("base_urls") or [settings.base_url])
     spec = _judge_spec(args, urls) or (settings.model, urls)
-    result = asyncio.run(_regrade_async(args.run, spec, settings, _judge_cache(args)))
+    result = asyncio.run(
+        _regrade_async(args.run, spec, settings, _judge_cache(args), args.only_failed_judge)
+    )
     print(json.dumps(result.summary, indent=2))
     print(
+        f"{result.rescored} samples scored again; "
         f"accuracy {result.before:.4f} -> {result.after:.4f}; "
         f"{len(result.gained)} items gained, {len(result.lost)} lost"
         + (f": +{', +'.join(result.gained)}" if result.gained else "")
@@ -279,7 +288,9 @@ def _eval_regrade(common: CommandContext, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _regrade_async(run: Path, spec: JudgeSpec, settings: Settings, cache: Path | None) -> Any:
+async def _regrade_async(
+    run: Path, spec: JudgeSpec, settings: Settings, cache: Path | None, only_failed: bool
+) -> Any:
     from agentflow_evals.judge_cache import JudgeCache
     from agentflow_evals.regrade import regrade
     from agentflow_evals.scoring import Judge
@@ -287,7 +298,8 @@ async def _regrade_async(run: Path, spec: JudgeSpec, settings: Settings, cache: 
     judge_model = _judge_model(spec, settings)
     assert judge_model is not None
     try:
-        return await regrade(run, Judge(judge_model, JudgeCache(cache) if cache else None))
+        judge = Judge(judge_model, JudgeCache(cache) if cache else None)
+        return await regrade(run, judge, only_failed_judge=only_failed)
     finally:
         await judge_model.aclose()
 

@@ -51,7 +51,7 @@ async def run_item(
     samples = [run.result() for run in runs]
     correct = [s["correct"] for s in samples]
     # Voting reads the samples as scored: redaction below removes what it compares.
-    maj_correct = majority(item, samples) if config.samples > 1 else None
+    maj_correct = await majority(item, samples) if config.samples > 1 else None
     sensitive = bool(item.meta.get("sensitive"))
     if sensitive:  # BrowseComp: no plaintext question, gold or (possibly equal) answer on disk
         samples = [_redacted(s, str(item.meta.get("canary", ""))) for s in samples]
@@ -127,6 +127,7 @@ def score_fields(score: SampleScore) -> dict[str, Any]:
         "confidence": score.confidence,
         "confidence_source": score.confidence_source,
         "extracted": score.extracted,
+        "judge_parsed_with": score.judge_parsed_with,
     }
 
 

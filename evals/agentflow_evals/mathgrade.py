@@ -4,6 +4,11 @@ AIME (integers 0-999): take the last `\\boxed{...}` or `\\fbox{...}` with brace 
 `$`, spaces and `\\text{}`-like wrappers, parse to an int ("033" is 33, "33.0" is 33) and reject
 anything out of range. Other math (MATH-500, AMC) goes through the `math-verify` package.
 
+Both read an answer the same way: the last closed box; with no box, the last `Answer: ...` line;
+with neither, the whole reply only when it is nothing but the answer (AIME: an integer; math:
+one line). A reply cut off inside its last box, or reasoning that merely ends on a number or an
+equation, has no answer and scores 0.
+
 math-verify bounds its parsing and comparison with `signal.alarm`, which only works in the main
 thread. `score_math` therefore uses those timeouts in the main thread and, from any other thread
 (`asyncio.to_thread`, thread pools), runs the check in a child process that it kills when the
@@ -17,8 +22,7 @@ import multiprocessing
 import re
 import sys
 import threading
-from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.context import ForkServerContext, SpawnContext
 from typing import TypeVar
 
@@ -26,15 +30,17 @@ __all__ = [
     "avg_at_k",
     "extract_aime_answer",
     "last_boxed",
+    "box_cut_off",
+    "extract_math_answer",
+    "gold_latex",
     "maj_at_k",
-    "majority_answer",
     "parse_aime_integer",
+    "same_math_answer",
     "score_aime",
     "score_math",
 ]
 
-T = TypeVar("T", bound=Hashable)
-G = TypeVar("G")
+T = TypeVar("T")
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BARE_TOKEN = re.compile(r"[^\s$]+")
@@ -63,10 +69,20 @@ def last_boxed(text: str) -> str | None:
     box before it. None when there is no box, or when the last box's braces never close (a
     truncated answer): an earlier box is not used instead, since the final one was cut off.
     """
+    content = _last_box(text)
+    return None if content == _UNCLOSED else content
+
+
+def box_cut_off(text: str) -> bool:
+    """Whether the last real box's braces never close: a reply cut off inside its answer."""
+    return _last_box(text) == _UNCLOSED
+
+
+def _last_box(text: str) -> str | None:
     for match in reversed(list(_BOX.finditer(text))):
         content = _box_content(text, match.end())
         if content == _UNCLOSED:
-            return None
+            return _UNCLOSED
         if content is not None and content.strip():
             return content.strip()
     return None
@@ -103,10 +119,11 @@ def _box_content(text: str, start: int) -> str | None:
     return _UNCLOSED
 
 
-def parse_aime_integer(text: str) -> int | None:
+def parse_aime_integer(text: str, *, equation: bool = True) -> int | None:
     """An AIME answer (0-999) from a string like "033", "$33$", "\\(33\\)", "33.0",
-    "\\text{33}.", "x = 33" (the right-hand side of the last `=`), "33^\\circ",
-    "33 \\text{ ways}" (words after the number) or "33 \\pmod{1000}"; else None."""
+    "\\text{33}.", "x = 33" (the right-hand side of the last `=`; not with
+    `equation=False`), "33^\\circ", "33 \\text{ ways}" (words after the number) or
+    "33 \\pmod{1000}"; else None."""
     previous = None
     while previous != text:
         previous, text = text, _WRAPPER.sub(r"\1", text)
@@ -114,7 +131,9 @@ def parse_aime_integer(text: str) -> int | None:
     for delimiter in _SPACING + _MATH_DELIMITERS:
         text = text.replace(delimiter, " ")
     text = _MODULUS.sub("", _DEGREES.sub("", text))
-    text = " ".join(text.split()).rstrip(".").rpartition("=")[2].strip()
+    text = " ".join(text.split()).rstrip(".")
+    if equation:
+        text = text.rpartition("=")[2].strip()
     while text.startswith("{") and text.endswith("}"):
         text = text[1:-1].strip()
     match = _AIME_INTEGER.fullmatch(text)
@@ -126,15 +145,18 @@ def parse_aime_integer(text: str) -> int | None:
 
 def extract_aime_answer(response: str) -> int | None:
     """The integer in the last box. Without a box: the last `Answer: N` line if N is just an
-    integer, else the whole response if it is just an integer. Anything else is None: a
-    truncated reasoning whose last line happens to be a number does not score."""
+    integer, else the whole response if it is just an integer (no `=`: "3 * 11 = 33" is
+    reasoning, not an answer). Anything else is None: a truncated reasoning whose last line
+    happens to be a number or an equation does not score."""
     boxed = last_boxed(response)
     if boxed is not None:
         return parse_aime_integer(boxed)
+    if box_cut_off(response):
+        return None
     answer_lines = _ANSWER_LINE.findall(response)
     if answer_lines:
         return parse_aime_integer(answer_lines[-1].strip().strip("*"))
-    return parse_aime_integer(response)
+    return parse_aime_integer(response, equation=False)
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -151,20 +173,53 @@ def score_aime(response: str, gold: int | str) -> bool:
     return extract_aime_answer(response) == expected
 
 
+def extract_math_answer(response: str) -> str | None:
+    """What math-verify reads of a reply: the last box's content as inline math (`$...$`);
+    without a box, the last `Answer: ...` line; else the whole reply when it is one line. None
+    for a reply cut off inside its last box and for several lines of reasoning with neither (a
+    truncated reply that ends on a number does not score)."""
+    boxed = last_boxed(response)
+    if boxed is not None:
+        return f"${boxed}$"
+    if box_cut_off(response):
+        return None
+    answer_lines = _ANSWER_LINE.findall(response)
+    if answer_lines:
+        return str(answer_lines[-1]).strip().strip("*").strip() or None
+    text = response.strip()
+    return text if text and "\n" not in text else None
+
+
+def gold_latex(gold: str) -> str:
+    """A dataset's gold answer as math-verify input: wrapped in `$...$` unless it already holds
+    a math delimiter. An escaped dollar (`\\$36`, a currency sign) is not a delimiter."""
+    return gold if "$" in gold.replace("\\$", "") else f"${gold}$"
+
+
 def score_math(response: str, gold: str, *, timeout: int = 5) -> bool:
-    """Whether the response's last boxed answer (or, with no box, the whole response) is
-    mathematically equal to `gold` (LaTeX, without `$`), as decided by math-verify.
+    """Whether the response's answer (see `extract_math_answer`) is mathematically equal to
+    `gold` (LaTeX), as decided by math-verify.
 
     `timeout` bounds each of math-verify's three steps (parse gold, parse answer, compare) in
     seconds. Off the main thread the check runs in a child process, killed after
     3 * timeout + 15 seconds; a killed or crashed check counts as wrong.
     """
-    boxed = last_boxed(response)
-    prediction = response if boxed is None else f"${boxed}$"
-    gold_latex = gold if "$" in gold else f"${gold}$"
+    prediction = extract_math_answer(response)
+    if prediction is None:
+        return False
+    return _check(gold_latex(gold), prediction, timeout)
+
+
+def same_math_answer(first: str, other: str, *, timeout: int = 5) -> bool:
+    """Whether two answers as `extract_math_answer` gives them are equal by math-verify, `first`
+    in the gold's place: how maj@k clusters samples with the scorer's own equivalence."""
+    return first == other or _check(first, other, timeout)
+
+
+def _check(gold: str, prediction: str, timeout: int) -> bool:
     if threading.current_thread() is threading.main_thread():
-        return _verify(gold_latex, prediction, timeout)
-    return _verify_in_child(gold_latex, prediction, timeout)
+        return _verify(gold, prediction, timeout)
+    return _verify_in_child(gold, prediction, timeout)
 
 
 def _verify(gold: str, prediction: str, timeout: int) -> bool:
@@ -223,22 +278,36 @@ def avg_at_k(correct: Sequence[bool]) -> float:
     return sum(1 for ok in correct if ok) / len(correct)
 
 
-def majority_answer(answers: Sequence[T | None]) -> T | None:
-    """The most frequent answer; ties go to the one seen first; None answers do not vote.
+def maj_at_k(
+    answers: Sequence[T | None], correct: Sequence[bool], same: Callable[[T, T], bool]
+) -> float:
+    """maj@k of one question: the credit its k samples' majority vote earns, 0 to 1.
 
-    Answers are grouped by equality, so pass them normalised (e.g. AIME answers as ints).
+    The samples are clustered first, then each cluster's size is its vote. Every correct
+    sample is in the gold's cluster (each equals the gold by the scorer). A wrong sample joins
+    the first cluster of wrong samples whose first member `m` has `same(m, answer)`, the
+    scorer's own equivalence with `m` in the gold's place, so `\\frac{1}{2}`, `0.5` and `1/2`
+    vote together whether they are right or wrong. A wrong sample without an answer (None)
+    does not vote.
+
+    The largest cluster wins. A tie between the m largest clusters earns 1/m when the gold's is
+    one of them: the expected credit of breaking the tie uniformly at random, so a tie is
+    neither given to the first sample nor counted as wrong. No votes at all earn 0.
     """
-    votes = [answer for answer in answers if answer is not None]
-    if not votes:
-        return None
-    counts = Counter(votes)
-    return max(dict.fromkeys(votes), key=counts.__getitem__)  # max keeps the first of a tie
-
-
-def maj_at_k(answers: Sequence[T | None], gold: G, equal: Callable[[T, G], bool]) -> bool:
-    """Whether the majority answer (see `majority_answer`) is correct by `equal(answer, gold)`.
-
-    No votes at all (every answer None) is wrong.
-    """
-    winner = majority_answer(answers)
-    return winner is not None and equal(winner, gold)
+    if len(answers) != len(correct):
+        raise ValueError(f"{len(answers)} answers but {len(correct)} verdicts")
+    gold_votes = sum(1 for ok in correct if ok)
+    clusters: list[tuple[T, int]] = []  # (first member, size) of each wrong answer
+    for answer, ok in zip(answers, correct, strict=True):
+        if ok or answer is None:
+            continue
+        found = next((i for i, (first, _) in enumerate(clusters) if same(first, answer)), None)
+        if found is None:
+            clusters.append((answer, 1))
+        else:
+            clusters[found] = (clusters[found][0], clusters[found][1] + 1)
+    sizes = [size for _, size in clusters] + [gold_votes]
+    top = max(sizes)
+    if top == 0 or gold_votes < top:
+        return 0.0
+    return 1 / sizes.count(top)

@@ -1,7 +1,9 @@
-"""Short answers: exact match and token F1 (SQuAD), FanOutQA's loose accuracy, numbers.
+"""Short answers: exact match and token F1 (SQuAD, HotpotQA), FanOutQA's loose accuracy, numbers.
 
 Normalisation (as in the SQuAD v1.1 evaluation script): lower-case, drop punctuation, drop the
 articles a/an/the, collapse whitespace. The score of a prediction is its best over the aliases.
+HotpotQA's official script (`hotpot_evaluate_v1.py`) adds one rule to SQuAD's F1: when either
+normalised side is "yes", "no" or "noanswer" and the two differ, F1 is 0 (`hotpotqa_f1`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pydantic import JsonValue
 __all__ = [
     "exact_match",
     "f1",
+    "hotpotqa_f1",
     "loose_accuracy",
     "normalize_answer",
     "numbers_match",
     "parse_number",
+    "rounded_number",
 ]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -39,6 +43,25 @@ def exact_match(prediction: str, golds: Iterable[str]) -> float:
 
 def f1(prediction: str, golds: Iterable[str]) -> float:
     return max((_f1(prediction, g) for g in golds), default=0.0)
+
+
+def hotpotqa_f1(prediction: str, golds: Iterable[str]) -> float:
+    """HotpotQA's official F1: SQuAD's, except that it is 0 when either normalised side is
+    yes/no/noanswer and they differ ("no" against "no way" scores 0.67 by SQuAD's F1, 0 here).
+    Like the official script, two empty sides score 0."""
+    return max((_hotpotqa_f1(prediction, g) for g in golds), default=0.0)
+
+
+_HOTPOTQA_SPECIAL = ("yes", "no", "noanswer")
+
+
+def _hotpotqa_f1(prediction: str, gold: str) -> float:
+    predicted, expected = normalize_answer(prediction), normalize_answer(gold)
+    if predicted != expected and (predicted in _HOTPOTQA_SPECIAL or expected in _HOTPOTQA_SPECIAL):
+        return 0.0
+    if not predicted or not expected:
+        return 0.0
+    return _f1(prediction, gold)
 
 
 def _f1(prediction: str, gold: str) -> float:
@@ -120,6 +143,17 @@ def parse_number(text: str) -> float | None:
         return None
 
 
+def rounded_number(prediction: str, gold: str) -> float | None:
+    """The prediction's number rounded to gold's precision (what `numbers_match` compares), so
+    7.6133 and 7.61 vote as one answer for gold "7.61"; None without exactly one number."""
+    predicted = parse_number(prediction)
+    return None if predicted is None else round(predicted, _decimals(gold))
+
+
+def _decimals(gold: str) -> int:
+    return len(gold.strip().rpartition(".")[2]) if "." in gold else 0
+
+
 def numbers_match(prediction: str, gold: str) -> bool:
     """Whether `prediction` states the number `gold` to gold's own precision: gold "7.61"
     accepts 7.61, 7.610 and 7.6133 (rounded to two decimals), not 7.62; gold "3200" accepts
@@ -127,5 +161,5 @@ def numbers_match(prediction: str, gold: str) -> bool:
     expected, predicted = parse_number(gold), parse_number(prediction)
     if expected is None or predicted is None:
         return False
-    decimals = len(gold.strip().rpartition(".")[2]) if "." in gold else 0
+    decimals = _decimals(gold)
     return abs(round(predicted, decimals) - expected) < 0.5 * 10.0**-decimals

@@ -7,6 +7,9 @@ dataset's gold answers. Runs written before replies were kept are scored from th
 and say so. The results as this regrade found them are kept beside the new ones as
 `results.before-regrade.jsonl`;
 `summary.json` is rewritten and the manifest records when and with which judge.
+
+With `only_failed_judge` only the samples whose judge gave no readable verdict
+(`judge_parsed_with == "failed"`) are judged again; every other sample keeps its score.
 """
 
 from __future__ import annotations
@@ -45,10 +48,13 @@ class Regrade:
     """Items whose score fell."""
     from_short_answer: int
     """Samples scored from the short answer because the run kept no reply."""
+    rescored: int = 0
+    """Samples scored again (all of them, or with `only_failed_judge` the failed verdicts)."""
 
 
-async def regrade(path: Path, judge: Judge | None) -> Regrade:
-    """Re-score the run in `path`; `judge` grades judged tasks (None: they cannot be re-graded)."""
+async def regrade(path: Path, judge: Judge | None, *, only_failed_judge: bool = False) -> Regrade:
+    """Re-score the run in `path`; `judge` grades judged tasks (None: they cannot be re-graded).
+    `only_failed_judge`: re-judge only the samples whose verdict could not be read."""
     run_dir = RunDirectory(path)
     manifest = run_dir.read_manifest()
     if manifest is None:
@@ -60,8 +66,8 @@ async def regrade(path: Path, judge: Judge | None) -> Regrade:
         if not rows:
             raise UserError(f"{run_dir.results} holds no finished items: nothing to re-grade")
         items = _items(manifest)
-        fallback = [0]
-        new_rows = [await _regrade_row(row, items, judge, fallback) for row in rows]
+        counts = _Counts(only_failed_judge=only_failed_judge)
+        new_rows = [await _regrade_row(row, items, judge, counts) for row in rows]
         old_summary = _read_summary(run_dir)
         summary = summarize(new_rows, manifest, wall=0.0, new_rows=[])
         for key in ("wall_seconds", "throughput_tokens_per_s"):  # costs of the original run
@@ -70,8 +76,9 @@ async def regrade(path: Path, judge: Judge | None) -> Regrade:
         run_dir.write_json(run_dir.summary, summary)
         manifest["regraded_at"] = now()
         manifest["regrade_judge_model"] = judge.model.name if judge else None
+        manifest["regrade_only_failed_judge"] = only_failed_judge
         run_dir.write_json(run_dir.manifest, manifest)
-    return _changes(rows, new_rows, summary, fallback[0])
+    return _changes(rows, new_rows, summary, counts)
 
 
 def _items(manifest: dict[str, Any]) -> dict[str, EvalItem]:
@@ -87,8 +94,15 @@ def _items(manifest: dict[str, Any]) -> dict[str, EvalItem]:
     return {item.id: item for item in dataset.items}
 
 
+@dataclass(kw_only=True)
+class _Counts:
+    only_failed_judge: bool
+    from_short_answer: int = 0
+    rescored: int = 0
+
+
 async def _regrade_row(
-    row: dict[str, Any], items: dict[str, EvalItem], judge: Judge | None, fallback: list[int]
+    row: dict[str, Any], items: dict[str, EvalItem], judge: Judge | None, counts: _Counts
 ) -> dict[str, Any]:
     item = items.get(str(row["id"]))
     if item is None:
@@ -98,12 +112,16 @@ async def _regrade_row(
         if sample.get("error"):
             scored.append(sample)  # never answered: nothing to score
             continue
+        if counts.only_failed_judge and sample.get("judge_parsed_with") != "failed":
+            scored.append(sample)  # its verdict stands
+            continue
         reply, answer, from_answer = _texts(sample, item)
-        fallback[0] += from_answer
+        counts.from_short_answer += from_answer
+        counts.rescored += 1
         score = await score_sample(item, answer=answer, reply=reply, judge=judge)
         scored.append({**sample, **score_fields(score)})
     correct = [bool(s["correct"]) for s in scored]
-    maj = majority(item, scored) if len(scored) > 1 else None
+    maj = await majority(item, scored) if len(scored) > 1 else None
     return {**row, "samples": scored, "correct": sum(correct) / len(correct), "maj_correct": maj}
 
 
@@ -149,7 +167,7 @@ def _replace_results(run_dir: RunDirectory, rows: list[dict[str, Any]]) -> None:
 
 
 def _changes(
-    old: list[dict[str, Any]], new: list[dict[str, Any]], summary: dict[str, Any], fallback: int
+    old: list[dict[str, Any]], new: list[dict[str, Any]], summary: dict[str, Any], counts: _Counts
 ) -> Regrade:
     before = {str(r["id"]): float(r["correct"]) for r in old}
     after = {str(r["id"]): float(r["correct"]) for r in new}
@@ -159,5 +177,6 @@ def _changes(
         after=round(sum(after.values()) / len(after), 4),
         gained=sorted(k for k in after if after[k] > before[k]),
         lost=sorted(k for k in after if after[k] < before[k]),
-        from_short_answer=fallback,
+        from_short_answer=counts.from_short_answer,
+        rescored=counts.rescored,
     )

@@ -7,18 +7,26 @@ earlier line, BrowseComp's Confidence line):
 
 - `aime` reads the reply: the last real `\\boxed{}` (else an `Answer: N` line) is the gold
   integer.
-- `math` reads the reply: math-verify finds the last boxed expression equal to the gold.
-- `browsecomp` reads the reply: the judge model says so; the confidence is read too.
+- `math` reads the reply: math-verify finds the last boxed expression (else an `Answer:` line,
+  else a one-line reply) equal to the gold.
+- `browsecomp` reads the reply: the judge model says so; the confidence is read too. How the
+  verdict was read is kept (`judge_parsed_with`): a verdict that could not be read ("failed")
+  is scored wrong, counted apart and left out of calibration.
 - `fanout` reads the reply: every gold string is in it (FanOutQA's strict accuracy); `loose` is
   the share found. EM/F1 are computed on the short answer beside it.
 - `qa` reads the short answer: SQuAD exact match over the aliases; a numeric gold (ParallelQA)
-  is also compared as a number.
+  is also compared as a number. HotpotQA's items get HotpotQA's official F1 (0 when either
+  side is yes/no/noanswer and they differ).
+
+maj@k (`majority`) clusters the samples with each task's own equivalence (`Scorer.same`) and
+votes; see `mathgrade.maj_at_k` for the clusters and the tie rule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,18 +38,21 @@ from agentflow_evals.datasets import EvalItem
 from agentflow_evals.judge_cache import JudgeCache
 from agentflow_evals.mathgrade import (
     extract_aime_answer,
+    extract_math_answer,
     last_boxed,
     maj_at_k,
     parse_aime_integer,
+    same_math_answer,
     score_math,
 )
 from agentflow_evals.qa import (
     exact_match,
     f1,
+    hotpotqa_f1,
     loose_accuracy,
     normalize_answer,
     numbers_match,
-    parse_number,
+    rounded_number,
 )
 
 __all__ = [
@@ -57,6 +68,7 @@ __all__ = [
 BOXED_INSTRUCTION = "\n\nReason step by step, and put your final answer within \\boxed{}."
 
 ConfidenceSource = Literal["response", "judge", "missing"]
+JudgeParse = Literal["schema", "regex", "failed"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +86,9 @@ class SampleScore:
     extracted: str | None = None
     """The answer as graded, normalised: what majority voting compares. For judged answers a
     hash of the judge's extraction, so a BrowseComp answer never reaches disk in plaintext."""
+    judge_parsed_with: JudgeParse | None = None
+    """Judged tasks: how the verdict was read, "schema", "regex" or "failed" (unreadable:
+    scored wrong, but not an answer the judge rejected)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +106,7 @@ class Judge:
             model=self.model, tools=Toolset(), trace=Trace(question="", planner="judge")
         )
         result = await browsecomp.judge(ctx, question, response, gold)
-        if self.cache is not None and result.parsed_with != "unparsed":
+        if self.cache is not None and result.parsed_with != "failed":
             self.cache.put(key, result)
         return result
 
@@ -102,6 +117,7 @@ class Judge:
 
 
 ScoreFunction = Callable[[EvalItem, str, str, Judge | None], Awaitable[SampleScore]]
+Equivalence = Callable[[str, str], bool]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +126,10 @@ class Scorer:
     """The text `correct` is decided on: the whole final reply, or the short answer."""
     score: ScoreFunction
     """`score(item, answer, reply, judge)`."""
+    same: Equivalence | None = None
+    """Whether two samples' `extracted` answers are the same answer, as the scorer would judge
+    the second against the first in the gold's place (maj@k's clusters). None: equal strings,
+    for tasks whose `extracted` is already normalised (an int, SQuAD's normal form, a hash)."""
 
 
 def format_question(item: EvalItem) -> str:
@@ -144,7 +164,7 @@ async def _math(item: EvalItem, answer: str, reply: str, judge: Judge | None) ->
     # math-verify can take seconds on a nasty expression: keep it off the event loop (off the
     # main thread it checks in a child process with a hard time limit).
     correct = await asyncio.to_thread(score_math, reply, item.answers[0])
-    return SampleScore(correct=correct, extracted=last_boxed(reply) or reply.strip() or None)
+    return SampleScore(correct=correct, extracted=extract_math_answer(reply))
 
 
 async def _browsecomp(item: EvalItem, answer: str, reply: str, judge: Judge | None) -> SampleScore:
@@ -157,6 +177,7 @@ async def _browsecomp(item: EvalItem, answer: str, reply: str, judge: Judge | No
         confidence=confidence,
         confidence_source=source,
         extracted=browsecomp.answer_key(verdict.extracted_final_answer),
+        judge_parsed_with=verdict.parsed_with,
     )
 
 
@@ -166,7 +187,7 @@ def _confidence(reply: str, verdict: browsecomp.JudgeResult) -> tuple[int, Confi
     stated = browsecomp.confidence_from_response(reply)
     if stated is not None:
         return stated, "response"
-    if verdict.parsed_with != "unparsed" and verdict.confidence != 100:
+    if verdict.parsed_with != "failed" and verdict.confidence != 100:
         return verdict.confidence, "judge"
     return 100, "missing"
 
@@ -185,46 +206,46 @@ async def _fanout(item: EvalItem, answer: str, reply: str, judge: Judge | None) 
 async def _qa(item: EvalItem, answer: str, reply: str, judge: Judge | None) -> SampleScore:
     answer = last_boxed(answer) or answer  # "Answer: \\boxed{Paris}" is the answer Paris
     em = exact_match(answer, item.answers)
+    token_f1 = round((hotpotqa_f1 if is_hotpotqa(item) else f1)(answer, item.answers), 4)
     if item.meta.get("numeric"):
         # A number decides alone: EM drops "." and "-", which would make 1.5 equal 15.
-        number = parse_number(answer)
+        number = rounded_number(answer, item.answers[0])
         return SampleScore(
             correct=numbers_match(answer, item.answers[0]),
             em=em,
-            f1=round(f1(answer, item.answers), 4),
+            f1=token_f1,
             extracted=None if number is None else repr(number),
         )
-    return SampleScore(
-        correct=bool(em),
-        em=em,
-        f1=round(f1(answer, item.answers), 4),
-        extracted=normalize_answer(answer),
-    )
+    return SampleScore(correct=bool(em), em=em, f1=token_f1, extracted=normalize_answer(answer))
+
+
+def is_hotpotqa(item: EvalItem) -> bool:
+    """A HotpotQA item: `multihop-local` names its source; the `hotpotqa` sets carry HotpotQA's
+    own question type (bridge or comparison), which no other set uses."""
+    source = item.meta.get("source")
+    if source is not None:
+        return bool(source == "hotpotqa")
+    return bool(item.meta.get("type") in ("bridge", "comparison"))
 
 
 SCORERS: dict[str, Scorer] = {
     "aime": Scorer(reads="reply", score=_aime),
-    "math": Scorer(reads="reply", score=_math),
+    "math": Scorer(reads="reply", score=_math, same=same_math_answer),
     "browsecomp": Scorer(reads="reply", score=_browsecomp),
     "fanout": Scorer(reads="reply", score=_fanout),
     "qa": Scorer(reads="answer", score=_qa),
 }
 
 
-def majority(item: EvalItem, samples: Sequence[dict[str, Any]]) -> bool:
-    """maj@k for one item: is the most common answer among the samples correct?
-
-    Every correct sample equals the gold answer, so the correct ones vote as one answer however
-    they are written (`\\frac{1}{2}` and `0.5`); wrong ones vote by their normalised text.
-    Samples without an answer do not vote; a tie goes to the answer seen first. Computed from
-    the samples as scored, before anything is redacted for disk."""
-    votes = [
-        _CORRECT if s["correct"] else (s.get("extracted") or None)
-        for s in samples
-        if not s.get("error")
-    ]
-    return maj_at_k(votes, item, lambda answer, _: answer == _CORRECT)
-
-
-_CORRECT = "\0correct"
-"""The one vote every correct sample casts."""
+async def majority(item: EvalItem, samples: Sequence[dict[str, Any]]) -> float:
+    """maj@k for one item, 0 to 1: the samples clustered by the task's own equivalence
+    (`Scorer.same`, math-verify for math), then voted; a tie between the largest clusters
+    earns 1/m (see `mathgrade.maj_at_k`). Failed samples do not vote. Computed from the
+    samples as scored, before anything is redacted for disk."""
+    scorer = SCORERS.get(item.task)
+    same = scorer.same if scorer is not None and scorer.same is not None else operator.eq
+    voting = [s for s in samples if not s.get("error")]
+    answers = [s.get("extracted") or None for s in voting]
+    correct = [bool(s["correct"]) for s in voting]
+    # math-verify can take seconds per pair: off the event loop (a child process per check)
+    return await asyncio.to_thread(maj_at_k, answers, correct, same)

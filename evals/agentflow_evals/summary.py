@@ -6,7 +6,7 @@ import statistics
 from typing import Any
 
 from agentflow.exceptions import UserError
-from agentflow_evals.browsecomp import calibration_error, hle_calibration_error
+from agentflow_evals.browsecomp import calibration_error, hle_convention_calibration_error
 from agentflow_evals.stats import accuracy_interval
 
 __all__ = ["summarize"]
@@ -44,6 +44,7 @@ def summarize(
         "maj_at_k": _mean(float(r["maj_correct"]) for r in rows) if k > 1 else None,
         "samples": k,
         **_calibration(samples),
+        **_judge_reads(samples),
         "latency_p50": round(statistics.median(seconds), 3),
         "latency_p90": round(_percentile(seconds, 0.9), 3),
         "tokens_total": sum(s["prompt_tokens"] + s["completion_tokens"] for s in samples),
@@ -59,28 +60,50 @@ def summarize(
 
 
 CALIBRATION_CONVENTION = (
-    "RMS calibration error in percentage points over every scored sample, confidences in "
-    "percent (a missing one counts as 100), sorted into bins of 100 with the remainder merged "
-    "into the last bin (HLE's bins). calibration_error counts every bin; calibration_error_hle "
-    "is HLE's calib_err exactly, which leaves the last bin out (0 for 100-199 samples) and is "
-    "undefined (null) under 100 samples."
+    "RMS calibration error in percentage points over every sample the judge graded (a "
+    "verdict it failed to give is left out), confidences in percent (a missing one counts as "
+    "100), sorted into bins of 100 with the remainder merged into the last bin (HLE's bins); "
+    "tied confidences share their accuracy, so the order of the samples does not matter. "
+    "calibration_error counts every bin; calibration_error_hle_convention leaves the last bin "
+    "out as HLE's calib_err does (0 for 100-199 samples, null under 100). It is not HLE's "
+    "figure to the digit: under ties HLE's depends on numpy's unstable sort, and HLE rounds "
+    "to whole percent."
 )
 
 
 def _calibration(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    scored = [s for s in samples if s.get("confidence") is not None and not s["error"]]
+    scored = [
+        s
+        for s in samples
+        if s.get("confidence") is not None
+        and not s["error"]
+        and s.get("judge_parsed_with") != "failed"
+    ]
     if not scored:
-        return {"calibration_error": None, "calibration_error_hle": None}
+        return {"calibration_error": None, "calibration_error_hle_convention": None}
     confidences = [float(s["confidence"]) for s in scored]
     correct = [bool(s["correct"]) for s in scored]
-    hle = hle_calibration_error(confidences, correct)
+    hle = hle_convention_calibration_error(confidences, correct)
     return {
         "calibration_error": round(calibration_error(confidences, correct), 2),
-        "calibration_error_hle": None if hle is None else round(hle, 2),
+        "calibration_error_hle_convention": None if hle is None else round(hle, 2),
         "calibration_convention": CALIBRATION_CONVENTION,
         "confidence_stated": sum(1 for s in scored if s.get("confidence_source") == "response"),
         "confidence_from_judge": sum(1 for s in scored if s.get("confidence_source") == "judge"),
         "confidence_missing": sum(1 for s in scored if s.get("confidence_source") == "missing"),
+    }
+
+
+def _judge_reads(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the judge's verdicts were read, for judged tasks: `judge_failed` counts the samples
+    scored wrong because no verdict could be read (`eval regrade --only-failed-judge` retries
+    them); they are in the accuracy as wrong and out of the calibration."""
+    reads = [s.get("judge_parsed_with") for s in samples if not s["error"]]
+    if not any(reads):
+        return {}
+    return {
+        "judge_failed": reads.count("failed"),
+        "judge_parsed_with": {way: reads.count(way) for way in ("schema", "regex", "failed")},
     }
 
 

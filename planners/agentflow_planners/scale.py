@@ -7,9 +7,10 @@
 4. The steps run in order, each seeing every earlier step and its answer; the last one writes the
    final answer in `\\boxed{}`.
 
-The reply scorers read is the last step's whole output. A model that answered the last step
-without a box (small models often write `Answer: 12` instead) gets its answer line boxed, so the
-format is the planner's promise rather than the model's luck; the text inside is the model's.
+The reply scorers read is the last step's whole output, exactly as the model wrote it: a box the
+model did not write is never added, and a box cut off by `max_tokens` is never closed, so a
+reply that holds no answer scores nothing (an `Answer: 12` line is read by the scorers as is).
+The short answer is the last box's content, else the extracted `Answer:` line or last line.
 """
 
 from __future__ import annotations
@@ -111,7 +112,5 @@ class ScalePlanner(Planner):
             raise ExecutionError(message, trace=ctx.trace) from last.exception
         reply = str(last.output).strip()
         boxed = last_boxed(reply)
-        if boxed is None:
-            boxed = extract_answer(reply)
-            reply = f"{reply}\n\\boxed{{{boxed}}}"
-        return Answer(text=boxed.strip(), reply=reply)
+        answer = extract_answer(reply) if boxed is None else boxed
+        return Answer(text=answer.strip(), reply=reply)

@@ -22,7 +22,7 @@ from agentflow_evals.browsecomp import (
     encrypt,
     exact_answer_from_response,
     grader_prompt,
-    hle_calibration_error,
+    hle_convention_calibration_error,
     judge,
     parse_verdict_text,
     query_prompt,
@@ -182,7 +182,7 @@ async def test_judge_falls_back_to_anchored_last_match_regexes() -> None:
 
 async def test_an_unreadable_verdict_is_wrong() -> None:
     result = await judge(_ctx(FunctionModel(lambda *_: "I think so.")), "Q?", "R", "C")
-    assert not result.correct and result.parsed_with == "unparsed" and result.raw == "I think so."
+    assert not result.correct and result.parsed_with == "failed" and result.raw == "I think so."
 
 
 async def test_judge_confidence_is_clamped() -> None:
@@ -212,7 +212,8 @@ def test_calibration_is_percent_never_guessed_from_the_data() -> None:
 def test_calibration_under_100_items_is_one_bin() -> None:
     # one bin: mean confidence 0.8, accuracy 0.5 -> 30 points
     assert calibration_error([80] * 10, [True] * 5 + [False] * 5) == pytest.approx(30.0)
-    assert hle_calibration_error([80] * 10, [True] * 5 + [False] * 5) is None  # HLE's code fails
+    # HLE's code fails under 100 items
+    assert hle_convention_calibration_error([80] * 10, [True] * 5 + [False] * 5) is None
 
 
 def test_calibration_exactly_100_items() -> None:
@@ -220,7 +221,7 @@ def test_calibration_exactly_100_items() -> None:
     correct = [False] * 50 + [True] * 50
     # one bin: mean confidence 0.75, accuracy 0.5 -> 25 points; HLE skips its only bin -> 0
     assert calibration_error(confidences, correct) == pytest.approx(25.0)
-    assert hle_calibration_error(confidences, correct) == 0.0
+    assert hle_convention_calibration_error(confidences, correct) == 0.0
 
 
 def test_calibration_merges_the_remainder_into_the_last_bin() -> None:
@@ -235,7 +236,8 @@ def test_calibration_merges_the_remainder_into_the_last_bin() -> None:
         100 * math.sqrt((bin1 + bin2) / 250)
     )  # = 12.9099...
     # HLE leaves the last bin out but still divides by all 250 items: 100 * sqrt(4 / 250)
-    assert hle_calibration_error(confidences, correct) == pytest.approx(100 * math.sqrt(0.016))
+    hle = hle_convention_calibration_error(confidences, correct)
+    assert hle == pytest.approx(100 * math.sqrt(0.016))
     # one bin of everything: mean confidence (50*90 + 100*60 + 100*20) / 250 = 50%, accuracy
     # 110 / 250 = 44% -> 6 points
     assert calibration_error(confidences, correct, bin_size=1000) == pytest.approx(6.0)

@@ -9,10 +9,11 @@ import pytest
 from agentflow_evals.mathgrade import (
     avg_at_k,
     extract_aime_answer,
+    extract_math_answer,
     last_boxed,
     maj_at_k,
-    majority_answer,
     parse_aime_integer,
+    same_math_answer,
     score_aime,
     score_math,
 )
@@ -130,20 +131,44 @@ def test_avg_at_k() -> None:
         avg_at_k([])
 
 
-def test_majority_vote() -> None:
-    assert majority_answer(["1", "2", "2", None, None, None]) == "2"
-    assert majority_answer(["3", "1", "1", "3"]) == "3"  # a tie goes to the first seen
-    assert majority_answer([None, None]) is None
-    assert majority_answer([]) is None
+def equal(a: object, b: object) -> bool:
+    return a == b
 
-    def same(answer: str, gold: str) -> bool:
-        return answer == gold
 
-    assert maj_at_k(["1", "2", "2"], "2", same)
-    assert not maj_at_k(["1", "1", "2"], "2", same)
-    assert not maj_at_k([None, None], "2", same)
-    aime = [extract_aime_answer(r) for r in ("\\boxed{033}", "\\boxed{33}", "\\boxed{7}")]
-    assert maj_at_k(aime, 33, lambda a, g: a == g)
+@pytest.mark.parametrize(
+    ("answers", "correct", "credit"),
+    [
+        # 2 right of 5 against 3 wrong that are one answer: the wrong answer wins
+        (["1", "1", "7", "7", "7"], [True, True, False, False, False], 0.0),
+        # 2 right against 1 + 1 + 1 different wrong answers: right wins
+        (["1", "1", "7", "8", "9"], [True, True, False, False, False], 1.0),
+        # a tie of two clusters (2 right, 2 wrong): half the credit, whichever came first
+        (["7", "1", "1", "7"], [False, True, True, False], 0.5),
+        (["1", "7", "7", "1"], [True, False, False, True], 0.5),
+        # a three-way tie (1 right, 1 wrong, 1 other wrong): a third
+        (["1", "7", "8"], [True, False, False], pytest.approx(1 / 3)),
+        # wrong samples with no answer abstain; a right one votes even without a key
+        ([None, None, None, None], [True, False, False, False], 1.0),
+        ([None, None], [False, False], 0.0),
+    ],
+)
+def test_maj_at_k_clusters_then_votes_and_splits_ties(
+    answers: list[str | None], correct: list[bool], credit: float
+) -> None:
+    assert maj_at_k(answers, correct, equal) == credit
+
+
+def test_maj_at_k_clusters_wrong_answers_with_the_scorer_equivalence() -> None:
+    # gold 1/3: two samples right, three wrong ones that are all one half, written three ways
+    replies = ["\\boxed{\\frac{1}{3}}", "\\boxed{1/3}", "\\boxed{\\frac{1}{2}}", "\\boxed{0.5}",
+               "\\boxed{1/2}"]  # fmt: skip
+    answers = [extract_math_answer(r) for r in replies]
+    correct = [score_math(r, "\\frac{1}{3}") for r in replies]
+    assert correct == [True, True, False, False, False]
+    assert maj_at_k(answers, correct, equal) == 1.0  # as strings the halves split 1/1/1
+    assert maj_at_k(answers, correct, same_math_answer) == 0.0  # 3 halves beat 2 thirds
+    with pytest.raises(ValueError):
+        maj_at_k(["1"], [True, False], equal)
 
 
 @pytest.mark.parametrize(
@@ -157,3 +182,65 @@ def test_majority_vote() -> None:
 )
 def test_extract_aime_answer_from_a_reply(reply: str, expected: int | None) -> None:
     assert extract_aime_answer(reply) == expected
+
+
+@pytest.mark.parametrize(
+    ("reply", "gold", "right"),
+    [
+        # MATH-500 test/prealgebra/1203, test/algebra/2780, test/algebra/2626
+        ("\\boxed{\\$36}", "\\$36", True),  # the gold itself
+        ("So she pays $\\boxed{36}$.", "\\$36", True),
+        ("\\boxed{\\$36.00}", "\\$36", True),
+        ("\\boxed{\\$37}", "\\$36", False),
+        ("\\boxed{\\$18.90}", "\\$18.90", True),
+        ("\\boxed{18.9}", "\\$18.90", True),
+        ("\\boxed{\\$32,\\!348}", "\\$32,\\!348", True),
+        ("\\boxed{32348}", "\\$32,\\!348", True),
+        ("\\boxed{32,348}", "\\$32,\\!348", True),
+        ("\\boxed{32,349}", "\\$32,\\!348", False),
+        ("\\boxed{5}", "$5$", True),  # a gold that brings its own delimiters stays as it is
+    ],
+)
+def test_a_gold_with_an_escaped_dollar_scores(reply: str, gold: str, right: bool) -> None:
+    assert score_math(reply, gold) is right
+
+
+def test_every_math500_gold_scores_against_itself() -> None:
+    path = DATA / "math" / "math500.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} is not there")
+    golds = [json.loads(line)["answer"] for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(golds) == 500
+    assert [g for g in golds if not score_math(f"\\boxed{{{g}}}", g)] == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("Step 1: 3 groups of 11.\nStep 2: so 3 * 11 = 33", None),  # reasoning, not an answer
+        ("3 * 11 = 33", None),
+        ("x = 33", None),  # an equation alone is not "just an integer"
+        ("Answer: x = 33", 33),  # inside an answer the right-hand side is the answer
+        ("\\boxed{x = 33}", 33),
+        ("33", 33),
+        ("$33$", 33),
+        ("Answer: 33\nso it is \\boxed{3", None),  # the final box was cut off
+    ],
+)
+def test_aime_reads_an_equation_only_inside_an_answer(reply: str, expected: int | None) -> None:
+    assert extract_aime_answer(reply) == expected
+
+
+@pytest.mark.parametrize(
+    ("reply", "right"),
+    [
+        ("So $x = \\boxed{\\frac{1}{2}}$.", True),
+        ("So $x = \\boxed{\\frac{1}{2}", False),  # cut off inside the box: math-verify read it
+        ("Halving twice.\nAnswer: $\\frac{1}{2}$", True),
+        ("First we halve.\n1 - 1/2 = 1/2", False),  # truncated reasoning ending on a number
+        ("Working:\n0.5", False),
+        ("1/2", True),  # the whole reply is the answer
+    ],
+)
+def test_math_needs_a_closed_box_or_an_answer(reply: str, right: bool) -> None:
+    assert score_math(reply, "\\frac{1}{2}") is right

@@ -23,7 +23,7 @@ from agentflow_evals.browsecomp import encrypt
 from agentflow_evals.results import RunDirectory
 from agentflow_evals.runner import EvalConfig, run_eval
 
-PLANNERS = ["direct", "react", "dag", "hybrid"]
+PLANNERS = ["direct", "react", "dag", "hybrid", "scale"]
 
 
 def planner_playing_model(replies: Mapping[str, str], judge: Any = None) -> FunctionModel:
@@ -99,6 +99,12 @@ AIME_REPLIES = {
     "wrong-boxed": ("\\boxed{34}", False),
     "wrong-truncated-intermediate": ("First we count the pairs:\n33", False),
     "wrong-unclosed-box": ("So the answer is \\boxed{3", False),
+    # cut off by max_tokens inside the box holding the gold: scale used to close it (33)
+    "wrong-unclosed-gold-box": ("So the answer is \\boxed{33", False),
+    # truncated reasoning whose last equation is the gold: AIME used to read its right side
+    "wrong-last-equation": ("Step 1: three groups of eleven.\nStep 2: 3 * 11 = 33", False),
+    # ends on the bare gold: scale used to box its last line (33)
+    "wrong-bare-gold-last-line": ("So the count is\n33", False),
 }
 
 
@@ -118,12 +124,12 @@ async def test_aime_every_form_through_every_planner(
     assert scored == {key: right for key, (_, right) in AIME_REPLIES.items()}
     for key, (reply, _) in AIME_REPLIES.items():
         assert results[key]["samples"][0]["reply"] == reply.strip()  # kept whole for regrade
-    # 8 right of 11
-    assert summary["n"] == 11 and summary["accuracy"] == round(8 / 11, 4)
+    # 8 right of 14
+    assert summary["n"] == 14 and summary["accuracy"] == round(8 / 14, 4)
     assert summary["errors"] == 0 and summary["calibration_error"] is None
-    # Wilson 95%: p = 8/11, z = 1.959964; centre (p + z^2/22) / (1 + z^2/11), half-width
-    # z * sqrt(p(1-p)/11 + z^2/484) / (1 + z^2/11)
-    z, n, p = 1.959964, 11, 8 / 11
+    # Wilson 95%: p = 8/14, z = 1.959964; centre (p + z^2/28) / (1 + z^2/14), half-width
+    # z * sqrt(p(1-p)/14 + z^2/784) / (1 + z^2/14)
+    z, n, p = 1.959964, 14, 8 / 14
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     assert summary["accuracy_ci95"] == pytest.approx([centre - half, centre + half], abs=1e-3)
@@ -142,9 +148,20 @@ async def test_math_through_every_planner(
         "m-short": ("\\boxed{\\frac12}\nAnswer: one half", True),
         "m-decimal": ("It is \\boxed{0.5}.", True),
         "m-wrong": ("\\boxed{\\frac{1}{3}}", False),
+        # cut off inside the box (math-verify used to find 1/2 in it; scale used to close it)
+        "m-cut": ("So $x = \\boxed{\\frac{1}{2}", False),
+        "m-bare": ("Halving once.\n0.5", False),  # truncated reasoning ending on a number
+        "m-answer-line": ("Halving once.\nAnswer: $\\frac{1}{2}$", True),
     }
     rows = [
         {"unique_id": k, "problem": f"Item {k}: solve.", "answer": "\\frac{1}{2}"} for k in forms
+    ]
+    # MATH-500's escaped-dollar golds (test/prealgebra/1203): no reply could score before
+    forms["m-dollar"] = ("She pays $\\boxed{\\$36}$.", True)
+    forms["m-dollar-plain"] = ("She pays \\boxed{36} dollars.", True)
+    rows += [
+        {"unique_id": k, "problem": f"Item {k}: solve.", "answer": "\\$36"}
+        for k in ("m-dollar", "m-dollar-plain")
     ]
     write_jsonl(tmp_path / "data" / "math" / "math500.jsonl", rows)
     amc = [{"id": 7, "problem": "Item amc: how far?", "answer": 27.0}]
@@ -156,7 +173,7 @@ async def test_math_through_every_planner(
     assert {k: r["samples"][0]["correct"] for k, r in results.items()} == {
         k: right for k, (_, right) in forms.items()
     }
-    assert summary["accuracy"] == 0.75  # 3 of 4
+    assert summary["accuracy"] == round(6 / 9, 4)  # m-frac, m-short, m-decimal, answer line, $36 x2
     amc_summary, _ = await evaluate(tmp_path / "amc", "amc23", planner, model)
     assert amc_summary["accuracy"] == 1.0
 
@@ -322,7 +339,7 @@ async def test_browsecomp_judged_with_calibration_through_every_planner(
     assert samples["b3"]["confidence_source"] == "missing"
     # one bin (4 < 100): mean confidence (80 + 30 + 100 + 1) / 4 = 52.75%, accuracy 50%
     assert summary["calibration_error"] == pytest.approx(2.75)
-    assert summary["calibration_error_hle"] is None  # HLE's calib_err is undefined under 100
+    assert summary["calibration_error_hle_convention"] is None  # undefined under 100, as HLE
     assert summary["confidence_missing"] == 1 and summary["confidence_stated"] == 3
     assert summary["accuracy"] == 0.5
     on_disk = (tmp_path / f"run-{planner}" / "results.jsonl").read_text()
@@ -354,6 +371,6 @@ async def test_browsecomp_maj_at_k_reads_the_votes_before_redaction(
     rows = {r["id"]: r for r in RunDirectory(tmp_path / "run").read_results()[0]}
     # b1: Paris, PARIS (the same answer normalised), Lyon -> 2 of 3 right, majority Paris: right
     # b2: 1990, 1987, 1990 -> 1 of 3 right, majority 1990: wrong
-    assert rows["b1"]["maj_correct"] is True and rows["b2"]["maj_correct"] is False
+    assert rows["b1"]["maj_correct"] == 1.0 and rows["b2"]["maj_correct"] == 0.0
     assert summary["avg_at_k"] == round((2 / 3 + 1 / 3) / 2, 4)
     assert summary["maj_at_k"] == 0.5

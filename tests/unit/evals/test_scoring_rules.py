@@ -57,16 +57,48 @@ def test_fanoutqa_finds_golds_that_start_or_end_with_punctuation(gold: str, repl
     assert loose_accuracy([gold], "something else entirely") == 0.0
 
 
-def test_equal_answers_written_differently_vote_together() -> None:
+async def test_equal_answers_written_differently_vote_together() -> None:
     math_item = item("math", "\\frac{1}{2}")
     samples = [
-        {"correct": False, "extracted": "3", "error": None},
-        {"correct": True, "extracted": "\\dfrac{1}{2}", "error": None},
-        {"correct": True, "extracted": "0.5", "error": None},
+        {"correct": False, "extracted": "$3$", "error": None},
+        {"correct": True, "extracted": "$\\dfrac{1}{2}$", "error": None},
+        {"correct": True, "extracted": "$0.5$", "error": None},
     ]
-    assert majority(math_item, samples) is True  # two of three are the gold, however written
-    wrong = [{**s, "correct": False, "extracted": "3"} for s in samples[:2]] + [samples[2]]
-    assert majority(math_item, wrong) is False
+    assert await majority(math_item, samples) == 1.0  # two of three are the gold
+    wrong = [{**s, "correct": False, "extracted": "$3$"} for s in samples[:2]] + [samples[2]]
+    assert await majority(math_item, wrong) == 0.0
+    # wrong answers that are one number vote as one: 3, 3.0 and 6/2 outvote two right ones
+    threes = [{"correct": False, "extracted": e, "error": None} for e in ("$3$", "$3.0$", "$6/2$")]
+    assert await majority(math_item, threes + samples[1:]) == 0.0
+    # a failed sample does not vote, even with an answer
+    failed = {"correct": False, "extracted": "$3$", "error": "the plan was unusable"}
+    assert await majority(math_item, [failed, failed, *samples[1:]]) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("answer", "gold", "f1"),
+    [
+        # HotpotQA's official rule: a yes/no side that differs is 0, whatever tokens it shares
+        ("no", "no way", 0.0),  # SQuAD's F1: 2 * (1 * 0.5) / 1.5 = 0.6667
+        ("yes it is", "yes", 0.0),  # SQuAD's: 2 * (1/3 * 1) / (4/3) = 0.5
+        ("Yes.", "yes", 1.0),  # equal once normalised
+        ("noanswer", "no answer", 0.0),
+        # "eiffel tower in paris": precision 2/4, recall 2/2 -> 2 * .5 * 1 / 1.5 = 2/3
+        ("the Eiffel Tower in Paris", "Eiffel Tower", 2 / 3),
+    ],
+)
+async def test_hotpotqa_items_get_hotpotqa_official_f1(answer: str, gold: str, f1: float) -> None:
+    hotpot = item("qa", gold, type="comparison", supporting_titles=[])
+    scored = await score_sample(hotpot, answer=answer, reply=answer, judge=None)
+    assert scored.f1 == pytest.approx(f1, abs=1e-4)
+    local = item("qa", gold, type="bridge", source="hotpotqa")
+    assert (await score_sample(local, answer=answer, reply=answer, judge=None)).f1 == scored.f1
+
+
+async def test_other_qa_sets_keep_squad_f1() -> None:
+    musique = item("qa", "no way", type="2hop", source="musique")
+    scored = await score_sample(musique, answer="no", reply="no", judge=None)
+    assert scored.f1 == pytest.approx(0.6667, abs=1e-4)  # 2 * (1 * 0.5) / 1.5
 
 
 async def test_a_judge_server_sending_a_malformed_body_is_a_failure_not_a_verdict() -> None:
