@@ -21,6 +21,8 @@ from agentflow.exceptions import (
     LimitExceededError,
     ModelConnectionError,
     ModelHTTPError,
+    ModelOutputError,
+    ModelResponseError,
 )
 from agentflow.plan import LLM_KIND, TaskId, TaskNode, resolve_args
 from agentflow.planner import RunState, TaskResult
@@ -34,8 +36,11 @@ __all__ = ["Executor", "LLMStepRunner"]
 LLMStepRunner = Callable[[TaskNode, dict[str, Any], RunContext], Awaitable[Any]]
 """Runs an `llm` node given its resolved arguments (the planner's `run_llm_node`)."""
 
-_FATAL = (LimitExceededError, ModelConnectionError, ModelHTTPError)
-"""Errors after which no node can succeed: the run stops instead of limping on."""
+_FATAL = (LimitExceededError, ModelConnectionError, ModelHTTPError, ModelResponseError)
+"""Errors after which no node can succeed: the run stops instead of limping on. A reply the
+server sent broken is one (an answer built on it would be the server's failure recorded as the
+model's); `ModelOutputError`, the model's own text off its schema, is not (`_NOT_FATAL`)."""
+_NOT_FATAL = ModelOutputError
 _YIELD_EVERY = 16
 """Nodes registered between two yields to the event loop while a plan is handed over."""
 
@@ -83,6 +88,9 @@ class Executor:
                             # A plan handed over all at once must not hold back the nodes it
                             # has already registered: let them start.
                             await asyncio.sleep(0)
+                except _NOT_FATAL as exc:
+                    planning_error = exc  # as below: the model's plan broke off
+                    ctx.trace.emit("plan", error=str(exc))
                 except _FATAL:
                     raise
                 except AgentflowError as exc:
@@ -180,6 +188,8 @@ class Executor:
             except TimeoutError as exc:
                 error, cause = f"timed out after {self._timeout(node, ctx):g} s", exc
                 break
+            except _NOT_FATAL as exc:  # the model's own text: data for the joiner
+                error, cause = f"{type(exc).__name__}: {exc}", exc
             except _FATAL:
                 raise
             except Exception as exc:  # a tool's own bug: recorded for the joiner, run goes on

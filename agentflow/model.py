@@ -193,6 +193,9 @@ class StreamDelta:
     `OpenAIModel`, the request's timing)."""
 
     text: str = ""
+    reasoning: str = ""
+    """Thinking the server sent apart from the answer (a reasoning parser's `reasoning`)."""
+    finish_reason: str | None = None
     usage: Usage | None = None
     timing: RequestTiming | None = None
 

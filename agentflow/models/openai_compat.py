@@ -8,13 +8,13 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import openai
 
-from agentflow._transport import StreamReply, TransportTimeout, TransportUnreachable
+from agentflow._transport import TransportTimeout, TransportUnreachable
 from agentflow.endpoints import Endpoint, EndpointPool
 from agentflow.exceptions import (
     ModelConnectionError,
@@ -34,6 +34,7 @@ from agentflow.model import (
     Usage,
     split_reasoning,
 )
+from agentflow.models._stream import OpenStream, read_usage
 from agentflow.scheduling import current_priority
 from agentflow.settings import Settings
 
@@ -182,7 +183,7 @@ class OpenAIModel(Model):
         idle = effective.idle_timeout or self.idle_timeout
         tally = _Tally()
 
-        async def send(endpoint: Endpoint) -> _OpenStream:
+        async def send(endpoint: Endpoint) -> OpenStream:
             return await self._open_stream(endpoint, body, timeout, idle)
 
         opened = await self._with_retries(send, timeout, tally)
@@ -308,7 +309,7 @@ class OpenAIModel(Model):
 
     async def _open_stream(
         self, endpoint: Endpoint, body: Mapping[str, Any], time_limit: float, idle: float | None
-    ) -> _OpenStream:
+    ) -> OpenStream:
         """The stream, open and read up to its first piece (or its end)."""
         payload, with_priority = _encode(body, endpoint)
         while True:
@@ -326,7 +327,7 @@ class OpenAIModel(Model):
             ):
                 raise await self._status_error(endpoint, response.status, error)
             payload, with_priority = _encode(body, endpoint)
-        opened = _OpenStream(endpoint, response, idle or time_limit)
+        opened = OpenStream(endpoint, response, idle or time_limit)
         try:
             await opened.first()
         except TransportTimeout as exc:
@@ -395,7 +396,7 @@ def read_chat_completion(text: str | bytes) -> tuple[ModelResponse, int | None]:
     try:
         data = json.loads(text)
         choices = tuple(_parse_choice(c) for c in data["choices"])
-        usage, cached = _usage(data.get("usage"))
+        usage, cached = read_usage(data.get("usage"))
         model = str(data.get("model", ""))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelResponseError(
@@ -416,7 +417,7 @@ def read_text_completion(text: str | bytes) -> tuple[ModelResponse, int | None]:
             Choice(text=str(c["text"]), finish_reason=c.get("finish_reason"))
             for c in data["choices"]
         )
-        usage, cached = _usage(data.get("usage"))
+        usage, cached = read_usage(data.get("usage"))
         model = str(data.get("model", ""))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelResponseError(
@@ -437,19 +438,6 @@ def _timed(response: ModelResponse, timing: RequestTiming) -> ModelResponse:
         raw=response.raw,
         timing=timing,
     )
-
-
-def _usage(data: Mapping[str, Any] | None) -> tuple[Usage, int | None]:
-    """One call's usage, and `prompt_tokens_details.cached_tokens` when the server sends it."""
-    data = data or {}
-    usage = Usage(
-        prompt_tokens=int(data.get("prompt_tokens") or 0),
-        completion_tokens=int(data.get("completion_tokens") or 0),
-        calls=1,
-    )
-    details = data.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
-    return usage, None if cached is None else int(cached)
 
 
 def _text(body: str | bytes) -> str:
@@ -538,81 +526,6 @@ def _refuses_priority(endpoint: Endpoint, error: bytes) -> bool:
     endpoint.takes_priority = False
     logger.debug("%s refuses request priorities: sending none from now on", endpoint.base_url)
     return True
-
-
-class _OpenStream:
-    """A stream that answered: its deltas, the first read ahead while the retries still cover
-    it. A wait longer than `read_timeout` after that is a stall, and raises."""
-
-    def __init__(self, endpoint: Endpoint, response: StreamReply, read_timeout: float) -> None:
-        self.endpoint = endpoint
-        self.response = response
-        self.read_timeout = read_timeout
-        self._deltas = _stream_deltas(response.chunks(), endpoint.base_url)
-        self._first: tuple[StreamDelta, int | None] | None = None
-        self._sent = 0
-
-    async def first(self) -> None:
-        self._first = await anext(self._deltas, None)
-
-    async def rest(self) -> AsyncGenerator[tuple[StreamDelta, int | None], None]:
-        url = self.endpoint.base_url
-        try:
-            if self._first is not None:
-                yield self._first
-                self._sent += 1
-                async for item in self._deltas:
-                    yield item
-                    self._sent += 1
-        except TransportTimeout as exc:
-            raise ModelConnectionError(
-                f"the stream from {url} stalled: nothing for {self.read_timeout:g} s after "
-                f"{self._sent} pieces (--idle-timeout)",
-                base_url=url,
-            ) from exc
-        except TransportUnreachable as exc:
-            raise ModelConnectionError(
-                f"the stream from {url} broke off: {exc}", base_url=url
-            ) from exc
-        finally:
-            await self._deltas.aclose()
-
-
-async def _stream_deltas(
-    chunks: AsyncIterator[bytes], base_url: str
-) -> AsyncGenerator[tuple[StreamDelta, int | None], None]:
-    """Server-sent events to deltas (with the cached prompt tokens when usage comes); deltas
-    with neither text nor usage (the role, the finish reason) are left out."""
-    buffer = b""
-    async for chunk in chunks:
-        *lines, buffer = (buffer + chunk).split(b"\n")
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue  # blank separators, comments (keep-alives), event names
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                return
-            delta, cached = _stream_delta(data, base_url)
-            if delta.text or delta.usage is not None:
-                yield delta, cached
-
-
-def _stream_delta(data: bytes, base_url: str) -> tuple[StreamDelta, int | None]:
-    try:
-        event = json.loads(data.decode())
-        if event.get("error"):
-            raise ModelConnectionError(
-                f"the stream from {base_url} broke off: {event['error']}", base_url=base_url
-            )
-        usage, cached = _usage(event["usage"]) if event.get("usage") else (None, None)
-        choices = event.get("choices")
-        text = (choices[0].get("delta") or {}).get("content") or "" if choices else ""
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-        raise ModelResponseError(
-            f"the stream from {base_url} is not OpenAI server-sent events ({exc})",
-            body=repr(data[:200]),
-        ) from exc
-    return StreamDelta(text=str(text), usage=usage), cached
 
 
 async def _served_models(endpoint: Endpoint) -> list[str]:
