@@ -31,6 +31,10 @@ import pytest
 import agentflow
 from agentflow_tools.python_exec import PythonSandbox, available_isolation, run_code
 
+NAMESPACES = pytest.mark.skipif(
+    available_isolation() is None, reason="the namespace sandbox does not work here"
+)
+
 WHERE = [
     pytest.param(
         "namespaces",
@@ -259,3 +263,187 @@ def _read(path: Path) -> str:
         return path.read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+@NAMESPACES
+@pytest.mark.parametrize("where", ["under /tmp, with spaces", "in the home"])
+async def test_the_interpreter_may_live_anywhere(where: str, tmp_path: Path) -> None:
+    """A clone or a venv under /tmp used to be hidden by the sandbox's own /tmp."""
+    home = tmp_path / "home dir"
+    venv = (home / "my project" if where == "in the home" else tmp_path / "a venv") / ".venv"
+    base = getattr(sys, "_base_executable", sys.executable)
+    made = await asyncio.create_subprocess_exec(
+        *(base, "-m", "venv", "--without-pip", str(venv)), stderr=asyncio.subprocess.PIPE
+    )
+    _, error = await asyncio.wait_for(made.communicate(), timeout=120)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a venv here: {error.decode(errors='replace')}")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AGENTFLOW_")}
+    env |= {"HOME": str(home), "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+    process = await asyncio.create_subprocess_exec(
+        *(str(venv / "bin" / "python"), "-c", _RUNNER),
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    code = b"import sys\nprint(sys.executable)"
+    out, _ = await asyncio.wait_for(process.communicate(code), timeout=120)
+    assert out.decode() == f"exit status 0\nstdout:\n{venv}/bin/python\n"
+
+
+def _sysv_objects(key: int) -> dict[str, int]:
+    """The host's System V IPC objects with `key`, by kind ("shm", "msg", "sem") and id."""
+    found = {}
+    for kind in ("shm", "msg", "sem"):
+        for row in Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]:
+            if int(row.split()[0]) == key:
+                found[kind] = int(row.split()[1])
+    return found
+
+
+def _remove_sysv(key: int) -> dict[str, int]:
+    """Remove what `key` left on the host (a leak from an old sandbox), and say what it was."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    found = _sysv_objects(key)
+    for kind, ipc_id in found.items():
+        if kind == "sem":
+            libc.semctl(ipc_id, 0, 0)  # IPC_RMID
+        else:
+            getattr(libc, f"{kind}ctl")(ipc_id, 0, None)
+    return found
+
+
+_MAKE_IPC = _LIBC + textwrap.dedent(
+    """
+    key, create = {key}, 0o1000 | 0o600  # IPC_CREAT
+    made = [libc.shmget(key, 1 << 20, create), libc.msgget(key, create)]
+    made.append(libc.semget(key, 1, create))
+    print("made", all(i >= 0 for i in made))
+    """
+)
+_FIND_IPC = _LIBC + textwrap.dedent(
+    """
+    found = [libc.shmget({key}, 0, 0), libc.msgget({key}, 0), libc.semget({key}, 0, 0)]
+    print("found", [i >= 0 for i in found])
+    """
+)
+
+
+@NAMESPACES
+async def test_system_v_ipc_does_not_outlive_the_call() -> None:
+    key = secrets.randbelow(1 << 30) + 1
+    try:
+        first = await run_code(_MAKE_IPC.format(key=key) + _FIND_IPC.format(key=key))
+        left_on_host = _sysv_objects(key)
+        second = await run_code(_FIND_IPC.format(key=key))
+    finally:
+        leaked = _remove_sysv(key)
+    assert first.stdout == "made True\nfound [True, True, True]\n", first.stderr
+    assert left_on_host == {} == leaked
+    assert second.stdout == "found [False, False, False]\n", second.stderr
+
+
+# Lowered limits for the memory probes: each probe asks for 768 MiB in all, which old sandboxes
+# granted and which this machine can spare.
+_SMALL = PythonSandbox(memory_bytes=256 << 20, scratch_bytes=16 << 20, wall_seconds=60)
+_ASKED = 768 << 20
+
+_MEMFD = textwrap.dedent(
+    f"""
+    import os
+    chunk, held = b"x" * (8 << 20), 0
+    while held < {_ASKED}:
+        fd = os.memfd_create("probe")  # 32 MiB each, under the file-size limit
+        for _ in range(4):
+            os.write(fd, chunk)
+            held += len(chunk)
+            os.write(1, f"held {{held}}\\n".encode())
+    """
+)
+
+_SHM = _LIBC + textwrap.dedent(
+    f"""
+    libc.shmat.restype = ctypes.c_void_p
+    size, held = 8 << 20, 0
+    for offset in range({_ASKED} // size):
+        segment = libc.shmget({{key}} + offset, size, 0o1000 | 0o600)
+        if segment < 0:
+            os.write(1, f"shmget: errno {{{{ctypes.get_errno()}}}}\\n".encode())
+            break
+        address = libc.shmat(segment, None, 0)
+        ctypes.memset(address, 1, size)  # touched: the pages are really allocated
+        libc.shmdt(ctypes.c_void_p(address))
+        held += size
+        os.write(1, f"held {{{{held}}}}\\n".encode())
+    """
+)
+
+
+def _held(output: str) -> int:
+    return max((int(n) for n in re.findall(r"^held (\d+)$", output, re.MULTILINE)), default=0)
+
+
+def _bound(bound: str | None, sandbox: PythonSandbox) -> int:
+    """The memory the run may hold in all: the cgroup's, else the per-process limits'."""
+    if bound == "cgroup":
+        return sandbox.memory_bytes
+    assert bound == "rlimit"
+    return sandbox.max_processes * sandbox.memory_bytes
+
+
+@NAMESPACES
+async def test_memfd_does_not_walk_past_the_memory_bound() -> None:
+    result = await run_code(_MEMFD, _SMALL)
+    held = _held(result.stdout)
+    assert held <= _SMALL.memory_bytes, result.render()  # it once held all 768 MiB
+    if result.memory_bound == "rlimit":
+        assert held == 0
+        assert "Function not implemented" in result.stderr
+
+
+@NAMESPACES
+async def test_system_v_shared_memory_is_sized_with_the_scratch() -> None:
+    keys = secrets.randbelow(1 << 29) + 1
+    try:
+        result = await run_code(_SHM.format(key=keys), _SMALL)
+    finally:
+        leaked = [_remove_sysv(keys + offset) for offset in range(_ASKED // (8 << 20))]
+    assert [found for found in leaked if found] == []
+    held = _held(result.stdout)
+    limit = _SMALL.scratch_bytes if result.memory_bound == "rlimit" else _SMALL.memory_bytes
+    assert held <= limit, result.render()
+
+
+_MANY = _LIBC + textwrap.dedent(
+    """
+    import select, time
+    release, hold = os.pipe()
+    for _ in range(8):
+        if libc.fork() == 0:
+            os.close(hold)
+            try:
+                block = b"x" * (160 << 20)  # touched, and under the per-process limit
+            except MemoryError:
+                os._exit(1)
+            late = select.select([release], [], [], 0)[0]  # released before it was held
+            os.write(1, b"late\\n" if late else b"held\\n")
+            os.read(release, 1)
+            os._exit(0)
+    time.sleep(3)
+    os.close(hold)
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            break
+    """
+)
+
+
+@NAMESPACES
+async def test_many_processes_each_under_the_limit_stay_under_the_bound() -> None:
+    result = await run_code(_MANY, _SMALL)
+    held = result.stdout.count("held") * (160 << 20)
+    assert held <= _bound(result.memory_bound, _SMALL), result.render()
