@@ -115,6 +115,12 @@ def _strategy_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def allocator_from_settings(values: dict[str, Any]) -> Allocator | None:
     """The allocator `allocation_settings` describes; None when allocation is off."""
+    samples = values.get("vote_samples")
+    if samples is not None and samples < 2:  # 0 or 1 used to turn the vote off without a word
+        raise UserError(
+            f"--vote-samples must be at least 2, a vote's smallest size (got {samples}); "
+            "for one sample, leave --vote at none"
+        )
     allocator = load_allocator(
         values["allocation"],
         tau=values["tau"],
@@ -127,7 +133,7 @@ def allocator_from_settings(values: dict[str, Any]) -> Allocator | None:
         threads = int(values.get("threads", 3))
         if threads < 1:
             raise UserError("--threads must be at least 1")
-        samples = max(2, int(values.get("vote_samples") or 8))
+        samples = int(values.get("vote_samples") or 8)
         think = allocator.think.with_strategy(values["strategy"], samples=samples, threads=threads)
         allocator = replace(allocator, think=think)
     answer, thinking = values.get("think_max_tokens"), values.get("thinking_tokens")

@@ -12,7 +12,7 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,10 +66,15 @@ async def run_eval(config: EvalConfig, model: Model, judge: Model | None = None)
 
 
 def _check_corpus(config: EvalConfig) -> None:
-    """Before any item starts: a missing file would otherwise fail every item in flight."""
+    """Before any item starts: a missing file or one with no usable passage would otherwise
+    fail every item in flight. Opening builds the index once (cached for the items)."""
     missing = [c for c in config.corpus if not Path(c).is_file()]
     if missing:
         raise UserError(f"corpus file not found: {', '.join(missing)}")
+    if config.corpus:
+        from agentflow_tools.search import LocalIndex
+
+        LocalIndex.open([Path(c) for c in config.corpus])
 
 
 async def _resume(
@@ -173,14 +178,25 @@ async def _run_items(
         progress.update(row)
 
     try:
+        await _all_items(items, one)
+    finally:
+        bar.close()
+    return rows, failures
+
+
+async def _all_items(
+    items: list[EvalItem], one: Callable[[EvalItem], Coroutine[Any, Any, None]]
+) -> None:
+    """Every item at once; `_Stop` ends the run quietly, and an error of agentflow's own that
+    stopped it (a corpus that cannot be read) comes out as itself, not as a group of one."""
+    try:
         async with asyncio.TaskGroup() as group:
             for item in items:
                 group.create_task(one(item))
     except* _Stop:
         pass  # the items still in flight were cancelled, nothing half-written
-    finally:
-        bar.close()
-    return rows, failures
+    except* AgentflowError as errors:
+        raise errors.exceptions[0] from None
 
 
 def _item_runner(config: EvalConfig, model: Model, judge: Model | None) -> ItemRunner:

@@ -158,6 +158,10 @@ def _schema() -> tantivy.Schema:
 def _build(paths: list[Path], directory: Path, key: str, progress: bool | None) -> IndexInfo:
     started = time.perf_counter()
     directory.parent.mkdir(parents=True, exist_ok=True)
+    # A build killed outright (SIGKILL, power) never ran its `finally`: its scratch is left for
+    # the next builder of the key, which holds the key's lock, so no live build owns it.
+    for stale in directory.parent.glob(f".{key}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=directory.parent))
     try:
         (scratch / "tantivy").mkdir()
