@@ -26,6 +26,7 @@ from agentflow.allocation._estimators import (
 )
 from agentflow.allocation._forcing import TextModel, force_budget, no_raw_text_route
 from agentflow.allocation._sampling import draw_and_vote
+from agentflow.allocation._streamed import Abandoned, stream_sample
 from agentflow.allocation._threads import weave
 from agentflow.allocation._vote import vote_rule
 from agentflow.exceptions import ModelHTTPError, UserError
@@ -193,14 +194,24 @@ class NodeAllocation:
         rule = vote_rule(budget.vote, budget.window)
         assert rule is not None  # the caller checked
         sampled: list[int] = []
+        abandoned = Abandoned()
 
         async def send(index: int, n: int) -> ModelResponse:
             extra = ModelSettings(n=n, sample=index)  # its seed: the run's, per sample
-            response = await self._send(messages, settings, budget, complete, extra)
+            if n == 1 and not self._no_thinking_budget:  # one a request: may be cancelled
+                response = await self._stream(
+                    messages, settings, budget, complete, extra, abandoned
+                )
+            else:
+                response = await self._send(messages, settings, budget, complete, extra)
             sampled.extend([response.usage.completion_tokens // max(1, n)] * n)
             return response
 
         outcome = await draw_and_vote(send, budget, rule)
+        if abandoned.samples:  # cancelled when the vote settled: decoded all the same
+            self.trace.add_usage(abandoned.usage(), self.node_id)
+            self._add_tokens(budget.mode, abandoned.pieces)
+            self.record["estimated_tokens"] = abandoned.as_record()
         self.record["notes"].extend(outcome.notes)
         self.record["votes"] = outcome.counts
         self._record_run(drawn=outcome.drawn, stopped_early=outcome.stopped_early)
@@ -274,6 +285,31 @@ class NodeAllocation:
                     raise
                 self._no_thinking_budget = True
                 response = await self._without_thinking_budget(msgs, request, complete)
+        self._check_switch(response, budget)
+        return self._count(budget.mode, response)
+
+    async def _stream(
+        self,
+        messages: Sequence[Message],
+        settings: ModelSettings,
+        budget: Budget,
+        complete: Complete,
+        extra: ModelSettings,
+        abandoned: Abandoned,
+    ) -> ModelResponse:
+        """One sample of a vote, streamed (`stream_sample`) and charged to the node as `_send`
+        charges its calls; the run's caps are checked before the node's calls only, as for
+        budget forcing. A refused `thinking_token_budget` goes the way `_send` handles it."""
+        msgs, request = self.adapter.apply(messages, settings, budget)
+        try:
+            response = await stream_sample(self.model, msgs, request.merged(extra), abandoned)
+        except ModelHTTPError as exc:
+            if exc.status_code != 400 or request.thinking_token_budget is None:
+                raise
+            return await self._send(messages, settings, budget, complete, extra)
+        self.trace.add_usage(response.usage, self.node_id)
+        if response.timing is not None:
+            self.trace.add_request(response.timing, self.node_id)
         self._check_switch(response, budget)
         return self._count(budget.mode, response)
 

@@ -81,6 +81,17 @@ def reply_sse(pieces: Iterable[bytes]) -> Reply:
     return Reply(content_type="text/event-stream", pieces=pieces)
 
 
+def reply_chat(body: dict[str, Any], contents: list[str]) -> Reply:
+    """What vLLM sends for `contents` (one per sample): server-sent events when the request
+    asks to stream (a vote's sample: one), else one chat completion."""
+    if body.get("stream"):
+        (content,) = contents
+        return reply_sse(
+            sse_pieces(content.split(" ")[:1] + [f" {w}" for w in content.split(" ")[1:]])
+        )
+    return reply_json(chat_body(contents))
+
+
 @contextmanager
 def scripted_server(answer: Answer) -> Iterator[Served]:
     """A server on 127.0.0.1 answering every POST with `answer`; yields its `/v1` base URL."""

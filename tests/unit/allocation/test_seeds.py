@@ -12,7 +12,7 @@ from typing import Any
 
 from agentflow.cli import main
 from agentflow.model import ModelSettings, sample_seed
-from tests.unit.scripted_server import Reply, chat_body, reply_json, scripted_server
+from tests.unit.scripted_server import Reply, reply_chat, reply_json, scripted_server
 
 
 def _by_seed(refuse_n: bool = False) -> Any:
@@ -21,7 +21,7 @@ def _by_seed(refuse_n: bool = False) -> Any:
         if refuse_n and n > 1:
             return reply_json({"error": {"message": "n must be 1", "code": 400}}, status=400)
         seeds = [random.randrange(10**9) if seed is None else seed + i for i in range(n)]
-        return reply_json(chat_body([f"Answer: {s % 1000}" for s in seeds]))
+        return reply_chat(body, [f"Answer: {s % 1000}" for s in seeds])
 
     return answer
 

@@ -14,7 +14,7 @@ from typing import Any
 from agentflow import Agent
 from agentflow.allocation import Allocator, Budget, Constant, Draw, VoteName
 from agentflow.models import OpenAIModel
-from tests.unit.scripted_server import Reply, chat_body, reply_json, scripted_server
+from tests.unit.scripted_server import Reply, chat_body, reply_chat, reply_json, scripted_server
 
 
 def think_vote(vote: VoteName, window: int, draw: Draw) -> Allocator:
@@ -33,7 +33,7 @@ async def run(url: str, allocator: Allocator) -> Any:
 
 
 def agreeing(path: str, body: dict[str, Any]) -> Reply:
-    return reply_json(chat_body(["Answer: 4"] * int(body.get("n", 1))))
+    return reply_chat(body, ["Answer: 4"] * int(body.get("n", 1)))
 
 
 async def test_esc_drawn_as_n_settles_on_its_first_window_in_one_request() -> None:
