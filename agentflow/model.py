@@ -261,16 +261,11 @@ class Model(ABC):
         schema: type[SchemaT],
         settings: ModelSettings | None = None,
     ) -> tuple[SchemaT, ModelResponse]:
-        """A completion constrained to `schema` and parsed into it; a reply that loops or is cut
-        off is salvaged, or asked again once under a repetition guard (`agentflow._structured`)."""
-        from agentflow import _structured  # builds on this module
-
-        request = _structured.request_schema(schema)
-
-        async def send(chosen: ModelSettings | None) -> ModelResponse:
-            return await self.complete(messages, chosen, json_schema=request)
-
-        return await _structured.complete_structured(send, schema, settings, lambda _: None)
+        """A completion constrained to `schema` and parsed into it. Inside a run, use
+        `RunContext.complete_structured`: it also salvages a reply that loops or is cut off,
+        or asks again once under a repetition guard."""
+        response = await self.complete(messages, settings, json_schema=schema.model_json_schema())
+        return response.parse(schema), response
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most fakes hold nothing
         """Release connections. A model may be used again afterwards: it reconnects."""
