@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from agentflow.cli import main
+from tests.devdata import needs
+
+needs_hotpotqa = needs("multihop/hotpotqa_dev.jsonl", "corpus/*.jsonl")
 
 
 def read_rows(out: Path) -> list[dict[str, object]]:
@@ -23,6 +26,7 @@ def read_rows(out: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
+@needs_hotpotqa
 def test_eval_hotpotqa_dag_writes_results_manifest_and_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -31,7 +35,7 @@ def test_eval_hotpotqa_dag_writes_results_manifest_and_summary(
     summary = json.loads((out / "summary.json").read_text())
     for key in ("accuracy", "n", "latency_p50", "latency_p90", "tokens_total", "model_calls"):
         assert key in summary
-    assert summary["n"] == 5 and summary["model_calls"] >= 10  # a plan and a join per item
+    assert summary["n"] == 5 and summary["model_calls"] >= 5  # a plan each, a join if it planned
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["planner"] == "dag" and manifest["finished_at"]
     assert len(read_rows(out)) == 5
@@ -43,6 +47,7 @@ def test_eval_hotpotqa_dag_writes_results_manifest_and_summary(
     assert server["prompt_tokens"] > 0 and server["mean_prefill_time_s"] is not None
 
 
+@needs_hotpotqa
 def test_a_killed_eval_resumes_without_recomputing(tmp_path: Path) -> None:
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "agentflow.cli", "eval", "hotpotqa", "--planner", "direct",
@@ -80,6 +85,7 @@ def test_a_user_jsonl_of_new_questions(tmp_path: Path) -> None:
     assert json.loads((out / "summary.json").read_text())["n"] == 2
 
 
+@needs_hotpotqa
 def test_report_compares_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runs = []
     for planner in ("direct", "hybrid"):
@@ -99,6 +105,7 @@ def test_list_datasets(capsys: pytest.CaptureFixture[str]) -> None:
     assert "hotpotqa" in listing and "browsecomp" in listing and "multihop-local" in listing
 
 
+@needs_hotpotqa
 def test_eval_sharded_over_a_local_ray_cluster(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     out = tmp_path / "ray"
@@ -136,7 +143,8 @@ def test_browsecomp_judged_by_the_live_model_then_regraded(
     assert main(["eval", "browsecomp", "--out", str(out), *common]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 2 and summary["errors"] == 0
-    assert summary["calibration_error"] is not None and summary["calibration_error_hle"] is None
+    assert summary["calibration_error"] is not None
+    assert summary["calibration_error_hle_convention"] is None
     stored = (out / "results.jsonl").read_text()
     assert "France" not in stored and "Paris" not in stored
     rows = [json.loads(line) for line in stored.splitlines()]

@@ -3,14 +3,11 @@ results feed a reasoning step answered by the live model."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from agentflow import Agent, OpenAIModel, TaskId, TaskNode
 from agentflow.registry import load_tool
 from agentflow.testing import StaticPlanner
 from agentflow_tools.search import LocalIndex, make_search_tool
-
-CORPUS = Path(__file__).parents[2].parent / "shared" / "data" / "corpus"
+from tests.devdata import DATA, needs
 
 
 def node(node_id: str, tool: str | None, **args: object) -> TaskNode:
@@ -19,10 +16,13 @@ def node(node_id: str, tool: str | None, **args: object) -> TaskNode:
     return TaskNode(id=TaskId(node_id), kind="tool", tool=tool, args=args)
 
 
+@needs("corpus/hotpotqa_dev_paragraphs.jsonl")
 async def test_calculator_python_and_search_feed_a_live_reasoning_step(
     live_model: OpenAIModel,
 ) -> None:
-    search = make_search_tool(LocalIndex.open([CORPUS / "hotpotqa_dev_paragraphs.jsonl"]), k=2)
+    search = make_search_tool(
+        LocalIndex.open([DATA / "corpus" / "hotpotqa_dev_paragraphs.jsonl"]), k=2
+    )
     plan = [
         node("calc", "calculator", expression="12 + 30"),
         node("py", "run_python", code="print(sum(range(10)))"),
