@@ -8,7 +8,9 @@ prelude in the child:
   a worked maths problem needs, and an endless loop is stopped by the kernel), address space
   (`RLIMIT_AS`, 1 GiB: room for numpy and sympy, while `[0] * 10**10` fails at once with
   `MemoryError` instead of pushing the machine into swap), file size (`RLIMIT_FSIZE`, 64 MiB),
-  no core dumps, and in the namespace sandbox processes (`RLIMIT_NPROC`, 4, threads included);
+  no core dumps, and in the namespace sandbox processes (`RLIMIT_NPROC`, 4, threads included)
+  and open files (`RLIMIT_NOFILE`, 64); where the run has no cgroup, `memfd_create` is refused
+  (`_prelude`);
 - refuses to start processes (an audit hook on fork, exec, spawn and `subprocess`), since maths
   needs none: a friendly error for the usual ways, while `RLIMIT_NPROC` stops the others;
 - compiles the code as `main.py`, runs it, prints the value of a final bare expression as a
@@ -21,16 +23,21 @@ tracebacks, while a runaway `print` loop cannot flood the model's context or the
 
 Isolation. By default the code runs in the namespace sandbox (`_namespace`): as uid 65534 with
 no capabilities, in new network (no interface up: every connection, loopback included, fails),
-PID (it sees and signals only its own processes, and they die with the call) and mount
-namespaces. Its filesystem is a private read-only view of the system's programs and libraries
-and the interpreter's environment, with a private tmpfs home (`/home/sandbox`, the working
-directory) and `/tmp`; the host's homes, `/etc/shadow`, the project and its caches are not in
-it. Memory across all its processes is bounded by processes x address space (4 GiB by default)
-plus the two tmpfs (64 MiB each): a cgroup would bound it tighter, but is not writable
-everywhere agentflow runs.
+PID (it sees and signals only its own processes, and they die with the call), IPC (System V
+objects die with the call) and mount namespaces. Its filesystem is a private read-only view of
+the system's programs and libraries and the interpreter's environment, with a private tmpfs
+home (`/home/sandbox`, the working directory), `/tmp` and `/dev/shm`; the host's homes,
+`/etc/shadow`, the project and its caches are not in it.
 
-Where namespaces do not work, `run_python` refuses to run code (`UserError`, with the reason)
-unless the user opts into the weak mode, `isolation="audit-hook"` or
+Memory (`PythonResult.memory_bound`). Where the host lets agentflow create a cgroup v2
+(`_cgroup`), each run gets one: `memory.max` (`memory_bytes`, tmpfs and shared memory
+included) and `pids.max` bound all its processes together. Elsewhere ("rlimit") the bound is
+processes x address space (4 GiB by default) plus the three tmpfs and SysV shared memory (64
+MiB each), with memfd refused, since its pages count against no per-process limit.
+
+Where the sandbox cannot start, `run_python` refuses to run code (`UserError`, naming the
+cause); where namespaces are not available at all, it says so and names the weak mode, which
+the user must opt into: `isolation="audit-hook"` or
 `AGENTFLOW_PYTHON_ISOLATION=audit-hook`. That mode is no sandbox: an audit hook refuses sockets
 and processes, but `ctypes` gets around it, and the code can read and write what agentflow can.
 Building a tool in that mode warns (`UnisolatedWarning`) and says so in the tool's description.
@@ -98,7 +105,8 @@ class PythonSandbox:
 
     cpu_seconds: int = 10
     memory_bytes: int = 1 << 30
-    """Address-space limit of each process; numpy and sympy import well within 1 GiB."""
+    """Address-space limit of each process (numpy and sympy import well within 1 GiB), and the
+    memory of the whole run where it has a cgroup."""
     wall_seconds: float = 20.0
     output_bytes: int = 8_000
     """Bytes kept of each of stdout and stderr."""
@@ -108,7 +116,8 @@ class PythonSandbox:
     """Processes and threads the code may have at once (namespace mode): maths needs one, and
     with `memory_bytes` it bounds the memory of all of them together."""
     scratch_bytes: int = 64 << 20
-    """Size of each of the private home and `/tmp` (tmpfs, so memory too; namespace mode)."""
+    """Size of each of the private home, `/tmp` and `/dev/shm` (tmpfs, so memory too), and of all
+    System V shared memory together (namespace mode)."""
     isolation: Isolation = "auto"
     """"namespace" (refuses to run where it does not work), "audit-hook" (weak: no sandbox,
     explicit opt-in only), or "auto": `AGENTFLOW_PYTHON_ISOLATION` if set, else "namespace"."""
