@@ -55,7 +55,10 @@ class CommandContext:
             "http://127.0.0.1:$AGENTFLOW_PORT/v1, port 8100)",
         )
         group.add_argument(
-            "--model", help="served model name (env AGENTFLOW_MODEL; default SmolLM2-135M-Instruct)"
+            "--model",
+            help="served model name, or an embedded model's short name (smollm2-135m, "
+            "qwen2.5-coder-1.5b), which also picks that model's embedded server unless "
+            "--base-url is given (env AGENTFLOW_MODEL; default SmolLM2-135M-Instruct)",
         )
         group.add_argument(
             "--timeout",
