@@ -11,7 +11,8 @@ import pytest
 
 from agentflow.cli import main
 from agentflow_tools.search import LocalIndex
-from agentflow_tools.search.local import INDEX_VERSION, corpus_fingerprint
+from agentflow_tools.search.corpus import corpus_fingerprint
+from agentflow_tools.search.local import INDEX_VERSION
 
 
 @pytest.fixture(autouse=True)
