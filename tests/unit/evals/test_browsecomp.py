@@ -256,3 +256,52 @@ def test_calibration_rejects_bad_input() -> None:
         calibration_error([0.5], [True], bin_size=0)
     with pytest.raises(ValueError):
         calibration_error([-1], [True])
+
+
+# 200 samples: 50 at 40% (all wrong), 150 at 90% (90 right). Sorted, bin 1 holds the 50 at
+# 40% and 50 of the tied 90s; bin 2 the other 100 at 90%. Which 90s fall in bin 1 is only
+# the order of the ties.
+TIED = [40.0] * 50 + [90.0] * 150
+
+
+def tied_correct(right_first: bool) -> list[bool]:
+    tied = [True] * 90 + [False] * 60
+    return [False] * 50 + (tied if right_first else tied[::-1])
+
+
+def test_calibration_under_ties_does_not_depend_on_the_order() -> None:
+    # Tied items share their accuracy, 90 / 150 = 0.6: bin 1 has mean confidence
+    # (50 * .4 + 50 * .9) / 100 = .65 and accuracy (50 * 0 + 50 * .6) / 100 = .3; bin 2
+    # confidence .9, accuracy .6. HLE's convention counts bin 1 only, over all 200 items.
+    hle = 100 * math.sqrt(100 / 200 * 0.35**2)  # 24.7487
+    every = 100 * math.sqrt(100 / 200 * 0.35**2 + 100 / 200 * 0.3**2)  # 32.5960
+    for right_first in (True, False):
+        correct = tied_correct(right_first)
+        assert hle_convention_calibration_error(TIED, correct) == pytest.approx(hle)
+        assert calibration_error(TIED, correct) == pytest.approx(every)
+    # Before, a stable sort kept the input order: the same answers gave 10.61 (right ones
+    # first: bin 1 accuracy .5) or 45.96 (wrong ones first: accuracy 0) for HLE's figure.
+
+
+def hle_calib_err(confidence: Any, correct: Any, beta: int = 100) -> float:
+    """centerforaisafety/hle `calib_err(p="2")`, the arithmetic as published (np.argsort)."""
+    np = pytest.importorskip("numpy")
+    idxs = np.argsort(confidence)
+    confidence, correct = confidence[idxs], correct[idxs]
+    bins = [[i * beta, (i + 1) * beta] for i in range(len(confidence) // beta)]
+    bins[-1] = [bins[-1][0], len(confidence)]
+    cerr = 0.0
+    for start, end in bins[:-1]:
+        difference = np.abs(np.nanmean(confidence[start:end]) - np.nanmean(correct[start:end]))
+        cerr += (end - start) / len(confidence) * np.square(difference)
+    return float(np.sqrt(cerr))
+
+
+def test_without_ties_the_hle_convention_is_hle_calib_err() -> None:
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(0)
+    for n in (100, 250, 437):
+        confidences = rng.permutation(np.arange(n)) * 100 / n  # distinct percentages
+        correct = rng.random(n) < confidences / 100
+        ours = hle_convention_calibration_error(confidences.tolist(), correct.tolist())
+        assert ours == pytest.approx(100 * hle_calib_err(confidences / 100, correct), abs=1e-9)
