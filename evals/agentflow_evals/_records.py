@@ -197,7 +197,7 @@ def hotpotqa(raw: dict[str, Any], line: int) -> EvalItem:
     r = _HotpotIrcot.model_validate(raw)
     answers = _answers(*(span for obj in r.answers_objects for span in obj.spans))
     titles = _titles(c.title for c in r.contexts if c.is_supporting)
-    meta = {"type": r.type_derived, "supporting_titles": titles}
+    meta = {"type": r.type_derived, "supporting_titles": titles, "source": "hotpotqa"}
     return EvalItem(
         id=r.question_id, question=r.question_text, answers=answers, task="qa", meta=meta
     )
@@ -205,7 +205,8 @@ def hotpotqa(raw: dict[str, Any], line: int) -> EvalItem:
 
 def hotpotqa_train(raw: dict[str, Any], line: int) -> EvalItem:
     r = _Hotpot.model_validate(raw)
-    meta = {"type": r.type, "supporting_titles": _titles(t for t, _ in r.supporting_facts)}
+    titles = _titles(t for t, _ in r.supporting_facts)
+    meta = {"type": r.type, "supporting_titles": titles, "source": "hotpotqa"}
     return EvalItem(id=r.id, question=r.question, answers=_answers(r.answer), task="qa", meta=meta)
 
 

@@ -220,12 +220,9 @@ async def _qa(item: EvalItem, answer: str, reply: str, judge: Judge | None) -> S
 
 
 def is_hotpotqa(item: EvalItem) -> bool:
-    """A HotpotQA item: `multihop-local` names its source; the `hotpotqa` sets carry HotpotQA's
-    own question type (bridge or comparison), which no other set uses."""
-    source = item.meta.get("source")
-    if source is not None:
-        return bool(source == "hotpotqa")
-    return bool(item.meta.get("type") in ("bridge", "comparison"))
+    """A HotpotQA item (the `hotpotqa` sets and `multihop-local`'s share name their source):
+    scored with HotpotQA's official F1."""
+    return bool(item.meta.get("source") == "hotpotqa")
 
 
 SCORERS: dict[str, Scorer] = {
