@@ -6,6 +6,7 @@ from agentflow.context import RunContext, RunLimits
 from agentflow.endpoints import EndpointPool
 from agentflow.exceptions import (
     AgentflowError,
+    DeadlineExceededError,
     ExecutionError,
     LimitExceededError,
     ModelConnectionError,
@@ -32,6 +33,7 @@ __all__ = [
     "Answer",
     "Choice",
     "Continue",
+    "DeadlineExceededError",
     "EndpointPool",
     "ExecutionError",
     "LimitExceededError",

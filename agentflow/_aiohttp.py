@@ -23,6 +23,8 @@ __all__ = ["AiohttpTransport"]
 
 _KEEPALIVE_S = 3.0
 """Seconds an idle connection is kept for reuse: under uvicorn's 5."""
+_CACHED_TIMEOUTS = 64
+"""Distinct (total, read) limits kept built: the settings' few, not every remaining time."""
 
 
 class AiohttpTransport(Transport):
@@ -51,15 +53,19 @@ class AiohttpTransport(Transport):
             self._loop = loop
         return self._session
 
-    def _timeout(self, connect: float, read: float) -> aiohttp.ClientTimeout:
-        """httpx's meaning of one timeout: connecting (name lookup included), and each wait for
-        bytes (no total)."""
-        key = (connect, read)
-        if key not in self._timeouts:
-            self._timeouts[key] = aiohttp.ClientTimeout(
-                connect=connect, sock_connect=connect, sock_read=read
+    def _timeout(self, total: float, read: float) -> aiohttp.ClientTimeout:
+        """`total` bounds the whole request, the body or the stream to its last byte included
+        (aiohttp keeps that timer running until the response is released), so a server that
+        trickles bytes cannot hold it longer; `read` bounds each wait for bytes."""
+        key = (total, read)
+        limits = self._timeouts.get(key)
+        if limits is None:
+            limits = aiohttp.ClientTimeout(
+                total=total, connect=total, sock_connect=total, sock_read=read
             )
-        return self._timeouts[key]
+            if len(self._timeouts) < _CACHED_TIMEOUTS:  # a resend's remaining time: not kept
+                self._timeouts[key] = limits
+        return limits
 
     def _target(self, url: str) -> _Target:
         """The parsed URL and the proxy the environment names for it (as httpx's `trust_env`

@@ -10,10 +10,15 @@ only the fields agentflow reads costs about 0.4 ms with aiohttp.
 `agentflow.endpoints` picks. Both raise
 only `TransportTimeout` and `TransportUnreachable`; statuses, error bodies included, are the
 caller's to read.
+
+A request's `time_limit` is a deadline for the whole exchange: connecting, the headers and the
+whole body, or the whole stream. A server that trickles a byte at a time therefore cannot hold a
+request past it, as it could when the limit bounded only each wait for bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,7 +37,7 @@ __all__ = [
 
 
 class TransportTimeout(Exception):
-    """No byte arrived within the read limit (or no connection within the connect limit)."""
+    """The request's deadline passed, or no byte arrived within the read limit."""
 
 
 class TransportUnreachable(Exception):
@@ -53,7 +58,7 @@ class StreamReply(ABC):
     @abstractmethod
     def chunks(self) -> AsyncIterator[bytes]:
         """The body in pieces as they arrive; a read that waits longer than the stream's read
-        limit raises `TransportTimeout`."""
+        limit, or goes past the request's deadline, raises `TransportTimeout`."""
 
     @abstractmethod
     async def read(self) -> bytes:
@@ -68,13 +73,14 @@ class Transport(ABC):
 
     @abstractmethod
     async def post(self, url: str, body: bytes, time_limit: float) -> Reply:
-        """`time_limit` bounds connecting and each wait for bytes (httpx's one timeout)."""
+        """The whole reply; `time_limit` bounds the whole request, body included."""
 
     @abstractmethod
     async def open_stream(
         self, url: str, body: bytes, time_limit: float, read_timeout: float
     ) -> StreamReply:
-        """The response once its headers arrived; `read_timeout` bounds every wait for bytes."""
+        """The response once its headers arrived. `time_limit` bounds the whole request, from
+        now to the stream's last byte; `read_timeout` bounds every wait for bytes."""
 
     @abstractmethod
     async def aclose(self) -> None:
@@ -101,10 +107,12 @@ class HttpxTransport(Transport):
         return self._client
 
     async def post(self, url: str, body: bytes, time_limit: float) -> Reply:
+        # httpx has no total timeout: its one timeout bounds each wait for bytes.
         with _translated():
-            response = await self._get_client().post(
-                url, content=body, headers=self.headers, timeout=time_limit
-            )
+            async with asyncio.timeout(time_limit):
+                response = await self._get_client().post(
+                    url, content=body, headers=self.headers, timeout=time_limit
+                )
         return Reply(response.status_code, response.content)
 
     async def open_stream(
@@ -118,9 +126,11 @@ class HttpxTransport(Transport):
             headers=self.headers,
             timeout=httpx2.Timeout(time_limit, read=read_timeout),
         )
+        deadline = asyncio.get_running_loop().time() + time_limit
         with _translated():
-            response = await client.send(request, stream=True)
-        return _HttpxStream(response)
+            async with asyncio.timeout_at(deadline):
+                response = await client.send(request, stream=True)
+        return _HttpxStream(response, deadline)
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -129,18 +139,28 @@ class HttpxTransport(Transport):
 
 
 class _HttpxStream(StreamReply):
-    def __init__(self, response: httpx2.Response) -> None:
+    """Each read is bounded by the request's deadline (a few microseconds per piece: this path
+    serves injected clients, tests mostly; aiohttp's total timeout costs nothing per piece)."""
+
+    def __init__(self, response: httpx2.Response, deadline: float) -> None:
         self.response = response
         self.status = response.status_code
+        self.deadline = deadline
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        with _translated():
-            async for chunk in self.response.aiter_bytes():
-                yield chunk
+        pieces = self.response.aiter_bytes()
+        while True:
+            with _translated():
+                async with asyncio.timeout_at(self.deadline):
+                    chunk = await anext(pieces, None)
+            if chunk is None:
+                return
+            yield chunk
 
     async def read(self) -> bytes:
         with _translated():
-            return await self.response.aread()
+            async with asyncio.timeout_at(self.deadline):
+                return await self.response.aread()
 
     async def aclose(self) -> None:
         await self.response.aclose()
@@ -155,7 +175,7 @@ class _translated:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        if isinstance(exc, httpx2.TimeoutException):
+        if isinstance(exc, httpx2.TimeoutException | TimeoutError):
             raise TransportTimeout(str(exc) or type(exc).__name__) from exc
         if isinstance(exc, httpx2.TransportError):
             raise TransportUnreachable(str(exc) or type(exc).__name__) from exc

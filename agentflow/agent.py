@@ -10,12 +10,19 @@ from typing import Any
 
 from agentflow import _structured
 from agentflow.allocation import Allocator, Step, load_allocator
-from agentflow.context import RunContext, RunLimits
-from agentflow.exceptions import ExecutionError, ModelError, ModelOutputError, UserError
+from agentflow.context import DEADLINE_JOIN_SHARE, RunContext, RunLimits
+from agentflow.exceptions import (
+    DeadlineExceededError,
+    ExecutionError,
+    ModelError,
+    ModelOutputError,
+    PlanError,
+    UserError,
+)
 from agentflow.executor import Executor, LLMStepRunner
 from agentflow.model import Model, Usage
 from agentflow.plan import LLM_KIND, TaskNode
-from agentflow.planner import Answer, Planner, Replan, RunState
+from agentflow.planner import Answer, Continue, Planner, Replan, RunState
 from agentflow.registry import load_planner
 from agentflow.tool import Tool, Toolset, render_output
 from agentflow.trace import Trace, TraceEvent
@@ -31,6 +38,9 @@ class RunResult:
     reply: str = ""
     """The whole final reply the answer was read from (equal to `answer` when there was no more
     to it): what a scorer of an answer format (boxed math, BrowseComp) reads."""
+    deadline_hit: bool = False
+    """The run reached its deadline (`RunLimits.deadline`): the work left was cancelled and
+    this answer joins only the findings made until then."""
 
     @property
     def usage(self) -> Usage:
@@ -40,6 +50,7 @@ class RunResult:
         return {
             "answer": self.answer,
             "reply": self.reply,
+            "deadline_hit": self.deadline_hit,
             "usage": self.usage.as_dict(),
             "trace": self.trace.as_dict(),
         }
@@ -128,30 +139,78 @@ class Agent:
     async def _run(self, question: str, trace: Trace) -> RunResult:
         ctx = RunContext(model=self.model, tools=self.tools, trace=trace, limits=self.limits)
         state = RunState(question=question)
-        executor = Executor(max_concurrency=self.max_concurrency, node_timeout=self.node_timeout)
+        deadline = _Deadline.after(self.limits.deadline)
         try:
-            for round_index in range(self.planner.max_rounds):
-                state.round = round_index
-                state.final_round = round_index == self.planner.max_rounds - 1
-                nodes = self.planner.plan(state, ctx)
-                await executor.execute(nodes, state, ctx, self._llm_runner(state))
-                decision = await self.planner.join(state, ctx)
-                if isinstance(decision, Answer):
-                    trace.emit("answer", text=decision.text)
-                    reply = decision.text if decision.reply is None else decision.reply
-                    return RunResult(answer=decision.text, reply=reply, trace=trace)
-                if isinstance(decision, Replan):
-                    trace.replans += 1
-                    state.replan_reasons.append(decision.reason)
-                    trace.emit("replan", reason=decision.reason)
+            return await self._rounds(state, ctx, deadline)
         except ModelOutputError as exc:  # the model's own failure: offer what it did write
             best = _structured.best_effort_text(exc.body, "answer") or _last_reasoning(state)
             raise ExecutionError(str(exc), trace=trace, best_answer=best) from exc
         except ModelError as exc:
             raise ExecutionError(str(exc), trace=trace) from exc
+
+    async def _rounds(self, state: RunState, ctx: RunContext, deadline: _Deadline) -> RunResult:
+        """Plan, execute, join, until the planner answers; past the deadline's soft end, the
+        work left is cancelled and the findings so far are joined (`_answer_at_deadline`)."""
+        executor = Executor(max_concurrency=self.max_concurrency, node_timeout=self.node_timeout)
+        for round_index in range(self.planner.max_rounds):
+            state.round = round_index
+            state.final_round = round_index == self.planner.max_rounds - 1
+            work = asyncio.timeout_at(deadline.soft)
+            try:
+                async with work:
+                    nodes = self.planner.plan(state, ctx)
+                    await executor.execute(nodes, state, ctx, self._llm_runner(state))
+            except TimeoutError:
+                if not work.expired():
+                    raise
+                return await self._answer_at_deadline(state, ctx, deadline)
+            decision = await self._join(state, ctx, deadline)
+            if isinstance(decision, Answer):
+                return self._answered(decision, ctx.trace)
+            if isinstance(decision, Replan):
+                ctx.trace.replans += 1
+                state.replan_reasons.append(decision.reason)
+                ctx.trace.emit("replan", reason=decision.reason)
         raise ExecutionError(
-            f"planner {self.planner.name!r} did not answer in its final round", trace=trace
+            f"planner {self.planner.name!r} did not answer in its final round", trace=ctx.trace
         )
+
+    async def _join(
+        self, state: RunState, ctx: RunContext, deadline: _Deadline
+    ) -> Answer | Replan | Continue:
+        """The planner's join, which must end by the deadline (the best partial answer else)."""
+        joining = asyncio.timeout_at(deadline.hard)
+        try:
+            async with joining:
+                return await self.planner.join(state, ctx)
+        except TimeoutError:
+            if not joining.expired():
+                raise
+        raise _deadline_error(deadline, state, ctx.trace, "the join was still running")
+
+    async def _answer_at_deadline(
+        self, state: RunState, ctx: RunContext, deadline: _Deadline
+    ) -> RunResult:
+        """The deadline's soft end passed: join what was found, as the final round, by the
+        deadline; the best partial answer if the join cannot answer."""
+        state.final_round = True
+        try:
+            decision = await self._join(state, ctx, deadline)
+        except DeadlineExceededError:
+            raise
+        except (ExecutionError, ModelOutputError, PlanError) as exc:
+            raise _deadline_error(deadline, state, ctx.trace, f"the join failed: {exc}") from None
+        if not isinstance(decision, Answer):
+            raise _deadline_error(deadline, state, ctx.trace, "the join did not answer")
+        return self._answered(decision, ctx.trace, deadline_hit=True)
+
+    def _answered(self, decision: Answer, trace: Trace, *, deadline_hit: bool = False) -> RunResult:
+        if deadline_hit:
+            trace.emit("answer", text=decision.text, deadline_hit=True)
+        else:
+            trace.emit("answer", text=decision.text)
+        reply = decision.text if decision.reply is None else decision.reply
+        return RunResult(answer=decision.text, reply=reply, trace=trace, deadline_hit=deadline_hit)
 
     def _llm_runner(self, state: RunState) -> LLMStepRunner:
         """The planner's `run_llm_node`, under the allocator when there is one: each node gets
@@ -166,6 +225,35 @@ class Agent:
             return await run_llm(node, args, replace(ctx, allocation=allocation))
 
         return allocated
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    """A run's deadline on the event loop's clock: its work stops at `soft`, its join at `hard`
+    (both None: no deadline)."""
+
+    seconds: float | None = None
+    soft: float | None = None
+    hard: float | None = None
+
+    @classmethod
+    def after(cls, seconds: float | None) -> _Deadline:
+        if seconds is None:
+            return cls()
+        now = asyncio.get_running_loop().time()
+        return cls(seconds, now + seconds * (1 - DEADLINE_JOIN_SHARE), now + seconds)
+
+
+def _deadline_error(
+    deadline: _Deadline, state: RunState, trace: Trace, why: str
+) -> DeadlineExceededError:
+    """No answer by the deadline: the error, carrying the best partial answer. Raised without
+    its cause (a `TimeoutError`): the run's own limit, not a server that did not answer."""
+    return DeadlineExceededError(
+        f"the run reached its deadline of {deadline.seconds:g} s (--deadline) and {why}",
+        trace=trace,
+        best_answer=_last_reasoning(state),
+    )
 
 
 def _last_reasoning(state: RunState) -> str:

@@ -16,18 +16,33 @@ from agentflow.model import Message, Model, ModelResponse, ModelSettings
 from agentflow.tool import Toolset
 from agentflow.trace import Trace
 
-__all__ = ["RunContext", "RunLimits"]
+__all__ = ["DEADLINE_JOIN_SHARE", "RunContext", "RunLimits"]
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunLimits:
-    """Hard caps for one question. A run that reaches one stops with `LimitExceededError`."""
+    """Hard caps for one question. A run that reaches one stops with `LimitExceededError`,
+    except the deadline, which answers with what the run has if it can."""
 
     max_model_calls: int = 64
     max_tokens: int = 200_000
     """Prompt plus completion tokens over all calls."""
+    deadline: float | None = None
+    """Seconds for the whole question; None: no deadline. At `DEADLINE_JOIN_SHARE` short of it
+    the work still running (planning, nodes) is cancelled and the planner joins the findings
+    so far into an answer, which must come by the deadline: the run then returns it, with
+    `RunResult.deadline_hit` set. If it cannot (the join fails or is still running at the
+    deadline), `DeadlineExceededError` carries the best partial answer, if any."""
+
+    def __post_init__(self) -> None:
+        if self.deadline is not None and not self.deadline > 0:  # also NaN
+            raise UserError(f"the deadline must be seconds above 0, not {self.deadline}")
+
+
+DEADLINE_JOIN_SHARE = 0.25
+"""The last part of a run's deadline kept for joining the findings into an answer."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,6 +13,7 @@ AgentflowError
 │       └── ModelOutputError  the body is fine, the model's text does not fit the schema asked for
 ├── ExecutionError            a run could not finish (carries the partial trace)
 │   └── LimitExceededError    the run hit its cap on model calls or tokens
+│       └── DeadlineExceededError  the run's deadline passed before it had an answer
 └── RuntimeSetupError         the embedded model failed to prepare or start (carries the log tail)
 ```
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "AgentflowError",
+    "DeadlineExceededError",
     "ExecutionError",
     "LimitExceededError",
     "ModelConnectionError",
@@ -122,6 +124,12 @@ class ExecutionError(AgentflowError):
 
 class LimitExceededError(ExecutionError):
     """The run used up its budget of model calls or tokens."""
+
+
+class DeadlineExceededError(LimitExceededError):
+    """The run's deadline (`RunLimits.deadline`) passed and no join over the findings answered
+    in time: `best_answer` is the best partial answer, if any. A run whose join did answer in
+    time returns normally, its `RunResult.deadline_hit` set."""
 
 
 class RuntimeSetupError(AgentflowError):

@@ -63,7 +63,10 @@ class CommandContext:
         group.add_argument(
             "--timeout",
             type=float,
-            help="seconds for one model request (env AGENTFLOW_TIMEOUT; default 120)",
+            help="seconds for one try of a model request: connecting and the whole reply or "
+            "stream, however slowly it trickles. A request is tried at most 4 times (a timed-out "
+            "try only on another server), so it gives up within 4 x this plus a few seconds of "
+            "backoff (env AGENTFLOW_TIMEOUT; default 120)",
         )
         group.add_argument(
             "--idle-timeout",

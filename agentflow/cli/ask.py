@@ -82,11 +82,22 @@ def _add_limits(ask: argparse.ArgumentParser) -> None:
     ask.add_argument(
         "--concurrency", type=int, default=16, help="nodes running at once (default %(default)s)"
     )
+    ask.add_argument("--deadline", type=float, metavar="SECONDS", help=_DEADLINE_HELP)
+
+
+_DEADLINE_HELP = (
+    "seconds for the whole question (default: none). At three quarters of it the work still "
+    "running is cancelled and the findings so far are joined into an answer, printed with a "
+    "warning on stderr; if that join cannot answer by the deadline, the best partial answer "
+    "is printed with a warning instead (exit 1 if there is none)"
+)
 
 
 def _ask(common: CommandContext, args: argparse.Namespace) -> int:
     settings = common.settings(args)
-    limits = RunLimits(max_model_calls=args.max_model_calls, max_tokens=args.max_tokens)
+    limits = RunLimits(
+        max_model_calls=args.max_model_calls, max_tokens=args.max_tokens, deadline=args.deadline
+    )
     tools = [*_corpus_tools(common, args.corpus), *(load_tool(name) for name in args.tool)]
     urls = common.base_urls(args, settings)
     result = asyncio.run(_ask_async(args, settings, urls, tools, limits))
@@ -96,6 +107,12 @@ def _ask(common: CommandContext, args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:
         print(result.answer)
+    if result.deadline_hit:
+        print(
+            f"warning: the run reached its deadline of {args.deadline:g} s (--deadline): the "
+            "work left was cancelled and the answer joins only the findings made until then",
+            file=sys.stderr,
+        )
     return 0
 
 

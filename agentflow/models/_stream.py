@@ -7,18 +7,21 @@ error (which an eval counts as infrastructure, retried on resume, never a record
 - a body that is not server-sent events (an HTML page from a proxy, a server that ignores
   `stream` and sends one JSON body): `ModelResponseError`, carrying what came;
 - a stream that ends without `[DONE]`: `ModelConnectionError`, since it broke off and what came
-  may be cut anywhere.
+  may be cut anywhere;
+- a stream still running when its request's time limit is up (a server trickling bytes):
+  `ModelTimeoutError`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from agentflow._transport import StreamReply, TransportTimeout, TransportUnreachable
 from agentflow.endpoints import Endpoint
-from agentflow.exceptions import ModelConnectionError, ModelResponseError
+from agentflow.exceptions import ModelConnectionError, ModelResponseError, ModelTimeoutError
 from agentflow.model import StreamDelta, Usage
 
 __all__ = ["OpenStream", "read_usage", "stream_deltas"]
@@ -42,12 +45,23 @@ def read_usage(data: Mapping[str, Any] | None) -> tuple[Usage, int | None]:
 
 class OpenStream:
     """A stream that answered: its deltas, the first read ahead while the retries still cover
-    it. A wait longer than `read_timeout` after that is a stall, and raises."""
+    it. A wait longer than `read_timeout` after that is a stall, and raises; so does the stream
+    still running at `deadline` (the loop's clock), when its request's `time_limit` is up."""
 
-    def __init__(self, endpoint: Endpoint, response: StreamReply, read_timeout: float) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        response: StreamReply,
+        read_timeout: float,
+        *,
+        time_limit: float,
+        deadline: float,
+    ) -> None:
         self.endpoint = endpoint
         self.response = response
         self.read_timeout = read_timeout
+        self.time_limit = time_limit
+        self.deadline = deadline
         self._deltas = stream_deltas(response.chunks(), endpoint.base_url)
         self._first: tuple[StreamDelta, int | None] | None = None
         self._sent = 0
@@ -65,6 +79,12 @@ class OpenStream:
                     yield item
                     self._sent += 1
         except TransportTimeout as exc:
+            if self.past_deadline():
+                raise ModelTimeoutError(
+                    f"the stream from {url} did not finish within {self.time_limit:g} s "
+                    f"(--timeout) after {self._sent} pieces",
+                    base_url=url,
+                ) from exc
             raise ModelConnectionError(
                 f"the stream from {url} stalled: nothing for {self.read_timeout:g} s after "
                 f"{self._sent} pieces (--idle-timeout)",
@@ -76,6 +96,10 @@ class OpenStream:
             ) from exc
         finally:
             await self._deltas.aclose()
+
+    def past_deadline(self) -> bool:
+        """Whether the request's time limit is up (a timeout now is that, not a stall)."""
+        return asyncio.get_running_loop().time() >= self.deadline
 
 
 async def stream_deltas(

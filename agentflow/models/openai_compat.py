@@ -299,10 +299,12 @@ class OpenAIModel(Model):
         self, endpoint: Endpoint, url: str, body: Mapping[str, Any], time_limit: float
     ) -> bytes:
         """The 2xx body of `url`; another status raises (retryable or not, per the status)."""
+        deadline = asyncio.get_running_loop().time() + time_limit
         payload, with_priority = _encode(body, endpoint)
         reply = await endpoint.transport.post(url, payload, time_limit)
         if reply.status == 400 and with_priority and _refuses_priority(endpoint, reply.body):
-            reply = await endpoint.transport.post(url, _encode(body, endpoint)[0], time_limit)
+            resend = _encode(body, endpoint)[0]  # within the same time limit
+            reply = await endpoint.transport.post(url, resend, _left(deadline))
         if not 200 <= reply.status < 300:
             raise await self._status_error(endpoint, reply.status, reply.body)
         return reply.body
@@ -310,11 +312,14 @@ class OpenAIModel(Model):
     async def _open_stream(
         self, endpoint: Endpoint, body: Mapping[str, Any], time_limit: float, idle: float | None
     ) -> OpenStream:
-        """The stream, open and read up to its first piece (or its end)."""
+        """The stream, open and read up to its first piece (or its end). `time_limit` bounds the
+        whole stream: the transport stops it at the deadline, however the bytes trickle."""
+        deadline = asyncio.get_running_loop().time() + time_limit
         payload, with_priority = _encode(body, endpoint)
+        limit = time_limit
         while True:
             response = await endpoint.transport.open_stream(
-                endpoint.chat_url, payload, time_limit, idle or time_limit
+                endpoint.chat_url, payload, limit, idle or time_limit
             )
             if 200 <= response.status < 300:
                 break
@@ -327,12 +332,15 @@ class OpenAIModel(Model):
             ):
                 raise await self._status_error(endpoint, response.status, error)
             payload, with_priority = _encode(body, endpoint)
-        opened = OpenStream(endpoint, response, idle or time_limit)
+            limit = _left(deadline)  # a resend without the priority: within the same limit
+        opened = OpenStream(
+            endpoint, response, idle or time_limit, time_limit=time_limit, deadline=deadline
+        )
         try:
             await opened.first()
         except TransportTimeout as exc:
             await response.aclose()
-            if idle is None:
+            if idle is None or opened.past_deadline():
                 raise  # the request timeout: a hung server, as for any request
             self.pool.mark_down(endpoint)
             stalled = ModelConnectionError(
@@ -513,6 +521,11 @@ def _encode(body: Mapping[str, Any], endpoint: Endpoint) -> tuple[bytes, bool]:
     if "priority" in body and not endpoint.takes_priority:
         body = {k: v for k, v in body.items() if k != "priority"}
     return json.dumps(body).encode(), "priority" in body
+
+
+def _left(deadline: float) -> float:
+    """Seconds until `deadline` (the loop's clock), never 0: a transport reads 0 as no limit."""
+    return max(deadline - asyncio.get_running_loop().time(), 0.001)
 
 
 def _refuses_priority(endpoint: Endpoint, error: bytes) -> bool:

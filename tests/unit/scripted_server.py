@@ -22,7 +22,8 @@ class Reply:
     status: int = 200
     content_type: str = "application/json"
     pieces: Iterable[bytes] = ()
-    """The body, sent piece by piece (flushed after each); the connection closes at its end."""
+    """The body, sent piece by piece (flushed after each); the connection closes at its end, or
+    when the client closes it (a generator may trickle pieces forever)."""
 
 
 Answer = Callable[[str, dict[str, Any]], Reply]
@@ -109,9 +110,12 @@ def scripted_server(answer: Answer) -> Iterator[Served]:
             self.send_header("Content-Type", reply.content_type)
             self.send_header("Connection", "close")
             self.end_headers()
-            for piece in reply.pieces:
-                self.wfile.write(piece)
-                self.wfile.flush()
+            try:
+                for piece in reply.pieces:
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a reply that trickles forever ends so)
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -1,0 +1,225 @@
+"""Time limits that hold against a server that trickles bytes (issue 21, item 5).
+
+`--timeout` is a deadline for a whole request (connecting, the headers, the whole body or the
+whole stream), where it used to bound each wait for bytes: a server sending a byte every 0.3 s
+held `ask --timeout 3` for 188 s (the node's own timeout) and a dag plan for 398 s. `--deadline`
+bounds the whole question: the work left is cancelled, and the findings so far are joined.
+
+The bounds asserted are generous (behaviour, not speed): 4x the limit, measured with
+`time.monotonic`. `ask` runs in a thread so that a run that does not stop fails the test at the
+bound instead of holding it for minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from agentflow import Agent, DeadlineExceededError, RunLimits, UserError
+from agentflow.cli import main
+from agentflow.endpoints import EndpointPool
+from agentflow.exceptions import ModelTimeoutError
+from agentflow.models import OpenAIModel, RetryPolicy
+
+from .loopback import Loopback, Pause, sse_event, sse_head
+from .scripted_server import Reply, chat_body, reply_json, reply_sse, scripted_server, sse_pieces
+
+TRICKLE_S = 0.3
+"""Seconds between two bytes of a trickling reply."""
+PLAN = json.dumps(
+    {
+        "lookups": [],
+        "steps": [
+            {"id": "s1", "tool": "llm", "inputs": ["ALPHA: how tall is Everest?"]},
+            {"id": "s2", "tool": "llm", "inputs": ["BETA: how tall is K2?"]},
+        ],
+    }
+)
+QUESTION = "Is Everest taller than K2?"
+USER = [{"role": "user", "content": "hi"}]
+
+
+def trickle(head: bytes, then: bytes = b" ") -> Iterator[bytes]:
+    """`head` one byte at a time, then `then` forever: one piece every `TRICKLE_S`."""
+    for byte in head:
+        yield bytes([byte])
+        time.sleep(TRICKLE_S)
+    while True:
+        yield then
+        time.sleep(TRICKLE_S)
+
+
+def trickling_json() -> Reply:
+    return Reply(pieces=trickle(b'{"choices": ['))
+
+
+def trickling_sse() -> Reply:
+    return Reply(content_type="text/event-stream", pieces=trickle(b"".join(sse_pieces([PLAN]))))
+
+
+def ask_within(args: list[str], bound: float) -> tuple[int, float]:
+    """`agentflow ask ARGS`: its exit code and seconds taken; fails if it runs past `bound`."""
+    code: list[int] = []
+    thread = threading.Thread(target=lambda: code.append(main(["ask", *args])), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(bound)
+    seconds = time.monotonic() - started
+    assert not thread.is_alive(), f"ask still running after {bound:g} s"
+    return code[0], seconds
+
+
+# --- --timeout: one request ---------------------------------------------------------------------
+
+
+def test_ask_timeout_bounds_a_trickled_reply(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not streamed: the direct planner's one call (was: the node's 180 s)."""
+    with scripted_server(lambda path, body: trickling_json()) as served:
+        args = ["--timeout", "1", "--base-url", served.base_url, "--model", "m", QUESTION]
+        code, seconds = ask_within(args, bound=4.0)
+    assert code == 1 and seconds < 4.0
+    assert "did not answer within 1 s" in capsys.readouterr().err
+
+
+def test_ask_timeout_bounds_a_trickled_plan_stream(capsys: pytest.CaptureFixture[str]) -> None:
+    """Streamed: the dag planner's plan arrives a byte at a time (was: 398 s)."""
+    with scripted_server(lambda path, body: trickling_sse()) as served:
+        args = ["--planner", "dag", "--timeout", "1", "--base-url", served.base_url]
+        code, seconds = ask_within([*args, "--model", "m", QUESTION], bound=4.0)
+    assert code == 1 and seconds < 4.0
+    assert "did not answer within 1 s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx2"])
+async def test_a_stream_trickling_after_its_first_piece_ends_at_the_time_limit(
+    transport: str,
+) -> None:
+    """A stream that answered and then trickles comments (keep-alives) is stopped at the
+    request's time limit, on both transports; no idle timeout would ever fire."""
+    script: list[tuple[Pause, bytes]] = [(0.0, sse_head() + sse_event("partial"))]
+    script += [(TRICKLE_S / 3, b": \n")] * 200
+    async with Loopback([script]) as server:
+        factory = (lambda url: httpx2.AsyncClient()) if transport == "httpx2" else None
+        pool = EndpointPool(server.base_url, http_client_factory=factory)
+        model = OpenAIModel("m", pool, timeout=0.6, idle_timeout=5.0)
+        started = time.monotonic()
+        pieces = []
+        with pytest.raises(ModelTimeoutError, match=r"did not finish within 0.6 s .* 1 pieces"):
+            async for delta in model.stream(USER):
+                pieces.append(delta.text)
+        await model.aclose()
+    assert pieces == ["partial"] and time.monotonic() - started < 2.4
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx2"])
+async def test_a_trickled_body_is_one_timeout_not_one_per_retry(transport: str) -> None:
+    """A timed-out try is asked again only of another server: one server, one time limit."""
+    body = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 99\r\n\r\n{"
+    script: list[tuple[Pause, bytes]] = [(0.0, body), *[(TRICKLE_S / 3, b" ")] * 200]
+    async with Loopback([script] * 4) as server:
+        factory = (lambda url: httpx2.AsyncClient()) if transport == "httpx2" else None
+        pool = EndpointPool(server.base_url, http_client_factory=factory)
+        model = OpenAIModel("m", pool, timeout=0.6, retry=RetryPolicy(max_retries=3))
+        started = time.monotonic()
+        with pytest.raises(ModelTimeoutError, match="did not answer within 0.6 s"):
+            await model.complete(USER)
+        await model.aclose()
+    assert time.monotonic() - started < 2.4 and len(server.bodies) == 1
+
+
+# --- --deadline: the whole question -------------------------------------------------------------
+
+
+def dag_server(*, join_trickles: bool = False) -> Callable[[str, dict[str, Any]], Reply]:
+    """Plans two reasoning steps: ALPHA answers at once, BETA trickles forever; the join
+    answers at once (or trickles too)."""
+
+    def answer(path: str, body: dict[str, Any]) -> Reply:
+        if body.get("stream"):
+            return reply_sse(sse_pieces([PLAN]))
+        schema = body.get("response_format", {}).get("json_schema", {}).get("schema")
+        if schema is not None:
+            if join_trickles:
+                return trickling_json()
+            fields = {"enough": True, "missing": ""} if "enough" in schema["properties"] else {}
+            return reply_json(chat_body([json.dumps({**fields, "answer": "Everest"})]))
+        if "BETA" in body["messages"][0]["content"]:
+            return trickling_json()
+        return reply_json(chat_body(["Everest is 8,849 m.\nAnswer: 8,849 m"]))
+
+    return answer
+
+
+def test_ask_deadline_joins_what_was_found(capsys: pytest.CaptureFixture[str]) -> None:
+    with scripted_server(dag_server()) as served:
+        args = ["--planner", "dag", "--deadline", "2", "--base-url", served.base_url]
+        code, seconds = ask_within([*args, "--model", "m", QUESTION], bound=8.0)
+    out = capsys.readouterr()
+    assert code == 0 and seconds < 4.0
+    assert out.out.strip() == "Everest"
+    assert out.err.startswith("warning: the run reached its deadline of 2 s (--deadline)")
+    joined = [r for r in served.requests if r.get("response_format") and not r.get("stream")]
+    assert len(joined) == 1 and "8,849 m" in joined[0]["messages"][0]["content"]
+
+
+def test_ask_deadline_prints_the_best_partial_answer_when_the_join_cannot(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with scripted_server(dag_server(join_trickles=True)) as served:
+        args = ["--planner", "dag", "--deadline", "2", "--json", "--base-url", served.base_url]
+        code, seconds = ask_within([*args, "--model", "m", QUESTION], bound=8.0)
+    out = capsys.readouterr()
+    assert code == 0 and seconds < 4.0
+    printed = json.loads(out.out)
+    assert printed["answer"] == "8,849 m"  # the step that finished: the best it had
+    assert "deadline of 2 s" in printed["error"] and "join was still running" in printed["error"]
+    assert out.err.startswith("warning: the run could not finish")
+
+
+async def test_the_api_deadline_answers_with_the_findings_so_far() -> None:
+    with scripted_server(dag_server()) as served:
+        model = OpenAIModel("m", served.base_url)
+        agent = Agent(model=model, planner="dag", limits=RunLimits(deadline=1.2))
+        started = time.monotonic()
+        try:
+            result = await agent.run(QUESTION)
+        finally:
+            await model.aclose()
+    assert result.answer == "Everest" and result.deadline_hit
+    assert time.monotonic() - started < 3.0
+    statuses = {n.id: n.status for n in result.trace.nodes.values()}
+    assert statuses == {"s1": "ok", "s2": "cancelled"}
+    assert result.as_dict()["deadline_hit"] is True
+
+
+async def test_a_deadline_without_any_finding_is_an_error_with_no_answer() -> None:
+    with scripted_server(lambda path, body: trickling_json()) as served:
+        model = OpenAIModel("m", served.base_url)
+        agent = Agent(model=model, planner="direct", limits=RunLimits(deadline=0.8))
+        try:
+            with pytest.raises(DeadlineExceededError, match="deadline of 0.8 s") as raised:
+                await agent.run(QUESTION)
+        finally:
+            await model.aclose()
+    assert raised.value.best_answer == "" and raised.value.__cause__ is None
+
+
+def test_a_deadline_must_be_positive_seconds() -> None:
+    with pytest.raises(UserError, match="deadline must be seconds above 0"):
+        RunLimits(deadline=0)
+    with pytest.raises(UserError, match="deadline must be seconds above 0"):
+        RunLimits(deadline=float("nan"))
+
+
+def test_the_help_states_what_the_limits_bound(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["ask", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--deadline SECONDS" in text and "whole question" in text
+    assert "the whole reply or stream" in text and "4 x" in text
