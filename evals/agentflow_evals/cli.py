@@ -128,13 +128,6 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="items at once (default: as many as fill the server's KV cache, by vLLM's "
         "/metrics; 8 for servers that do not say)",
     )
-    run.add_argument(
-        "--max-failures",
-        type=_count,
-        default=5,
-        help="items that may fail on the model server (never recorded; a resume retries them) "
-        "before the run stops (default %(default)s)",
-    )
     run.add_argument("--out", type=Path, help="run directory (default runs/DATASET-PLANNER-MODEL)")
     run.add_argument(
         "--extra-base-url",
@@ -148,7 +141,6 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--max-tokens", type=_count, help="cap on tokens per model call")
     run.add_argument("--seed", type=int, help="base seed; sample i uses seed + i")
-    run.add_argument("--max-model-calls", type=_count, default=64, help="per sample (default 64)")
     run.add_argument(
         "--corpus",
         action="append",
@@ -163,7 +155,28 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="run items as tasks on a Ray cluster "
         "(`local` starts one here); results land in OUT exactly as without it",
     )
+    _add_limits(run)
     _add_judge_options(run)
+
+
+def _add_limits(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--max-failures",
+        type=_count,
+        default=5,
+        help="items that may fail on the model server (never recorded; a resume retries them) "
+        "before the run stops (default %(default)s)",
+    )
+    run.add_argument("--max-model-calls", type=_count, default=64, help="per sample (default 64)")
+    run.add_argument(
+        "--deadline",
+        type=_seconds,
+        metavar="SECONDS",
+        help="seconds per sample (default: none). At three quarters of it the work still running "
+        "is cancelled and the findings so far are joined into the sample's answer, scored as "
+        'usual and flagged "deadline_hit"; a sample whose join cannot answer by the deadline is '
+        'scored wrong with error_kind "deadline"',
+    )
 
 
 def _eval(common: CommandContext, args: argparse.Namespace) -> int:
@@ -185,6 +198,7 @@ def _eval(common: CommandContext, args: argparse.Namespace) -> int:
         dataset=args.dataset, planner=args.planner, out=out, limit=args.limit,
         samples=args.samples, concurrency=args.concurrency or 0, temperature=args.temperature,
         max_tokens=args.max_tokens, seed=args.seed, max_model_calls=args.max_model_calls,
+        deadline=args.deadline,
         command=" ".join(["agentflow", *sys.argv[1:]]), base_urls=urls, ray=args.ray,
         corpus=[str(Path(c).resolve()) for c in args.corpus], judge_cache=_judge_cache(args),
         max_failures=args.max_failures, allocation=_allocation(args),
@@ -310,6 +324,17 @@ def _eval_report(args: argparse.Namespace) -> int:
     path = write_report(args.runs, args.out)
     print(f"report written to {path}")
     return 0
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be seconds above 0, not {text}")
+    return value
 
 
 def _temperature(text: str) -> float:

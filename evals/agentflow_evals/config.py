@@ -24,6 +24,8 @@ class EvalConfig:
     max_tokens: int | None = None
     seed: int | None = None
     max_model_calls: int = 64
+    deadline: float | None = None
+    """Seconds per sample (`RunLimits.deadline`); None: no deadline."""
     command: str = ""
     base_urls: Sequence[str] = field(default_factory=list)
     ray: str | None = None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from agentflow.exceptions import (
     AgentflowError,
+    DeadlineExceededError,
     LimitExceededError,
     ModelConnectionError,
     ModelHTTPError,
@@ -34,7 +35,7 @@ INFRASTRUCTURE_KINDS = frozenset({"connection", "timeout", "http", "malformed_re
 class Failure:
     kind: str
     """connection, timeout, http, malformed_response (infrastructure); context_overflow,
-    model_output, plan, limit, node (the system under test)."""
+    model_output, plan, limit, deadline, node (the system under test)."""
     message: str
 
     @property
@@ -75,6 +76,8 @@ def _kind(error: BaseException) -> str | None:
         return "model_output"
     if isinstance(error, ModelResponseError):
         return "malformed_response"
+    if isinstance(error, DeadlineExceededError):
+        return "deadline"
     if isinstance(error, LimitExceededError):
         return "limit"
     if isinstance(error, PlanError):

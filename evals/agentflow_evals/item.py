@@ -11,7 +11,7 @@ from typing import Any
 
 from agentflow import Agent, ExecutionError, Model, ModelSettings, PlanError, RunLimits, Trace
 from agentflow.allocation import Allocator, allocator_from_settings
-from agentflow.exceptions import ModelError
+from agentflow.exceptions import DeadlineExceededError, ModelError
 from agentflow.tool import Tool
 from agentflow_evals.browsecomp import encrypt
 from agentflow_evals.config import EvalConfig
@@ -79,16 +79,18 @@ async def _run_sample(
         model=model,
         planner=config.planner,
         tools=tools,
-        limits=RunLimits(max_model_calls=config.max_model_calls),
+        limits=RunLimits(max_model_calls=config.max_model_calls, deadline=config.deadline),
         allocation=_allocation(config),
     )
     started = time.perf_counter()
     trace: Trace | None = None
-    answer, reply, failure = "", "", None
+    answer, reply, failure, deadline_hit = "", "", None, False
     try:
         result = await agent.run(question)
         answer, reply, trace = result.answer, result.reply, result.trace
+        deadline_hit = result.deadline_hit
     except (ExecutionError, PlanError) as exc:
+        deadline_hit = isinstance(exc, DeadlineExceededError)
         failure = classify(exc)
         if failure.infrastructure:  # no answer at all: never recorded as a wrong one
             raise InfrastructureFailure(failure, item.id) from exc
@@ -108,6 +110,7 @@ async def _run_sample(
         | {
             "error": None if failure is None else failure.message,
             "error_kind": None if failure is None else failure.kind,
+            "deadline_hit": deadline_hit,
         }
     )
 

@@ -22,7 +22,7 @@ __all__ = ["build_manifest", "check_resumable", "now", "prompts_sha256"]
 
 _MUST_MATCH = (
     "dataset_sha256", "planner", "model", "samples", "temperature", "max_tokens", "seed", "corpus",
-    "max_model_calls", "allocation", "judge_model",
+    "max_model_calls", "allocation", "judge_model", "deadline",
 )  # fmt: skip
 """What makes two runs different runs: a resume must not mix their rows in one directory."""
 _PROMPT_PACKAGES = ("agentflow", "agentflow_planners", "agentflow_evals")
@@ -47,6 +47,7 @@ def build_manifest(
         "temperature": config.temperature,
         "max_tokens": config.max_tokens,
         "max_model_calls": config.max_model_calls,
+        "deadline": config.deadline,
         "allocation": _plain(config.allocation),
         "concurrency": config.concurrency,
         "corpus": list(config.corpus),

@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -223,3 +224,33 @@ def test_the_help_states_what_the_limits_bound(capsys: pytest.CaptureFixture[str
     text = " ".join(capsys.readouterr().out.split())
     assert "--deadline SECONDS" in text and "whole question" in text
     assert "the whole reply or stream" in text and "4 x" in text
+
+
+def test_eval_deadline_scores_the_joined_answer_and_flags_the_row(tmp_path: Path) -> None:
+    questions = tmp_path / "q.jsonl"
+    rows = [{"id": "1", "question": QUESTION, "answer": "Everest"}]
+    questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "run"
+    with scripted_server(dag_server()) as served:
+        args = ["eval", str(questions), "--planner", "dag", "--deadline", "1.2", "--out", str(out)]
+        started = time.monotonic()
+        assert main([*args, "--base-url", served.base_url, "--model", "m"]) == 0
+    assert time.monotonic() - started < 6.0
+    (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    (sample,) = row["samples"]
+    assert sample["answer"] == "Everest" and sample["correct"] is True
+    assert sample["deadline_hit"] is True and sample["error_kind"] is None
+    assert json.loads((out / "manifest.json").read_text())["deadline"] == 1.2
+
+
+def test_eval_deadline_without_an_answer_is_a_recorded_deadline_failure(tmp_path: Path) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "1", "question": QUESTION, "answer": "x"}) + "\n")
+    out = tmp_path / "run"
+    with scripted_server(lambda path, body: trickling_json()) as served:
+        args = ["eval", str(questions), "--deadline", "0.8", "--out", str(out)]
+        assert main([*args, "--base-url", served.base_url, "--model", "m"]) == 0
+    (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    (sample,) = row["samples"]
+    assert sample["error_kind"] == "deadline" and sample["deadline_hit"] is True
+    assert sample["correct"] is False
