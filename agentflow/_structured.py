@@ -5,8 +5,9 @@ until `max_tokens` cuts it off: the JSON never closes, and the question would fa
 call. `complete_structured` tries three things before giving up:
 
 1. parse the reply as it is;
-2. salvage it: read the reply as partial JSON (an unfinished string is dropped, not kept) and
-   validate what was complete; a field the schema gives a default may be missing;
+2. salvage it: read the reply as partial JSON (an unfinished string, or a number the reply ends
+   on, is dropped, not kept) and validate what was complete; a field the schema gives a default
+   may be missing;
 3. ask once more with a repetition guard (`repetition_penalty`) and a tighter token cap, then
    parse or salvage that reply.
 
@@ -111,10 +112,17 @@ def _require_all(node: Any) -> Any:
     return node
 
 
+_CUT_NUMBER = re.compile(r'(?:[,{]\s*"(?:[^"\\]|\\.)*"\s*:|[,\[])\s*-?[\d.eE+-]+\s*$')
+"""A number at the very end of a reply that never closed: cut there, `85` may have been `8`."""
+
+
 def _partial_json(text: str, *, trailing_strings: bool) -> Any:
     start = text.find("{")
     if start < 0:
         return None
+    cut = None if trailing_strings else _CUT_NUMBER.search(text, start)
+    if cut is not None:
+        text = text[: cut.start() + 1]  # keep the `{`, `[` or `,` before it
     try:
         if trailing_strings:
             return pydantic_core.from_json(text[start:], allow_partial="trailing-strings")

@@ -45,6 +45,26 @@ def test_salvage_reads_what_was_complete_and_never_an_unfinished_string() -> Non
     assert salvage('{"first": "a loop a loop a', Pair) is None  # the field that matters is cut
     assert salvage("<html>502 Bad Gateway</html>", Pair) is None
     assert salvage("", Pair) is None
+    assert salvage('{"first": "a", "second": "b"}', Pair) == Pair(first="a", second="b")
+
+
+class Verdict(BaseModel):
+    correct: str
+    confidence: int = 100
+
+
+def test_salvage_drops_a_number_the_reply_ends_on() -> None:
+    # a judge cut off at "confidence": 8 may have meant 85: the field is dropped, not misread
+    assert salvage('{"correct": "yes", "confidence": 8', Verdict) == Verdict(correct="yes")
+    assert salvage('{"correct": "yes", "confidence": 85}', Verdict) == Verdict(
+        correct="yes", confidence=85
+    )
+    assert salvage('{"correct": "no", "confidence": 85, "extra": "cut', Verdict) == Verdict(
+        correct="no", confidence=85
+    )
+
+
+def test_a_join_cut_in_its_last_field_is_salvaged() -> None:
     cut_join = salvage(LOOPING_MISSING, JoinDecision)
     assert cut_join == JoinDecision(enough=False, answer="K2", missing="")
 
