@@ -109,10 +109,13 @@ class RunContext:
         settings: ModelSettings | None = None,
         *,
         node_id: str | None = None,
+        json_schema: Mapping[str, Any] | None = None,
     ) -> tuple[SchemaT, ModelResponse]:
         """`complete` under `schema`, parsed; a reply that loops or is cut off is salvaged or
-        asked again once under a repetition guard, noted in the trace (`agentflow._structured`)."""
-        request = _structured.request_schema(schema)
+        asked again once under a repetition guard, noted in the trace (`agentflow._structured`).
+        `json_schema` is what the server is sent when it should be narrower than `schema`'s own
+        (an enum of the run's tool names, say)."""
+        request = json_schema or _structured.request_schema(schema)
 
         async def send(chosen: ModelSettings | None) -> ModelResponse:
             return await self.complete(messages, chosen, node_id=node_id, json_schema=request)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from pydantic import BaseModel
+
 from agentflow.context import RunContext
-from agentflow.model import ModelSettings
+from agentflow.exceptions import ModelOutputError
+from agentflow.model import Message, ModelSettings
 from agentflow.plan import TaskNode
 from agentflow.planner import Answer, Continue, Planner, Replan, RunState
 from agentflow_planners._common import (
@@ -21,6 +23,14 @@ from agentflow_planners._common import (
 )
 
 __all__ = ["ReactPlanner"]
+
+
+class Step(BaseModel):
+    """One ReAct step as the model writes it (`step_schema` narrows `tool` to the run's tools)."""
+
+    thought: str = ""
+    tool: str
+    input: str
 
 
 class ReactPlanner(Planner):
@@ -39,15 +49,27 @@ class ReactPlanner(Planner):
             question=state.question,
             findings=findings(state),
         )
-        schema = step_schema([*ctx.tools.names, "llm", "finish"])
-        response = await ctx.complete(
-            [{"role": "user", "content": text}], self.step_choice_settings, json_schema=schema
-        )
-        step = _parse_step(response.text)
-        if step["tool"] == "finish":
-            state.notes["answer"] = final_answer(step["input"])
+        step = await self._choose_step([{"role": "user", "content": text}], ctx)
+        if step.tool == "finish":
+            state.notes["answer"] = final_answer(step.input)
             return
-        yield step_to_node(f"s{state.round + 1}", step["tool"], step["input"], ctx.tools)
+        yield step_to_node(f"s{state.round + 1}", step.tool, step.input, ctx.tools)
+
+    async def _choose_step(self, messages: list[Message], ctx: RunContext) -> Step:
+        """The model's next step. A reply cut off or looping inside its JSON is salvaged or asked
+        again (`RunContext.complete_structured`), and if still unusable is the model's failure,
+        never an answer; a reply that is not JSON at all (a server without structured outputs)
+        is taken as the final answer, as such a model writes one."""
+        schema = step_schema([*ctx.tools.names, "llm", "finish"])
+        try:
+            step, _ = await ctx.complete_structured(
+                messages, Step, self.step_choice_settings, json_schema=schema
+            )
+        except ModelOutputError as exc:
+            if _attempted_json(exc.body):
+                raise
+            return Step(tool="finish", input=exc.body)
+        return step
 
     async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan | Continue:
         written: Answer | None = state.notes.get("answer")
@@ -73,11 +95,6 @@ def step_schema(tools: list[str]) -> dict[str, Any]:
     }
 
 
-def _parse_step(text: str) -> dict[str, str]:
-    """The step the model chose; off-schema output (a model without constrained decoding)
-    becomes a final answer made of the text itself rather than an error."""
-    try:
-        data = json.loads(text)
-        return {"tool": str(data["tool"]), "input": str(data["input"])}
-    except (ValueError, KeyError, TypeError):
-        return {"tool": "finish", "input": text}
+def _attempted_json(text: str) -> bool:
+    """The reply set out to be the JSON step (perhaps in a code fence), whatever became of it."""
+    return text.strip().removeprefix("```json").removeprefix("```").lstrip().startswith("{")
