@@ -6,8 +6,9 @@ anything out of range. Other math (MATH-500, AMC) goes through the `math-verify`
 
 Both read an answer the same way: the last closed box; with no box, the last `Answer: ...` line;
 with neither, the whole reply only when it is nothing but the answer (AIME: an integer; math:
-one line). A reply cut off inside its last box, or reasoning that merely ends on a number or an
-equation, has no answer and scores 0.
+one line of math, see `only_math`). A reply cut off inside its last box, reasoning that merely
+ends on a number or an equation, and a one-line reply that stops mid-sentence ("First compute
+3*11 = 33 then") have no answer and score 0.
 
 math-verify bounds its parsing and comparison with `signal.alarm`, which only works in the main
 thread. `score_math` therefore uses those timeouts in the main thread and, from any other thread
@@ -34,6 +35,7 @@ __all__ = [
     "extract_math_answer",
     "gold_latex",
     "maj_at_k",
+    "only_math",
     "parse_aime_integer",
     "same_math_answer",
     "score_aime",
@@ -53,6 +55,16 @@ _AIME_INTEGER = re.compile(r"([0-9]+)(?:\.0*)?(?: [A-Za-z]+)*")  # "33", "33.0",
 _MATH_DELIMITERS = ("\\(", "\\)", "\\[", "\\]")
 _MODULUS = re.compile(r"\\pmod\s*\{[^{}]*\}|\\(?:bmod|mod)\s*\{?\s*[0-9]+\s*\}?")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
+_ENVIRONMENT = re.compile(r"\\(?:begin|end)\s*\{[A-Za-z*]*\}")  # \\begin{pmatrix}
+_COMMAND = re.compile(r"\\[A-Za-z]+")
+_PROSE_WORD = re.compile(r"[^\W\d_]{3,}")  # three letters or more, any alphabet
+_SHORT_PROSE = re.compile(r"\b(?:[Aa][nst]|[Bb][ey]|[Ii][fst]|[Oo][fnr]|[Ss]o|[Tt]o|[Ww]e)\b")
+_MATH_WORDS = frozenset(
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log exp max min gcd lcm mod "
+    "det sqrt abc abcd xyz pqr uvw".split()
+)
+_ARITHMETIC = re.compile(r"\\(?:[dt]?frac|sqrt|cdot|times|div|left|right|pm|mp)(?![A-Za-z])")
+_LEFT_SIDE = re.compile(r"^(.*?)(?<![<>!=])=(?!=)")
 _ANSWER_LINE = re.compile(
     r"^\s*(?:[-•]\s*)?\**\s*(?:final\s+)?answer\s*\**\s*[:：]\s*(.+)$", re.I | re.M
 )
@@ -146,8 +158,9 @@ def parse_aime_integer(text: str, *, equation: bool = True) -> int | None:
 def extract_aime_answer(response: str) -> int | None:
     """The integer in the last box. Without a box: the last `Answer: N` line if N is just an
     integer, else the whole response if it is just an integer (no `=`: "3 * 11 = 33" is
-    reasoning, not an answer). Anything else is None: a truncated reasoning whose last line
-    happens to be a number or an equation does not score."""
+    reasoning, not an answer; no prose, see `only_math`: "33 and then we add" is reasoning cut
+    off). Anything else is None: a truncated reasoning whose last line happens to be a number
+    or an equation does not score."""
     boxed = last_boxed(response)
     if boxed is not None:
         return parse_aime_integer(boxed)
@@ -156,6 +169,8 @@ def extract_aime_answer(response: str) -> int | None:
     answer_lines = _ANSWER_LINE.findall(response)
     if answer_lines:
         return parse_aime_integer(answer_lines[-1].strip().strip("*"))
+    if not only_math(response):  # "33 and then we add" is reasoning cut off, not "33 ways"
+        return None
     return parse_aime_integer(response, equation=False)
 
 
@@ -175,9 +190,10 @@ def score_aime(response: str, gold: int | str) -> bool:
 
 def extract_math_answer(response: str) -> str | None:
     """What math-verify reads of a reply: the last box's content as inline math (`$...$`);
-    without a box, the last `Answer: ...` line; else the whole reply when it is one line. None
-    for a reply cut off inside its last box and for several lines of reasoning with neither (a
-    truncated reply that ends on a number does not score)."""
+    without a box, the last `Answer: ...` line (as inline math when it is `only_math`); else
+    the whole reply when it is `only_math` (one line of nothing but math). None for a reply
+    cut off inside its last box and for reasoning with neither (several lines, or one line of
+    prose: a truncated reply that ends on a number does not score)."""
     boxed = last_boxed(response)
     if boxed is not None:
         return f"${boxed}$"
@@ -185,9 +201,47 @@ def extract_math_answer(response: str) -> str | None:
         return None
     answer_lines = _ANSWER_LINE.findall(response)
     if answer_lines:
-        return str(answer_lines[-1]).strip().strip("*").strip() or None
+        line = str(answer_lines[-1]).strip().strip("*").strip()
+        return (_as_math(line) if only_math(line) else line) or None
     text = response.strip()
-    return text if text and "\n" not in text else None
+    return _as_math(text) if only_math(text) else None
+
+
+def only_math(text: str) -> bool:
+    """Whether `text` is one line of nothing but math: what a reply without a box or an
+    `Answer:` line must be to count as its own answer.
+
+    Not math: several lines; a word of three letters or more (any alphabet) outside LaTeX
+    markup, other than an all-capitals name (`ABC`) or one of `_MATH_WORDS` (`sin`, `gcd`,
+    `abc`, ...); a short English word (`or`, `is`, `so`, `if`, `to`, `we`, `an`, `as`, `at`,
+    `be`, `by`, `it`, `of`, `on`, lower case or capitalised); an equation whose left side holds
+    no letter (`3*11 = 33`, `1 - 1/2 = 1/2`: a computation, as AIME rules). LaTeX markup is
+    command names (`\\frac`, `\\sqrt`, `\\pi`), `\\begin{..}`/`\\end{..}` and the content of
+    `\\text{}`-like wrappers. So `x = 5`, `\\frac{1}{2}`, `(3, \\frac{\\pi}{2})`, `5\\sqrt{2}`,
+    `12 cm`, `12\\text{ inches}` and `y = 2x + 3` are math; `12 inches`, `5 or 6`,
+    `I think 5 or 6` and `Let x = 5. Then 2x = 10, and` are not.
+    """
+    line = text.strip()
+    if not line or "\n" in line:
+        return False
+    previous = None
+    while previous != line:
+        previous, line = line, _WRAPPER.sub(" ", line)
+    line = _ENVIRONMENT.sub(" ", line)
+    equation = _LEFT_SIDE.match(line.replace("$", ""))
+    if equation and not re.search(r"[A-Za-z]", _ARITHMETIC.sub(" ", equation.group(1))):
+        return False
+    words = _PROSE_WORD.findall(_COMMAND.sub(" ", line))
+    prose = [w for w in words if not (w.isascii() and w.isupper()) and w not in _MATH_WORDS]
+    return not prose and not _SHORT_PROSE.search(_COMMAND.sub(" ", line))
+
+
+def _as_math(line: str) -> str:
+    """One line of math as math-verify input: markdown bold and a closing full stop dropped,
+    wrapped in `$...$` unless it holds a math delimiter already."""
+    line = line.strip().strip("*").strip().rstrip(".").strip()
+    has_delimiter = "$" in line.replace("\\$", "") or "\\(" in line or "\\[" in line
+    return line if has_delimiter else f"${line}$"
 
 
 def gold_latex(gold: str) -> str:

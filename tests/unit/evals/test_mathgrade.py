@@ -12,6 +12,7 @@ from agentflow_evals.mathgrade import (
     extract_math_answer,
     last_boxed,
     maj_at_k,
+    only_math,
     parse_aime_integer,
     same_math_answer,
     score_aime,
@@ -105,7 +106,8 @@ def test_score_math_with_math_verify() -> None:
     assert score_math("\\boxed{\\frac{1}{2}}", "0.5")
     assert not score_math("\\boxed{\\frac{1}{3}}", "0.5")
     assert score_math("\\boxed{27}", "27")
-    assert score_math("I get 1/2 in the end", "\\frac12")  # no box: the whole response
+    assert score_math("1/2", "\\frac12")  # no box: the whole response, when it is only math
+    assert not score_math("I get 1/2 in the end", "\\frac12")  # prose is not an answer
     assert not score_math("", "27")
 
 
@@ -244,3 +246,68 @@ def test_aime_reads_an_equation_only_inside_an_answer(reply: str, expected: int 
 )
 def test_math_needs_a_closed_box_or_an_answer(reply: str, right: bool) -> None:
     assert score_math(reply, "\\frac{1}{2}") is right
+
+
+@pytest.mark.parametrize(
+    ("reply", "gold"),
+    [
+        # one line cut off mid-reasoning (max_tokens), no box, no Answer: line: math-verify used
+        # to find the gold in each of these
+        ("First compute 3*11 = 33 then", "33"),
+        ("The answer is 12 because 5+7=12 and then we need to add 3 more to get", "12"),
+        ("I think 5 or 6", "6"),
+        ("Let x = 5. Then 2x = 10, and", "10"),
+        ("I get 1/2 in the end", "\\frac12"),
+        ("5 or 6", "6"),  # a short English word is prose too
+        ("3*11 = 33", "33"),  # a computation, not an answer (as AIME rules)
+        ("12 inches", "12"),  # a bare word of 3+ letters; `12\\text{ inches}` is math
+    ],
+)
+def test_a_one_line_reply_that_is_prose_is_not_an_answer(reply: str, gold: str) -> None:
+    assert extract_math_answer(reply) is None
+    assert not score_math(reply, gold)
+
+
+@pytest.mark.parametrize(
+    ("reply", "gold"),
+    [
+        ("x = 5", "5"),
+        ("\\frac{1}{2}", "0.5"),
+        ("$\\frac{1}{2}$.", "0.5"),
+        ("**12**", "12"),
+        ("12 cm", "12"),
+        ("12\\text{ inches}", "12"),
+        ("y = 2x + 3", "y = 2x + 3"),
+        ("\\text{Evelyn}", "\\text{Evelyn}"),
+        # math-verify needs `$...$` around these: before, a bare one scored wrong
+        ("(3, \\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("5\\sqrt{2}", "5\\sqrt2"),
+        ("Working it out.\nAnswer: 5\\sqrt{2}", "5\\sqrt2"),
+    ],
+)
+def test_a_one_line_reply_that_is_only_math_is_the_answer(reply: str, gold: str) -> None:
+    assert score_math(reply, gold)
+
+
+def test_every_math500_gold_is_only_math() -> None:
+    path = DATA / "math" / "math500.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} is not there")
+    golds = [json.loads(line)["answer"] for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [g for g in golds if not only_math(g)] == []  # any gold, written bare, is an answer
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("33 and then we add", None),  # cut off: used to read as 33, like "33 ways"
+        ("33 ways", None),  # not only an integer (in a box or an Answer: line it is 33)
+        ("Answer: 33 ways", 33),
+        ("\\boxed{33 \\text{ ways}}", 33),
+        ("33.", 33),
+    ],
+)
+def test_aime_reads_a_whole_reply_only_when_it_is_only_the_integer(
+    reply: str, expected: int | None
+) -> None:
+    assert extract_aime_answer(reply) == expected

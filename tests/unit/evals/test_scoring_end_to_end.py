@@ -163,6 +163,22 @@ async def test_math_through_every_planner(
         {"unique_id": k, "problem": f"Item {k}: solve.", "answer": "\\$36"}
         for k in ("m-dollar", "m-dollar-plain")
     ]
+    # one line, no box, no Answer: line: the answer only when it is nothing but math; a line cut
+    # off mid-reasoning used to score (math-verify found the gold in it)
+    forms["m-line"] = ("x = \\frac{1}{2}", True)
+    cut_off = {
+        "m-cut-then": ("First compute 3*11 = 33 then", "33"),
+        "m-cut-because": (
+            "The answer is 12 because 5+7=12 and then we need to add 3 more to get",
+            "12",
+        ),
+        "m-cut-or": ("I think 5 or 6", "6"),
+        "m-cut-let": ("Let x = 5. Then 2x = 10, and", "10"),
+    }
+    rows.append({"unique_id": "m-line", "problem": "Item m-line: solve.", "answer": "\\frac12"})
+    for k, (reply, gold) in cut_off.items():
+        forms[k] = (reply, False)
+        rows.append({"unique_id": k, "problem": f"Item {k}: solve.", "answer": gold})
     write_jsonl(tmp_path / "data" / "math" / "math500.jsonl", rows)
     amc = [{"id": 7, "problem": "Item amc: how far?", "answer": 27.0}]
     write_jsonl(tmp_path / "data" / "math" / "amc23.jsonl", amc)
@@ -173,7 +189,8 @@ async def test_math_through_every_planner(
     assert {k: r["samples"][0]["correct"] for k, r in results.items()} == {
         k: right for k, (_, right) in forms.items()
     }
-    assert summary["accuracy"] == round(6 / 9, 4)  # m-frac, m-short, m-decimal, answer line, $36 x2
+    # right: m-frac, m-short, m-decimal, the answer line, $36 twice, m-line: 7 of 14
+    assert summary["accuracy"] == round(7 / 14, 4)
     amc_summary, _ = await evaluate(tmp_path / "amc", "amc23", planner, model)
     assert amc_summary["accuracy"] == 1.0
 
