@@ -338,19 +338,25 @@ def maj_at_k(
     """maj@k of one question: the credit its k samples' majority vote earns, 0 to 1.
 
     The samples are clustered first, then each cluster's size is its vote. Every correct
-    sample is in the gold's cluster (each equals the gold by the scorer). A wrong sample joins
-    the first cluster of wrong samples whose first member `m` has `same(m, answer)`, the
-    scorer's own equivalence with `m` in the gold's place, so `\\frac{1}{2}`, `0.5` and `1/2`
-    vote together whether they are right or wrong. A wrong sample without an answer (None)
-    does not vote.
+    sample is in the gold's cluster (each equals the gold by the scorer). A wrong sample
+    without an answer (None: it failed, or gave nothing the scorer could read) is in the one
+    "no answer" cluster, which votes like any other and, when it wins, earns 0: k samples
+    that mostly never answered have no majority answer. Any other wrong sample joins the
+    first cluster of wrong samples whose first member `m` has `same(m, answer)`, the scorer's
+    own equivalence with `m` in the gold's place, so `\\frac{1}{2}`, `0.5` and `1/2` vote
+    together whether they are right or wrong.
 
-    The largest cluster wins. A tie between the m largest clusters earns 1/m when the gold's is
-    one of them: the expected credit of breaking the tie uniformly at random, so a tie is
-    neither given to the first sample nor counted as wrong. No votes at all earn 0.
+    The largest cluster wins. A tie between the m largest clusters ("no answer" included)
+    earns 1/m when the gold's is one of them: the expected credit of breaking the tie uniformly
+    at random, so a tie is neither given to the first sample nor counted as wrong. No samples
+    earn 0.
     """
     if len(answers) != len(correct):
         raise ValueError(f"{len(answers)} answers but {len(correct)} verdicts")
     gold_votes = sum(1 for ok in correct if ok)
+    unanswered = sum(
+        1 for answer, ok in zip(answers, correct, strict=True) if answer is None and not ok
+    )
     clusters: list[tuple[T, int]] = []  # (first member, size) of each wrong answer
     for answer, ok in zip(answers, correct, strict=True):
         if ok or answer is None:
@@ -360,7 +366,7 @@ def maj_at_k(
             clusters.append((answer, 1))
         else:
             clusters[found] = (clusters[found][0], clusters[found][1] + 1)
-    sizes = [size for _, size in clusters] + [gold_votes]
+    sizes = [size for _, size in clusters] + [unanswered, gold_votes]
     top = max(sizes)
     if top == 0 or gold_votes < top:
         return 0.0

@@ -19,7 +19,8 @@ earlier line, BrowseComp's Confidence line):
   side is yes/no/noanswer and they differ).
 
 maj@k (`majority`) clusters the samples with each task's own equivalence (`Scorer.same`) and
-votes; see `mathgrade.maj_at_k` for the clusters and the tie rule.
+votes; samples with no answer (failed, or nothing readable) vote together as "no answer", which
+earns 0 when it wins. See `mathgrade.maj_at_k` for the clusters and the tie rule.
 """
 
 from __future__ import annotations
@@ -237,12 +238,13 @@ SCORERS: dict[str, Scorer] = {
 async def majority(item: EvalItem, samples: Sequence[dict[str, Any]]) -> float:
     """maj@k for one item, 0 to 1: the samples clustered by the task's own equivalence
     (`Scorer.same`, math-verify for math), then voted; a tie between the largest clusters
-    earns 1/m (see `mathgrade.maj_at_k`). Failed samples do not vote. Computed from the
-    samples as scored, before anything is redacted for disk."""
+    earns 1/m (see `mathgrade.maj_at_k`). Every sample votes: a failed one (`error`: the run
+    broke, or reached its deadline with no answer) and one with no readable answer vote
+    together as "no answer", which earns 0 if it wins, so maj@k is not lifted above avg@k by
+    leaving them out. Computed from the samples as scored, before anything is redacted."""
     scorer = SCORERS.get(item.task)
     same = scorer.same if scorer is not None and scorer.same is not None else operator.eq
-    voting = [s for s in samples if not s.get("error")]
-    answers = [s.get("extracted") or None for s in voting]
-    correct = [bool(s["correct"]) for s in voting]
+    answers = [None if s.get("error") else s.get("extracted") or None for s in samples]
+    correct = [not s.get("error") and bool(s["correct"]) for s in samples]
     # math-verify can take seconds per pair: off the event loop (a child process per check)
     return await asyncio.to_thread(maj_at_k, answers, correct, same)

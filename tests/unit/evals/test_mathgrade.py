@@ -149,9 +149,15 @@ def equal(a: object, b: object) -> bool:
         (["1", "7", "7", "1"], [True, False, False, True], 0.5),
         # a three-way tie (1 right, 1 wrong, 1 other wrong): a third
         (["1", "7", "8"], [True, False, False], pytest.approx(1 / 3)),
-        # wrong samples with no answer abstain; a right one votes even without a key
-        ([None, None, None, None], [True, False, False, False], 1.0),
+        # wrong samples with no answer (failed, cut off) vote together as "no answer": before,
+        # they abstained and 1 right of 4 won (1.0); now 3 unanswered beat it
+        ([None, None, None, None], [True, False, False, False], 0.0),
+        (["5", None, None], [True, False, False], 0.0),  # before 1.0 (avg@k is 1/3)
+        (["5", "5", None, None], [True, True, False, False], 0.5),  # a tie with "no answer"
+        (["5", None, "7"], [True, False, False], pytest.approx(1 / 3)),  # before 1/2
+        (["5", "5", None, "7"], [True, True, False, False], 1.0),
         ([None, None], [False, False], 0.0),
+        ([], [], 0.0),
     ],
 )
 def test_maj_at_k_clusters_then_votes_and_splits_ties(

@@ -70,9 +70,29 @@ async def test_equal_answers_written_differently_vote_together() -> None:
     # wrong answers that are one number vote as one: 3, 3.0 and 6/2 outvote two right ones
     threes = [{"correct": False, "extracted": e, "error": None} for e in ("$3$", "$3.0$", "$6/2$")]
     assert await majority(math_item, threes + samples[1:]) == 0.0
-    # a failed sample does not vote, even with an answer
+    # a failed sample votes "no answer", whatever it extracted: 2 failed tie 2 right -> 1/2
     failed = {"correct": False, "extracted": "$3$", "error": "the plan was unusable"}
-    assert await majority(math_item, [failed, failed, *samples[1:]]) == 1.0
+    assert await majority(math_item, [failed, failed, *samples[1:]]) == 0.5
+
+
+NO_ANSWER_BY_THE_DEADLINE = {"extracted": None, "correct": False, "error": "deadline"}
+CUT_OFF = {"extracted": None, "correct": False, "error": None}  # answered, nothing readable
+
+
+@pytest.mark.parametrize("unanswered", [NO_ANSWER_BY_THE_DEADLINE, CUT_OFF])
+async def test_samples_without_an_answer_vote_together_and_can_win(
+    unanswered: dict[str, Any],
+) -> None:
+    five = EvalItem(id="x", question="q", answers=("5",), task="math")
+    right = {"extracted": "$5$", "correct": True, "error": None}
+    # 1 right, 2 without an answer: avg@k 1/3; "no answer" wins 2 to 1 -> 0 (before: 1.0, the
+    # two were left out and the one right sample was a unanimous majority)
+    assert await majority(five, [right, unanswered, unanswered]) == 0.0
+    # 2 right, 2 without an answer: a tie of two clusters -> 1/2
+    assert await majority(five, [right, right, unanswered, unanswered]) == 0.5
+    # 2 right, 1 without an answer, 1 wrong: right wins
+    wrong = {"extracted": "$7$", "correct": False, "error": None}
+    assert await majority(five, [right, right, unanswered, wrong]) == 1.0
 
 
 @pytest.mark.parametrize(
