@@ -16,12 +16,13 @@ from agentflow.exceptions import (
     ExecutionError,
     ModelError,
     ModelOutputError,
+    ModelTimeoutError,
     PlanError,
     UserError,
 )
 from agentflow.executor import Executor, LLMStepRunner
 from agentflow.model import Model, Usage
-from agentflow.plan import LLM_KIND, TaskNode
+from agentflow.plan import TaskNode
 from agentflow.planner import Answer, Continue, Planner, Replan, RunState
 from agentflow.registry import load_planner
 from agentflow.tool import Tool, Toolset, render_output
@@ -143,7 +144,7 @@ class Agent:
         try:
             return await self._rounds(state, ctx, deadline)
         except ModelOutputError as exc:  # the model's own failure: offer what it did write
-            best = _structured.best_effort_text(exc.body, "answer") or _last_reasoning(state)
+            best = _structured.best_effort_text(exc.body, "answer")
             raise ExecutionError(str(exc), trace=trace, best_answer=best) from exc
         except ModelError as exc:
             raise ExecutionError(str(exc), trace=trace) from exc
@@ -186,22 +187,26 @@ class Agent:
         except TimeoutError:
             if not joining.expired():
                 raise
-        raise _deadline_error(deadline, state, ctx.trace, "the join was still running")
+        raise _deadline_error(deadline, ctx, "the join was still running")
 
     async def _answer_at_deadline(
         self, state: RunState, ctx: RunContext, deadline: _Deadline
     ) -> RunResult:
         """The deadline's soft end passed: join what was found, as the final round, by the
-        deadline; the best partial answer if the join cannot answer."""
+        deadline; if the join cannot answer, the error carries what its unusable reply did
+        write as the answer, if anything."""
         state.final_round = True
         try:
             decision = await self._join(state, ctx, deadline)
         except DeadlineExceededError:
             raise
         except (ExecutionError, ModelOutputError, PlanError) as exc:
-            raise _deadline_error(deadline, state, ctx.trace, f"the join failed: {exc}") from None
+            unusable = exc.body if isinstance(exc, ModelOutputError) else ""
+            best = _structured.best_effort_text(unusable, "answer")
+            error = _deadline_error(deadline, ctx, f"the join failed: {exc}", best_answer=best)
+            raise error from error.__cause__  # not `exc`: the deadline's failure, not the join's
         if not isinstance(decision, Answer):
-            raise _deadline_error(deadline, state, ctx.trace, "the join did not answer")
+            raise _deadline_error(deadline, ctx, "the join did not answer")
         return self._answered(decision, ctx.trace, deadline_hit=True)
 
     def _answered(self, decision: Answer, trace: Trace, *, deadline_hit: bool = False) -> RunResult:
@@ -245,25 +250,29 @@ class _Deadline:
 
 
 def _deadline_error(
-    deadline: _Deadline, state: RunState, trace: Trace, why: str
+    deadline: _Deadline, ctx: RunContext, why: str, *, best_answer: str = ""
 ) -> DeadlineExceededError:
-    """No answer by the deadline: the error, carrying the best partial answer. Raised without
-    its cause (a `TimeoutError`): the run's own limit, not a server that did not answer."""
-    return DeadlineExceededError(
-        f"the run reached its deadline of {deadline.seconds:g} s (--deadline) and {why}",
-        trace=trace,
-        best_answer=_last_reasoning(state),
-    )
+    """No answer by the deadline. If the run had a model reply by then, the system's failure:
+    the error stands alone (its `TimeoutError` is the run's own limit), carrying `best_answer`
+    (the unusable final reply's answer, if any). If no model call had completed at all, the
+    server gave nothing (hung, or trickling bytes) and the run measured nothing: its cause is a
+    `ModelTimeoutError`, which an eval counts as infrastructure (not recorded, retried on
+    resume). A hung request and a slow model look alike, so once replies came, it is the run's."""
+    limit = f"the run reached its deadline of {deadline.seconds:g} s (--deadline)"
+    if ctx.trace.usage.calls or ctx.trace.requests:
+        return DeadlineExceededError(f"{limit} and {why}", trace=ctx.trace, best_answer=best_answer)
+    servers = _servers(ctx.model)
+    who = f"the model server at {servers}" if servers else "the model server"
+    gave_nothing = f"{who} gave nothing before the deadline (no model call completed)"
+    error = DeadlineExceededError(f"{limit}: {gave_nothing}, and {why}", trace=ctx.trace)
+    error.__cause__ = ModelTimeoutError(gave_nothing, base_url=servers)
+    return error
 
 
-def _last_reasoning(state: RunState) -> str:
-    """The output of the reasoning step that finished last, if one finished."""
-    done = [
-        result
-        for node_id, result in state.results.items()
-        if result.ok and (node := state.nodes.get(node_id)) is not None and node.kind == LLM_KIND
-    ]
-    return str(done[-1].output).strip() if done else ""
+def _servers(model: Model) -> str:
+    """The base URLs of `model`'s servers, if it has any ("" for a test double)."""
+    urls = getattr(getattr(model, "pool", None), "base_urls", None)
+    return ", ".join(str(url) for url in urls) if isinstance(urls, list) else ""
 
 
 def _step(node: TaskNode, args: dict[str, Any], state: RunState, problem: str) -> Step:

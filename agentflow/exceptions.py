@@ -118,8 +118,9 @@ class ExecutionError(AgentflowError):
         super().__init__(message)
         self.trace = trace
         self.best_answer = best_answer
-        """What the run can still offer as an answer (the unusable final reply's text, or the
-        last reasoning step's output), with no claim that it is right; "" if nothing."""
+        """What the run can still offer as an answer, with no claim that it is right: only
+        what the model's own final reply (the join's), unusable as a whole, wrote as the
+        answer; never an earlier step's output; "" if nothing."""
 
 
 class LimitExceededError(ExecutionError):
@@ -128,8 +129,10 @@ class LimitExceededError(ExecutionError):
 
 class DeadlineExceededError(LimitExceededError):
     """The run's deadline (`RunLimits.deadline`) passed and no join over the findings answered
-    in time: `best_answer` is the best partial answer, if any. A run whose join did answer in
-    time returns normally, its `RunResult.deadline_hit` set."""
+    in time: `best_answer` is what the join's unusable reply wrote as the answer, if anything.
+    If no model call had completed by then, its cause is a `ModelTimeoutError` (the server gave
+    nothing). A run whose join did answer in time returns normally, its
+    `RunResult.deadline_hit` set."""
 
 
 class RuntimeSetupError(AgentflowError):

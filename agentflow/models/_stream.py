@@ -8,6 +8,9 @@ error (which an eval counts as infrastructure, retried on resume, never a record
   `stream` and sends one JSON body): `ModelResponseError`, carrying what came;
 - a stream that ends without `[DONE]`: `ModelConnectionError`, since it broke off and what came
   may be cut anywhere;
+- a stream that ends in `[DONE]` with no choice in it (no text, no thinking, no finish reason:
+  only `[DONE]`, or only a usage chunk with `choices: []`): `ModelResponseError`, carrying what
+  came, as the same thing unstreamed (`choices: []`) is; it is no answer, not even an empty one;
 - a stream still running when its request's time limit is up (a server trickling bytes):
   `ModelTimeoutError`.
 """
@@ -107,26 +110,48 @@ async def stream_deltas(
 ) -> AsyncGenerator[tuple[StreamDelta, int | None], None]:
     """Server-sent events to deltas (with the cached prompt tokens when usage comes); deltas
     with no text, thinking, finish reason or usage (the role) are left out. Ends at `[DONE]`;
-    a body that is not server-sent events, or ends before `[DONE]`, raises."""
+    a body that is not server-sent events, ends before `[DONE]`, or reaches it without a
+    choice (`_no_choice`), raises."""
     buffer = b""
     pieces = 0
+    unanswered: list[bytes] | None = []  # the events while none had a choice; None after
     async for chunk in chunks:
         *lines, buffer = (buffer + chunk).split(b"\n")
         for line in lines:
             data = _data(line, base_url)
             if data == b"[DONE]":
+                if unanswered is not None:
+                    raise _no_choice(unanswered, base_url)
                 return
             if data is not None:
                 delta, cached = _stream_delta(data, base_url)
                 pieces += 1
+                if delta.text or delta.reasoning or delta.finish_reason:
+                    unanswered = None
+                elif unanswered is not None:
+                    unanswered.append(data)
                 if delta.text or delta.reasoning or delta.finish_reason or delta.usage:
                     yield delta, cached
     if _data(buffer, base_url) == b"[DONE]":  # a last line without its newline
+        if unanswered is not None:
+            raise _no_choice(unanswered, base_url)
         return
     raise ModelConnectionError(
         f"the stream from {base_url} ended without [DONE] after {pieces} events: it broke "
         "off, and what came may be cut anywhere",
         base_url=base_url,
+    )
+
+
+def _no_choice(came: list[bytes], base_url: str) -> ModelResponseError:
+    """A stream that reached `[DONE]` with no text, thinking or finish reason in any event:
+    the server answered nothing, which is not the model answering "" (that ends in a finish
+    reason). Carries the events that came."""
+    body = b"\n".join(came).decode(errors="replace") if came else "data: [DONE] alone"
+    return ModelResponseError(
+        f"the stream from {base_url} ended in [DONE] after {len(came)} events with no choice "
+        "in any (no text, no finish reason): the server sent no answer",
+        body=body[:1000],
     )
 
 

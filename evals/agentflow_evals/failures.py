@@ -7,6 +7,13 @@ about either: it must never be written as an answered (wrong) item, and a resume
 A sample that failed because the model wrote an unusable plan, off-schema output, or used up
 its budget, or whose prompt overflowed the context window, is the system under test failing:
 it is recorded with its error and scored wrong.
+
+A sample that reached its `--deadline` is the system's failure (`deadline`) if the run had any
+model reply by then: a hung request and a slow model look alike. If no model call had completed
+at all, the server gave nothing before the deadline: the agent raises `DeadlineExceededError`
+with a `ModelTimeoutError` as its cause, so it is `timeout` (infrastructure), never recorded.
+A stream that reaches `[DONE]` with no choice in it is a `ModelResponseError`
+(`malformed_response`), as `choices: []` unstreamed is: no answer, not an empty one.
 """
 
 from __future__ import annotations

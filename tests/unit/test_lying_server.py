@@ -116,20 +116,61 @@ def test_a_node_whose_reply_is_broken_stops_the_run(tmp_path: Path) -> None:
         assert _eval(tmp_path, server.base_url, "dag") == (1, 0)
 
 
+USAGE_ONLY = b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 0}}\n\n'
+NO_CHOICE_STREAMS = {
+    "done-only": b"data: [DONE]\n\n",
+    "usage-only": USAGE_ONLY + b"data: [DONE]\n\n",
+}
+"""Streams that end properly in `[DONE]` with no choice in them: no answer, not an empty one."""
+
+
+@pytest.mark.parametrize("stream", sorted(NO_CHOICE_STREAMS))
+def test_a_stream_with_no_choice_records_nothing_and_a_resume_retries(
+    stream: str, tmp_path: Path
+) -> None:
+    """The dag plan is streamed: before, an empty plan was read from it and every item was
+    recorded wrong ("the plan has no usable nodes", error_kind plan), exit 0. Unstreamed, the
+    same (`choices: []`) was already a malformed response."""
+
+    def answer(path: str, body: dict[str, Any]) -> Reply:
+        if body.get("stream"):
+            return reply_sse([NO_CHOICE_STREAMS[stream]])
+        return honest(path, body)
+
+    with scripted_server(answer) as server:
+        assert _eval(tmp_path, server.base_url, "dag") == (1, 0)
+    assert any(r.get("stream") for r in server.requests)
+    with scripted_server(honest) as server:
+        assert _eval(tmp_path, server.base_url, "dag") == (0, 3)
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
         (b"<html>\n<body>502</body>\n</html>\n", ModelResponseError),
         (json.dumps(chat_body(["Answer: 4"])).encode(), ModelResponseError),
         (b"".join(sse_pieces(["Answer", ": 4"], done=False)), ModelConnectionError),
+        (NO_CHOICE_STREAMS["done-only"], ModelResponseError),
+        (NO_CHOICE_STREAMS["usage-only"], ModelResponseError),
     ],
-    ids=["html", "ignores-stream", "no-done"],
+    ids=["html", "ignores-stream", "no-done", "done-only", "usage-only"],
 )
 async def test_a_stream_that_is_not_one_raises_on_the_httpx_transport_too(
     body: bytes, error: type[Exception]
 ) -> None:
     model = model_on(lambda request: httpx2.Response(200, content=body), retries=0)
-    with pytest.raises(error):
+    with pytest.raises(error) as raised:
         async for _ in model.stream([{"role": "user", "content": "2+2?"}]):
             pass
     await model.aclose()
+    if b"[DONE]" in body:  # what came is carried
+        assert "no choice" in str(raised.value) and "[DONE]" in str(raised.value)
+
+
+async def test_a_stream_whose_answer_is_empty_is_still_an_answer() -> None:
+    """A choice that finished with no text is the model answering "", not the server failing."""
+    body = b"".join(sse_pieces([]))
+    model = model_on(lambda request: httpx2.Response(200, content=body), retries=0)
+    deltas = [delta async for delta in model.stream([{"role": "user", "content": "2+2?"}])]
+    await model.aclose()
+    assert "".join(d.text for d in deltas) == "" and deltas[0].finish_reason == "stop"

@@ -167,3 +167,22 @@ def test_ask_json_carries_the_best_answer_and_the_error(capsys: pytest.CaptureFi
     printed = json.loads(capsys.readouterr().out)
     assert printed["answer"] == "10.5" and "JoinDecision" in printed["error"]
     assert {n["id"] for n in printed["trace"]["nodes"]} == {"s1"}
+
+
+NO_ANSWER_LOOP = '{"enough": false, "missing": "' + "the height " * 80
+"""A join cut off before it wrote any answer: nothing of the model's own to offer."""
+
+
+def test_a_join_that_wrote_no_answer_offers_no_best_answer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The best answer comes from the final reply only: before, the reasoning step's output
+    ("Everest is 8,849 m; K2 is 8,611 m.") was printed as the answer, exit 0."""
+    loops = [(NO_ANSWER_LOOP, "length"), (NO_ANSWER_LOOP, "length")]
+    with scripted_server(dag_server(loops)) as served:
+        args = ["ask", "--planner", "dag", "--json", "--base-url", served.base_url, "--model", "m"]
+        assert main([*args, "Is Everest taller than K2?"]) == 1
+    out = capsys.readouterr()
+    printed = json.loads(out.out)
+    assert "answer" not in printed and "JoinDecision" in printed["error"]
+    assert out.err.startswith("error: ") and "8,849" not in out.err  # the trace keeps it

@@ -169,18 +169,50 @@ def test_ask_deadline_joins_what_was_found(capsys: pytest.CaptureFixture[str]) -
     assert len(joined) == 1 and "8,849 m" in joined[0]["messages"][0]["content"]
 
 
-def test_ask_deadline_prints_the_best_partial_answer_when_the_join_cannot(
+def test_ask_deadline_with_no_join_answer_is_an_error_with_no_best_answer(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The join trickles: its reply never came, so there is no answer. The step that finished
+    ("Answer: 8,849 m") answered a step, not the question: before, ask printed it, exit 0."""
     with scripted_server(dag_server(join_trickles=True)) as served:
         args = ["--planner", "dag", "--deadline", "2", "--json", "--base-url", served.base_url]
         code, seconds = ask_within([*args, "--model", "m", QUESTION], bound=8.0)
     out = capsys.readouterr()
-    assert code == 0 and seconds < 4.0
+    assert code == 1 and seconds < 4.0
     printed = json.loads(out.out)
-    assert printed["answer"] == "8,849 m"  # the step that finished: the best it had
+    assert "answer" not in printed and "8,849" not in out.err
     assert "deadline of 2 s" in printed["error"] and "join was still running" in printed["error"]
-    assert out.err.startswith("warning: the run could not finish")
+    assert out.err.startswith("error: the run reached its deadline")
+
+
+def scale_server(path: str, body: dict[str, Any]) -> Reply:
+    """SCALE decomposes into two steps: the first answers at once, the last one trickles."""
+    properties = (body.get("response_format") or {}).get("json_schema", {}).get("schema", {})
+    properties = properties.get("properties", {})
+    if "steps" in properties:
+        text = json.dumps({"steps": ["Find the first factor.", "Multiply the factors."]})
+    elif "difficulty" in properties:
+        text = json.dumps({"difficulty": 0.1})
+    elif "This is the last step" in json.dumps(body["messages"]):
+        return trickling_sse() if body.get("stream") else trickling_json()
+    else:
+        text = "6 is the first factor.\nAnswer: 6"
+    if body.get("stream"):
+        return reply_sse(sse_pieces([text]))
+    return reply_json(chat_body([text]))
+
+
+def test_ask_deadline_never_prints_a_middle_steps_output(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SCALE's final step hangs: before, ask printed step 1's "Answer: 6" as the answer."""
+    with scripted_server(scale_server) as served:
+        args = ["--planner", "scale", "--deadline", "2", "--base-url", served.base_url]
+        code, seconds = ask_within([*args, "--model", "m", "6 x 7?"], bound=8.0)
+    out = capsys.readouterr()
+    assert any("This is the last step" in json.dumps(r["messages"]) for r in served.requests)
+    assert (code, out.out) == (1, "") and seconds < 4.0
+    assert out.err.startswith("error: the run reached its deadline of 2 s")
 
 
 async def test_the_api_deadline_answers_with_the_findings_so_far() -> None:
@@ -199,7 +231,9 @@ async def test_the_api_deadline_answers_with_the_findings_so_far() -> None:
     assert result.as_dict()["deadline_hit"] is True
 
 
-async def test_a_deadline_without_any_finding_is_an_error_with_no_answer() -> None:
+async def test_a_deadline_before_any_reply_is_the_servers_failure() -> None:
+    """No model call completed: the server gave nothing, so the cause is a timeout (an eval's
+    infrastructure failure), where it used to be the run's own limit with no cause."""
     with scripted_server(lambda path, body: trickling_json()) as served:
         model = OpenAIModel("m", served.base_url)
         agent = Agent(model=model, planner="direct", limits=RunLimits(deadline=0.8))
@@ -208,7 +242,22 @@ async def test_a_deadline_without_any_finding_is_an_error_with_no_answer() -> No
                 await agent.run(QUESTION)
         finally:
             await model.aclose()
+    assert raised.value.best_answer == ""
+    assert f"{served.base_url} gave nothing before the deadline" in str(raised.value)
+    assert isinstance(raised.value.__cause__, ModelTimeoutError)
+
+
+async def test_a_deadline_after_a_reply_is_the_runs_own_failure() -> None:
+    with scripted_server(dag_server(join_trickles=True)) as served:
+        model = OpenAIModel("m", served.base_url)
+        agent = Agent(model=model, planner="dag", limits=RunLimits(deadline=1.2))
+        try:
+            with pytest.raises(DeadlineExceededError, match="join was still running") as raised:
+                await agent.run(QUESTION)
+        finally:
+            await model.aclose()
     assert raised.value.best_answer == "" and raised.value.__cause__ is None
+    assert "gave nothing" not in str(raised.value)
 
 
 def test_a_deadline_must_be_positive_seconds() -> None:
@@ -243,14 +292,40 @@ def test_eval_deadline_scores_the_joined_answer_and_flags_the_row(tmp_path: Path
     assert json.loads((out / "manifest.json").read_text())["deadline"] == 1.2
 
 
-def test_eval_deadline_without_an_answer_is_a_recorded_deadline_failure(tmp_path: Path) -> None:
-    questions = tmp_path / "q.jsonl"
-    questions.write_text(json.dumps({"id": "1", "question": QUESTION, "answer": "x"}) + "\n")
+def _eval_rows(tmp_path: Path, base_url: str, planner: str) -> tuple[int, list[dict[str, Any]]]:
+    """`eval` of three questions with --deadline 1.2: its exit code and the rows recorded."""
+    questions = tmp_path / "q3.jsonl"
+    rows = [{"id": str(i), "question": QUESTION, "answer": "Everest"} for i in range(3)]
+    questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "run"
+    args = ["eval", str(questions), "--planner", planner, "--deadline", "1.2", "--out", str(out)]
+    code = main([*args, "--timeout", "30", "--base-url", base_url, "--model", "m"])
+    results = out / "results.jsonl"
+    recorded = results.read_text().splitlines() if results.exists() else []
+    return code, [json.loads(line) for line in recorded]
+
+
+@pytest.mark.parametrize("planner", ["direct", "dag"])
+def test_eval_deadline_before_any_reply_records_nothing_and_a_resume_retries(
+    planner: str, tmp_path: Path
+) -> None:
+    """A server that answers 200 and then a byte at a time: before, each item was recorded
+    wrong (error_kind deadline, model_calls 0), exit 0, and a resume never asked again."""
     with scripted_server(lambda path, body: trickling_json()) as served:
-        args = ["eval", str(questions), "--deadline", "0.8", "--out", str(out)]
-        assert main([*args, "--base-url", served.base_url, "--model", "m"]) == 0
-    (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    (sample,) = row["samples"]
-    assert sample["error_kind"] == "deadline" and sample["deadline_hit"] is True
-    assert sample["correct"] is False
+        assert _eval_rows(tmp_path, served.base_url, planner) == (1, [])
+    with scripted_server(dag_server()) as served:
+        code, rows = _eval_rows(tmp_path, served.base_url, planner)
+    assert code == 0 and sorted(row["id"] for row in rows) == ["0", "1", "2"]
+
+
+def test_eval_deadline_after_replies_is_a_recorded_deadline_failure(tmp_path: Path) -> None:
+    """The plan and a step came, the join hangs: a hung request and a slow model look alike,
+    so the sample is the system's failure, recorded wrong with no best answer."""
+    with scripted_server(dag_server(join_trickles=True)) as served:
+        code, rows = _eval_rows(tmp_path, served.base_url, "dag")
+    assert code == 0 and len(rows) == 3
+    for row in rows:
+        (sample,) = row["samples"]
+        assert sample["error_kind"] == "deadline" and sample["deadline_hit"] is True
+        assert sample["correct"] is False and sample["answer"] == ""
+        assert sample["model_calls"] >= 2
