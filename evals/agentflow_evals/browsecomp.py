@@ -14,7 +14,9 @@ Where this module differs from the references, on purpose:
 - simple-evals reads the judge with `re.search(r"correct: (yes|no)")` and compares
   `match.group(0)` ("correct: yes") with "yes", so nothing is ever graded correct, and the
   unanchored pattern also matches "incorrect: yes". Here the judge answers through a JSON schema;
-  if that fails, lines are matched anchored at the line start and the LAST match wins.
+  if that fails, only the verdict the judge gives at the end counts: a JSON object that ends its
+  reply, else its last `correct:` line (anchored at the line start) after everything it quoted
+  (see `parse_verdict_text`); a verdict the judge only quoted or drafted is never read.
 - simple-evals ignores the judge's confidence. The judge prompt says "Put 100 if there is no
   confidence score available", so a missing confidence is 100 here too.
 - HLE's `calib_err` merges the remainder into the last bin, then skips that last bin, and raises
@@ -130,10 +132,8 @@ _MID = r"[ \t*_]*:[ \t*_'\"`]*"
 _FLAGS = re.IGNORECASE | re.MULTILINE
 # The verdict word may be followed by a remark: "correct: yes (they match)".
 _CORRECT_LINE = re.compile(_LEAD + r"correct" + _MID + r"(yes|no)\b[^\n]*$", _FLAGS)
-_CORRECT_JSON = re.compile(r"\"correct\"\s*:\s*\"(yes|no)\"", re.IGNORECASE)
 _NUMBER = r"(\d+(?:\.\d+)?)[ \t]*(\\?%)?"
 _CONFIDENCE_LINE = re.compile(_LEAD + r"confidence" + _MID + _NUMBER, _FLAGS)
-_CONFIDENCE_JSON = re.compile(r"\"confidence\"\s*:\s*\"?" + _NUMBER, re.IGNORECASE)
 _EXTRACTED_LINE = re.compile(_LEAD + r"extracted_final_answer" + _MID + r"(.*?)[ \t*]*$", _FLAGS)
 _REASONING_LINE = re.compile(_LEAD + r"reasoning" + _MID + r"(.*?)[ \t*]*$", _FLAGS)
 _EXACT_ANSWER_LINE = re.compile(_LEAD + r"exact[ \t_]answer" + _MID + r"(.*?)[ \t*]*$", _FLAGS)
@@ -222,18 +222,37 @@ def answer_key(extracted: str) -> str | None:
 
 
 def parse_verdict_text(text: str) -> JudgeVerdict | None:
-    """A judge's off-schema answer: its JSON object read leniently (extra fields, a code fence,
-    prose around it, "Yes", a "85%" string), else free text read with anchored, last-match
-    regexes. None when no `correct: yes|no` line (nor a `"correct": "yes"|"no"` pair) is found.
+    """A judge's off-schema answer, read only where the judge gives its own verdict: at the end.
+
+    - A JSON object that ends the reply (nothing but whitespace or a closing code fence after
+      it) is the verdict, read leniently (extra fields, a code fence and prose before it,
+      "Yes", a "85%" string); without a yes/no `correct` it is no verdict. An object the judge
+      only quoted or drafted earlier ("I will output {...} if it matched") never counts.
+    - Else the last `correct: yes|no` line (anchored at the line start, so never
+      "incorrect: yes"), when it comes after everything quoted and only blank lines or verdict
+      fields (`confidence:`, `reasoning:`, ...) follow it. Quoted is: a `>` line, a code block
+      (one left open runs to the end), a JSON object that spans lines or never closes, and a
+      quotation (`"..."`, `“...”`) that spans lines or never closes. So a reply cut off inside
+      its final object, or after quoting a response's `correct: yes`, has no verdict.
+
+    None when there is no verdict: the judge is then recorded as failed, never as the answer.
     """
-    lenient = _lenient_json(text)
-    if lenient is not None:
-        return lenient
-    correct = _last(_CORRECT_LINE, text) or _last(_CORRECT_JSON, text)
+    body, own_fence = _without_closing_fence(text)
+    if body.endswith("}"):
+        ending = _object_ending(body)
+        if ending is not None:
+            return _verdict_from_object(ending)
+    spans = _quoted_spans(body, own_fence)
+    after = max((end for _, end in spans), default=0)
+    correct = _last(_CORRECT_LINE, body[after:])
     if correct is None:
         return None
-    confidence = _confidence(_last(_CONFIDENCE_LINE, text) or _last(_CONFIDENCE_JSON, text))
-    extracted, reasoning = _last(_EXTRACTED_LINE, text), _last(_REASONING_LINE, text)
+    tail = body[after + correct.end() :]
+    if any(line.strip() and not _FIELD_LINE.match(line) for line in tail.splitlines()):
+        return None  # prose after the verdict line: it was quoted or drafted, not given
+    confidence = _confidence(_unquoted_last(_CONFIDENCE_LINE, body, spans))
+    extracted = _unquoted_last(_EXTRACTED_LINE, body, spans)
+    reasoning = _unquoted_last(_REASONING_LINE, body, spans)
     return JudgeVerdict(
         extracted_final_answer=extracted.group(1) if extracted else "",
         reasoning=reasoning.group(1) if reasoning else "",
@@ -242,18 +261,83 @@ def parse_verdict_text(text: str) -> JudgeVerdict | None:
     )
 
 
-def _lenient_json(text: str) -> JudgeVerdict | None:
-    """The verdict from the last JSON object in `text` that has a yes/no `correct`."""
+_FENCE = re.compile(r"^[ \t]*```[^\n]*$", re.MULTILINE)
+_BLOCKQUOTE = re.compile(r"^[ \t]*>[^\n]*$", re.MULTILINE)
+_OBJECT_START = re.compile(r"\{\s*\"")
+_QUOTE = re.compile(r'(?<!\\)"|[“”]')
+_FIELD_LINE = re.compile(
+    _LEAD + r"(?:confidence|extracted_final_answer|reasoning|\[?correct_answer\]?)" + _MID, _FLAGS
+)
+
+
+def _without_closing_fence(text: str) -> tuple[str, int | None]:
+    """`text` without trailing space and the fence closing a code block that ends it, and the
+    offset of that block's opening fence (the judge's own block, not a quote); else None."""
+    body = text.rstrip()
+    fences = list(_FENCE.finditer(body))
+    if len(fences) >= 2 and len(fences) % 2 == 0 and fences[-1].end() == len(body):
+        return body[: fences[-1].start()].rstrip(), fences[-2].start()
+    return body, None
+
+
+def _object_ending(body: str) -> dict[str, Any] | None:
+    """The outermost JSON object that ends `body`, or None."""
     decoder = json.JSONDecoder()
-    found: dict[str, Any] | None = None
-    for start in (i for i, char in enumerate(text) if char == "{"):
+    for start in (i for i, char in enumerate(body) if char == "{"):
         try:
-            value, _ = decoder.raw_decode(text, start)
+            value, end = decoder.raw_decode(body, start)
         except ValueError:
             continue
-        if isinstance(value, dict) and _yes_no(value.get("correct")) is not None:
-            found = value
-    if found is None:
+        if end == len(body) and isinstance(value, dict):
+            return value
+    return None
+
+
+def _quoted_spans(body: str, own_fence: int | None) -> list[tuple[int, int]]:
+    """(start, end) of what the judge quoted: see `parse_verdict_text`. Spans within one line
+    are left out: they hide no line start, so no verdict line."""
+    spans = [(m.start(), m.end()) for m in _BLOCKQUOTE.finditer(body)]
+    fences = [m for m in _FENCE.finditer(body) if m.start() != own_fence]
+    for i in range(0, len(fences), 2):
+        closing = fences[i + 1].end() if i + 1 < len(fences) else len(body)
+        spans.append((fences[i].start(), closing))
+    for match in _OBJECT_START.finditer(body):
+        spans.append((match.start(), _object_end(body, match.start())))
+    quotes = list(_QUOTE.finditer(body))
+    for i in range(0, len(quotes), 2):
+        closing = quotes[i + 1].end() if i + 1 < len(quotes) else len(body)
+        spans.append((quotes[i].start(), closing))
+    return [(a, b) for a, b in spans if b == len(body) or "\n" in body[a:b]]
+
+
+def _object_end(body: str, start: int) -> int:
+    """Where the JSON-like object opening at `start` closes (string-aware); len(body) if it
+    never does."""
+    depth, in_string, i = 0, False, start
+    while i < len(body):
+        char = body[i]
+        if in_string and char == "\\":
+            i += 1
+        elif char == '"':
+            in_string = not in_string
+        elif not in_string and char in "{}":
+            depth += 1 if char == "{" else -1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return len(body)
+
+
+def _unquoted_last(
+    pattern: re.Pattern[str], body: str, spans: Sequence[tuple[int, int]]
+) -> re.Match[str] | None:
+    found = [m for m in pattern.finditer(body) if not any(a <= m.start() < b for a, b in spans)]
+    return found[-1] if found else None
+
+
+def _verdict_from_object(found: dict[str, Any]) -> JudgeVerdict | None:
+    """The verdict in a judge's JSON object, read leniently; None without a yes/no `correct`."""
+    if _yes_no(found.get("correct")) is None:
         return None
     confidence = _confidence(_CONFIDENCE_VALUE.fullmatch(str(found.get("confidence", "")).strip()))
     return JudgeVerdict(
@@ -288,9 +372,10 @@ async def judge(
 ) -> JudgeResult:
     """Grade `response` against `correct_answer` with one call to the judge model `ctx.model`.
 
-    The judge answers through the `JudgeVerdict` JSON schema. If its text is off-schema
-    (`ModelOutputError`, e.g. a server without structured outputs), the text is read with
-    `parse_verdict_text`; an unreadable verdict counts as wrong. HTTP errors and malformed
+    The judge answers through the `JudgeVerdict` JSON schema. If its text is not the schema
+    whole (`ModelOutputError`, e.g. a server without structured outputs, or a reply only
+    salvaged), the text is read with `parse_verdict_text`; an unreadable verdict counts as
+    wrong. HTTP errors and malformed
     bodies propagate: the judge's server failed, not the answer.
     """
     messages = [{"role": "user", "content": grader_prompt(question, response, correct_answer)}]
@@ -299,6 +384,10 @@ async def judge(
         verdict, reply = await ctx.complete_structured(
             messages, JudgeVerdict, settings or JUDGE_SETTINGS
         )
+        # Salvage reads a reply's first JSON object, which may be one the judge only drafted
+        # ("I will output {...} if it matched"): a reply that is not the schema whole is read
+        # by `parse_verdict_text`'s rules instead.
+        reply.parse(JudgeVerdict)
     except ModelOutputError as exc:  # off-schema text; a malformed body is the server's failure
         fallback = parse_verdict_text(exc.body)
         if fallback is None:

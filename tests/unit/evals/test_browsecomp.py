@@ -87,6 +87,74 @@ def test_no_verdict(text: str) -> None:
     assert parse_verdict_text(text) is None
 
 
+QUOTED_THEN_CUT_OFF = (
+    'I will output {"extracted_final_answer": "Rome", "reasoning": "x", "correct": "yes", '
+    '"confidence": 90} if it matched. It does not match Paris, so my verdict is '
+    '{"extracted_final_answer": "Rome", "reasoning": "differs", "correct": "no"'
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # the judge drafted a "yes" object, then was cut off inside its real one: before, 'yes'
+        QUOTED_THEN_CUT_OFF,
+        # cut off right after quoting the response's own "correct: yes": before, 'yes'
+        "extracted_final_answer: Rome\nreasoning: The response ends with\n"
+        "> Exact Answer: Rome\n> correct: yes",
+        "extracted_final_answer: Rome\nreasoning: The response reads:\n```\n"
+        "Exact Answer: Rome\ncorrect: yes",
+        'extracted_final_answer: Rome\nreasoning: The response insists: "Exact Answer: Rome\n'
+        "correct: yes",
+        "The response says:\nExact Answer: Rome\ncorrect: yes\nConfidence: 80%\n"
+        "But Rome is not Paris, so",  # prose after the line: it was quoted, not given
+        "correct: no\n> correct: yes",  # a quote after the verdict
+        '{"correct": "yes"} is what I would write if it matched, but',  # JSON not at the end
+    ],
+)
+def test_a_verdict_the_judge_only_quoted_is_no_verdict(text: str) -> None:
+    assert parse_verdict_text(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "correct", "extracted"),
+    [
+        # a drafted object, then the final one that ends the reply
+        ('I will output {"correct": "yes"} if it matched. It does not, so: '
+         '{"extracted_final_answer": "Rome", "reasoning": "differs", "correct": "no"}',
+         "no", "Rome"),
+        # the response's lines quoted, then the judge's own verdict after them
+        ("> Exact Answer: Paris\n> correct: yes\nextracted_final_answer: Rome\n"
+         "reasoning: differs from Paris\ncorrect: no\nconfidence: 100", "no", "Rome"),
+        ('reasoning: the response says "Exact Answer: Rome\ncorrect: yes" but the gold is Paris'
+         "\nextracted_final_answer: Rome\ncorrect: no", "no", "Rome"),
+        # the judge's own code block ending the reply is its verdict, not a quote
+        ("Verdict:\n```\nextracted_final_answer: Paris\ncorrect: yes\nconfidence: 100\n```",
+         "yes", "Paris"),
+        ('```json\n{"extracted_final_answer": "Paris", "correct": "yes"}\n```\n', "yes", "Paris"),
+    ],
+)  # fmt: skip
+def test_the_verdict_the_judge_gives_at_the_end_is_read(
+    text: str, correct: str, extracted: str
+) -> None:
+    verdict = parse_verdict_text(text)
+    assert verdict is not None
+    assert (verdict.correct, verdict.extracted_final_answer) == (correct, extracted)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        QUOTED_THEN_CUT_OFF,  # before: yes, "schema" (salvage read the drafted first object)
+        "extracted_final_answer: Rome\nreasoning: The response ends with\n"
+        "> Exact Answer: Rome\n> correct: yes",  # before: yes, "regex"
+    ],
+)
+async def test_a_judge_cut_off_after_a_quoted_verdict_is_a_failed_verdict(text: str) -> None:
+    result = await judge(_ctx(FunctionModel(lambda *_: text)), "Q?", "R", "C")
+    assert (result.correct, result.parsed_with) == (False, "failed")
+
+
 def test_verdict_fields_and_missing_confidence() -> None:
     verdict = parse_verdict_text(
         "extracted_final_answer: Paris\nreasoning: same city\ncorrect: yes"
