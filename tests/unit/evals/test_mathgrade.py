@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agentflow_evals import mathgrade
 from agentflow_evals.mathgrade import (
     avg_at_k,
     extract_aime_answer,
@@ -317,3 +318,23 @@ def test_aime_reads_a_whole_reply_only_when_it_is_only_the_integer(
     reply: str, expected: int | None
 ) -> None:
     assert extract_aime_answer(reply) == expected
+
+
+def test_a_crashed_check_is_run_again_not_scored_wrong(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forkserver child crashed about once in 600 checks under load, and a crash read as
+    'different': 3 of 500 boxed golds scored wrong. No verdict now means another try."""
+    verdicts = iter([None, None, True])
+    monkeypatch.setattr(
+        mathgrade, "_child_verdict", lambda gold, prediction, timeout: next(verdicts)
+    )
+    assert mathgrade._verify_in_child("$10$", "$10$", 5) is True
+    always_crashing = iter([None] * 3)
+    monkeypatch.setattr(
+        mathgrade, "_child_verdict", lambda gold, prediction, timeout: next(always_crashing)
+    )
+    assert mathgrade._verify_in_child("$10$", "$10$", 5) is False  # three crashes: no verdict
+
+
+def test_the_child_verdict_is_an_exit_code_no_crash_gives() -> None:
+    assert mathgrade._child_verdict("$10$", "$10$", 5) is True
+    assert mathgrade._child_verdict("$10$", "$11$", 5) is False
