@@ -20,6 +20,7 @@ defaults that make salvage possible never let a model skip a field.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -77,7 +78,11 @@ def guarded(settings: ModelSettings | None) -> ModelSettings:
 
 
 def salvage(text: str, schema: type[SchemaT]) -> SchemaT | None:
-    """What of a cut-off or malformed JSON reply validates against `schema`, or None."""
+    """What of a cut-off or malformed JSON reply validates against `schema`, or None. A reply
+    that went on past a complete object (a draft, then another) is not salvaged: which one the
+    model meant is not known."""
+    if _goes_on_after_an_object(text):
+        return None
     partial = _partial_json(text, trailing_strings=False)
     if not isinstance(partial, dict):
         return None
@@ -114,6 +119,15 @@ def _require_all(node: Any) -> Any:
 
 _CUT_NUMBER = re.compile(r'(?:[,{]\s*"(?:[^"\\]|\\.)*"\s*:|[,\[])\s*-?[\d.eE+-]+\s*$')
 """A number at the very end of a reply that never closed: cut there, `85` may have been `8`."""
+
+
+def _goes_on_after_an_object(text: str) -> bool:
+    start = text.find("{")
+    try:
+        _, end = json.JSONDecoder().raw_decode(text, start) if start >= 0 else (None, 0)
+    except ValueError:
+        return False  # the first object never closed: a cut reply, salvage may read it
+    return bool(start >= 0 and text[end:].strip().strip("`").strip())
 
 
 def _partial_json(text: str, *, trailing_strings: bool) -> Any:

@@ -53,6 +53,13 @@ class Verdict(BaseModel):
     confidence: int = 100
 
 
+def test_salvage_does_not_pick_one_of_two_objects() -> None:
+    drafted = 'Sure! {"enough": true, "answer": "7"} and {"enough": false'
+    assert salvage(drafted, JoinDecision) is None
+    fenced = '```json\n{"enough": true, "answer": "7"}\n```'
+    assert salvage(fenced, JoinDecision) == JoinDecision(enough=True, answer="7")
+
+
 def test_salvage_drops_a_number_the_reply_ends_on() -> None:
     # a judge cut off at "confidence": 8 may have meant 85: the field is dropped, not misread
     assert salvage('{"correct": "yes", "confidence": 8', Verdict) == Verdict(correct="yes")
