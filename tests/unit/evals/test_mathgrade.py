@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 
 from agentflow_evals import mathgrade
+from agentflow_evals.datasets import PACKAGED_DATA
 from agentflow_evals.mathgrade import (
     avg_at_k,
     extract_aime_answer,
@@ -20,7 +20,7 @@ from agentflow_evals.mathgrade import (
     score_math,
 )
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+DATA = PACKAGED_DATA  # the math sets ship inside agentflow_evals
 
 
 @pytest.mark.parametrize(
