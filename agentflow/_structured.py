@@ -50,24 +50,19 @@ async def complete_structured(
     send: Send, schema: type[SchemaT], settings: ModelSettings | None, note: Note
 ) -> tuple[SchemaT, ModelResponse]:
     """Parse, salvage, retry once under a repetition guard, salvage; else `ModelOutputError`."""
-    response = await send(settings)
-    try:
-        return response.parse(schema), response
-    except ModelOutputError as error:
-        found = salvage(response.text, schema)
-        if found is not None:
-            note(f"salvaged a {schema.__name__} reply that did not parse ({error})")
-            return found, response
-        note(f"asked again with a repetition guard: the {schema.__name__} reply did not parse")
-    response = await send(guarded(settings))
-    try:
-        return response.parse(schema), response
-    except ModelOutputError:
-        found = salvage(response.text, schema)
-        if found is None:
-            raise
-        note(f"salvaged the guarded {schema.__name__} reply")
-        return found, response
+    for attempt, chosen in enumerate((settings, guarded(settings))):
+        response = await send(chosen)
+        try:
+            return response.parse(schema), response
+        except ModelOutputError as error:
+            found = salvage(response.text, schema)
+            if found is not None:
+                note(f"salvaged a {schema.__name__} reply that did not parse ({error})")
+                return found, response
+            if attempt:
+                raise
+            note(f"asked again with a repetition guard: the {schema.__name__} reply did not parse")
+    raise AssertionError("unreachable: the guarded attempt returns or raises")
 
 
 def guarded(settings: ModelSettings | None) -> ModelSettings:
@@ -122,12 +117,15 @@ _CUT_NUMBER = re.compile(r'(?:[,{]\s*"(?:[^"\\]|\\.)*"\s*:|[,\[])\s*-?[\d.eE+-]+
 
 
 def _goes_on_after_an_object(text: str) -> bool:
+    """The reply holds a complete JSON object and more after it than a closing code fence."""
     start = text.find("{")
+    if start < 0:
+        return False
     try:
-        _, end = json.JSONDecoder().raw_decode(text, start) if start >= 0 else (None, 0)
+        _, end = json.JSONDecoder().raw_decode(text, start)
     except ValueError:
         return False  # the first object never closed: a cut reply, salvage may read it
-    return bool(start >= 0 and text[end:].strip().strip("`").strip())
+    return bool(text[end:].strip().strip("`").strip())
 
 
 def _partial_json(text: str, *, trailing_strings: bool) -> Any:
