@@ -179,7 +179,7 @@ class Agent:
     async def _join(
         self, state: RunState, ctx: RunContext, deadline: _Deadline
     ) -> Answer | Replan | Continue:
-        """The planner's join, which must end by the deadline (the best partial answer else)."""
+        """The planner's join, which must end by the deadline (`DeadlineExceededError` else)."""
         joining = asyncio.timeout_at(deadline.hard)
         try:
             async with joining:

@@ -34,7 +34,8 @@ class RunLimits:
     the work still running (planning, nodes) is cancelled and the planner joins the findings
     so far into an answer, which must come by the deadline: the run then returns it, with
     `RunResult.deadline_hit` set. If it cannot (the join fails or is still running at the
-    deadline), `DeadlineExceededError` carries the best partial answer, if any."""
+    deadline), `DeadlineExceededError` carries what the join's unusable reply wrote as the
+    answer, if anything (never an earlier step's output)."""
 
     def __post_init__(self) -> None:
         if self.deadline is not None and not self.deadline > 0:  # also NaN

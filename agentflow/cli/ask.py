@@ -88,8 +88,8 @@ def _add_limits(ask: argparse.ArgumentParser) -> None:
 _DEADLINE_HELP = (
     "seconds for the whole question (default: none). At three quarters of it the work still "
     "running is cancelled and the findings so far are joined into an answer, printed with a "
-    "warning on stderr; if that join cannot answer by the deadline, the best partial answer "
-    "is printed with a warning instead (exit 1 if there is none)"
+    "warning on stderr; if that join cannot answer by the deadline, what its unusable reply "
+    "wrote as the answer is printed with a warning instead (exit 1 if it wrote none)"
 )
 
 
