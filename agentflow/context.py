@@ -86,7 +86,7 @@ class RunContext:
     ) -> ModelResponse:
         self._check_limits()
         response = await self.model.complete(messages, settings, json_schema=json_schema)
-        self._charge(response, node_id)
+        self.trace.charge(response, node_id)
         return response
 
     async def complete_text(
@@ -100,7 +100,7 @@ class RunContext:
             raise UserError(f"the model {model.name!r} cannot continue raw text")
         self._check_limits()
         response = await model.complete_text(prompt, settings)
-        self._charge(response, node_id)
+        self.trace.charge(response, node_id)
         return response
 
     async def complete_structured(
@@ -143,12 +143,6 @@ class RunContext:
                 self.trace.add_request(delta.timing, node_id)
             if delta.text:
                 yield delta.text
-
-    def _charge(self, response: ModelResponse, node_id: str | None) -> None:
-        """The response's tokens to the run and the node; its timing to the trace."""
-        self.trace.add_usage(response.usage, node_id)
-        if response.timing is not None:
-            self.trace.add_request(response.timing, node_id)
 
     def _check_limits(self) -> None:
         used = self.trace.usage

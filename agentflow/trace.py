@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from agentflow.model import RequestTiming, Usage
+from agentflow.model import ModelResponse, RequestTiming, Usage
 
 __all__ = ["EventType", "NodeRecord", "NodeStatus", "Trace", "TraceEvent"]
 
@@ -110,6 +110,12 @@ class Trace:
         if node_id is not None and node_id in self.nodes:
             record = self.nodes[node_id]
             record.usage = record.usage + usage
+
+    def charge(self, response: ModelResponse, node_id: str | None = None) -> None:
+        """One response's tokens to the run and the node, and its timing, if it has one."""
+        self.add_usage(response.usage, node_id)
+        if response.timing is not None:
+            self.add_request(response.timing, node_id)
 
     def add_request(self, timing: RequestTiming, node_id: str | None = None) -> None:
         """Record one request's timing, charged to `node_id` and placed on the run's clock."""

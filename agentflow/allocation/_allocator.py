@@ -307,9 +307,7 @@ class NodeAllocation:
             if exc.status_code != 400 or request.thinking_token_budget is None:
                 raise
             return await self._send(messages, settings, budget, complete, extra)
-        self.trace.add_usage(response.usage, self.node_id)
-        if response.timing is not None:
-            self.trace.add_request(response.timing, self.node_id)
+        self.trace.charge(response, self.node_id)
         self._check_switch(response, budget)
         return self._count(budget.mode, response)
 
