@@ -380,10 +380,18 @@ def _as_text(value: Any) -> str:
     return _to_json(value)
 
 
+LABEL_TEXT_CHARS = 300
+"""How much of a text argument a node's label keeps: a sub-question or a query whole (the dag
+planner caps a step's input at 300 characters), cut with an ellipsis inside the quotes."""
+
+
 def _describe_value(value: Any) -> str:
     if isinstance(value, _MAPPING):
         if "$template" in value:
             return json.dumps(value["$template"], ensure_ascii=False)
         if "$ref" in value:
             return "$" + str(value["$ref"])
+    if isinstance(value, str):
+        cut = value if len(value) <= LABEL_TEXT_CHARS else value[:LABEL_TEXT_CHARS] + "…"
+        return _to_json(cut)
     return _to_json(value)[:60]
