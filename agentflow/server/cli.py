@@ -4,12 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import math
 import os
+import socket
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from types import FrameType
+from typing import TypeVar
 
 import uvicorn
+from fastapi import FastAPI
 
 from agentflow.cli._common import CommandContext, Commands
 from agentflow.context import RunLimits
@@ -19,9 +26,12 @@ from agentflow.registry import load_tool, planner_names, tool_names
 from agentflow.server.app import create_app
 from agentflow.server.config import AgentSpec, ServerConfig
 from agentflow.server.config_file import load_agents
+from agentflow.server.service import ChatService
 from agentflow.tool import Tool
 
 __all__ = ["register_serve"]
+
+T = TypeVar("T")
 
 API_KEYS_ENV = "AGENTFLOW_SERVE_API_KEYS"
 """Comma-separated keys clients must send (AGENTFLOW_API_KEY is the one sent to the model)."""
@@ -36,7 +46,7 @@ def register_serve(commands: Commands, common: CommandContext) -> None:
         "the plan's progress as reasoning) and /v1/models.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
-    serve.add_argument("--port", type=int, default=8000, help="port (%(default)s)")
+    serve.add_argument("--port", type=_port, default=8000, help="port, 1-65535 (%(default)s)")
     _add_agent_options(serve)
     _add_operating_options(serve)
     serve.set_defaults(handler=partial(_serve, common))
@@ -54,9 +64,17 @@ def _add_agent_options(serve: argparse.ArgumentParser) -> None:
         "--tool", action="append", default=[], metavar="NAME",
         help=f"a registered tool (repeatable): {', '.join(tool_names())}",
     )  # fmt: skip
-    agent.add_argument("--max-model-calls", type=int, default=RunLimits.max_model_calls)
-    agent.add_argument("--max-tokens", type=int, default=RunLimits.max_tokens)
-    agent.add_argument("--concurrency", type=int, default=16, help="nodes of a run at once")
+    agent.add_argument(
+        "--max-model-calls", type=_at_least(2), default=RunLimits.max_model_calls,
+        help="model calls per run, the answer call included (%(default)s); a request may lower it",
+    )  # fmt: skip
+    agent.add_argument(
+        "--max-tokens", type=_at_least(1), default=RunLimits.max_tokens,
+        help="tokens per run, prompts included (%(default)s); a request may lower it",
+    )  # fmt: skip
+    agent.add_argument(
+        "--concurrency", type=_at_least(1), default=16, help="nodes of a run at once (%(default)s)"
+    )
     agent.add_argument(
         "--config", type=Path, help="TOML file of [[agents]] (id, planner, tools, corpus, "
         "limits, model, base_url); replaces the single agent above",
@@ -67,19 +85,95 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
     ops = serve.add_argument_group("operating")
     ops.add_argument(
         "--api-key", action="append", default=[], metavar="KEY",
-        help=f"a key clients must send (repeatable; env {API_KEYS_ENV}, comma-separated)",
+        help=f"a key clients must send (repeatable; env {API_KEYS_ENV}, comma-separated); "
+        "a run can be read back only with the key that made it",
     )  # fmt: skip
-    ops.add_argument("--max-runs", type=int, default=8, help="runs in flight (%(default)s)")
-    ops.add_argument("--max-queue", type=int, default=32, help="runs waiting (%(default)s)")
-    ops.add_argument("--run-timeout", type=float, default=600.0, help="seconds per run")
-    ops.add_argument("--grace", type=float, default=30.0, help="seconds to finish at SIGTERM")
-    ops.add_argument("--keepalive", type=float, default=10.0, help="seconds between keepalives")
-    ops.add_argument("--trace-ttl", type=float, default=3600.0, help="seconds runs are kept")
     ops.add_argument(
-        "--remind-after", type=int, default=4, metavar="TURNS",
+        "--max-runs", type=_at_least(1), default=ServerConfig.max_runs,
+        help="runs in flight (%(default)s). Each sends up to --concurrency requests to the model "
+        "server at once and holds its trace (tens of KB); the model client sends one server 64 "
+        "requests at once, so more running runs mostly wait there",
+    )  # fmt: skip
+    ops.add_argument(
+        "--max-queue", type=_at_least(0), default=ServerConfig.max_queue,
+        help="runs waiting for a slot (%(default)s), a few KB each; beyond: 429 with Retry-After",
+    )  # fmt: skip
+    ops.add_argument(
+        "--answer-max-tokens", type=_at_least(1), default=ServerConfig.answer_max_tokens,
+        help="completion cap of the answer call (%(default)s), inside the run's --max-tokens; "
+        "a request's max_tokens may lower it",
+    )  # fmt: skip
+    ops.add_argument(
+        "--run-timeout", type=_seconds, default=600.0, help="seconds per run (%(default)s)"
+    )
+    ops.add_argument(
+        "--grace", type=_seconds_or_zero, default=30.0,
+        help="seconds running answers may finish after SIGTERM (%(default)s); then they end "
+        "with an error their clients see",
+    )  # fmt: skip
+    ops.add_argument(
+        "--keepalive", type=_seconds, default=10.0, help="seconds between keepalives (%(default)s)"
+    )
+    ops.add_argument(
+        "--trace-ttl", type=_seconds, default=3600.0, help="seconds runs are kept (%(default)s)"
+    )
+    ops.add_argument(
+        "--keep-runs", type=_at_least(1), default=ServerConfig.runs_kept,
+        help="finished runs kept for GET /v1/runs/{id} (%(default)s; ~12 KB each)",
+    )  # fmt: skip
+    ops.add_argument(
+        "--keep-runs-mb", type=_at_least(1), default=ServerConfig.runs_kept_bytes // 2**20,
+        help="MB the kept runs may take (%(default)s); the oldest go first",
+    )  # fmt: skip
+    ops.add_argument(
+        "--max-body-mb", type=_at_least(1), default=ServerConfig.max_body_bytes // 2**20,
+        help="largest request body in MB (%(default)s); beyond: 413",
+    )  # fmt: skip
+    ops.add_argument(
+        "--remind-after", type=_at_least(0), default=4, metavar="TURNS",
         help="restate standing instructions after this many user turns (0: never)",
     )  # fmt: skip
     ops.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN")
+
+
+def _port(text: str) -> int:
+    value = _number(text, int)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {text}")
+    return value
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more, not {text}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    value = _number(text, float)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, not {text}")
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    value = _number(text, float)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds, 0 or more, not {text}"
+        )
+    return value
+
+
+def _number(text: str, kind: Callable[[str], T]) -> T:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def _serve(common: CommandContext, args: argparse.Namespace) -> int:
@@ -88,14 +182,58 @@ def _serve(common: CommandContext, args: argparse.Namespace) -> int:
     app = create_app(config, grace=args.grace)
     ids = ", ".join(spec.id for spec in config.agents)
     print(f"serving {ids} at http://{args.host}:{args.port}/v1", flush=True)
-    uvicorn.run(
+    uvicorn_config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
-        timeout_graceful_shutdown=int(args.grace),
+        timeout_graceful_shutdown=SHUTDOWN_BACKSTOP,
         log_level="warning",
     )
+    _DrainingServer(uvicorn_config, app, args.grace).run()
     return 0
+
+
+SHUTDOWN_BACKSTOP = 5
+"""Seconds uvicorn waits for connections once draining is done (their runs have ended, so
+only the last frames are still going out)."""
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn that drains before it stops. At SIGTERM (or Ctrl-C) uvicorn would close the
+    listener at once, wait up to its own timeout, cancel what is left (clients see a bare
+    connection error, the log a traceback) and only then tell the app, which waited its grace
+    again. Here the first signal drains the service while still listening: `/ready` says 503,
+    new chats get 503, running answers have `grace` seconds, the rest end with an error frame;
+    then uvicorn stops. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.grace = grace
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        service = getattr(self.app.state, "service", None)
+        if self._loop is None or service is None or self._draining is not None:
+            super().handle_exit(sig, frame)
+            return
+        self._captured_signals.append(sig)  # re-raised by uvicorn once it has stopped
+        self._loop.call_soon_threadsafe(self._start_draining, service)
+
+    def _start_draining(self, service: ChatService) -> None:
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain(service))
+
+    async def _drain(self, service: ChatService) -> None:
+        try:
+            await service.drain(self.grace)
+        finally:
+            self.should_exit = True
 
 
 def build_config(common: CommandContext, args: argparse.Namespace) -> ServerConfig:
@@ -110,11 +248,15 @@ def build_config(common: CommandContext, args: argparse.Namespace) -> ServerConf
     return ServerConfig(
         agents=agents,
         api_keys=frozenset([*args.api_key, *env_keys]),
-        max_runs=_positive(args.max_runs, "--max-runs"),
-        max_queue=max(0, args.max_queue),
+        max_runs=args.max_runs,
+        max_queue=args.max_queue,
         run_timeout=args.run_timeout,
         keepalive=args.keepalive,
         trace_ttl=args.trace_ttl,
+        runs_kept=args.keep_runs,
+        runs_kept_bytes=args.keep_runs_mb * 2**20,
+        answer_max_tokens=args.answer_max_tokens,
+        max_body_bytes=args.max_body_mb * 2**20,
         remind_after_turns=args.remind_after or None,
         cors_origins=tuple(args.cors_origin),
     )
@@ -129,7 +271,7 @@ def _single_agent(
         planner=args.planner,
         tools=_tools(common, args.corpus, args.tool),
         limits=RunLimits(max_model_calls=args.max_model_calls, max_tokens=args.max_tokens),
-        max_concurrency=_positive(args.concurrency, "--concurrency"),
+        max_concurrency=args.concurrency,
     )
 
 
@@ -143,9 +285,3 @@ def _tools(common: CommandContext, corpora: list[Path], names: list[str]) -> tup
             )
         tools.insert(0, common.corpus_search(corpora))
     return tuple(tools)
-
-
-def _positive(value: int, flag: str) -> int:
-    if value < 1:
-        raise UserError(f"{flag} must be at least 1, got {value}")
-    return value

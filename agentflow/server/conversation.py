@@ -17,6 +17,7 @@ from agentflow.agent import RunResult
 from agentflow.model import Message
 from agentflow.planner import load_prompt
 from agentflow.server.protocol import ChatMessage, RequestError
+from agentflow.tool import delimit
 
 __all__ = ["Conversation", "planned_question"]
 
@@ -120,12 +121,15 @@ def planned_question(question: str, reminder: str | None) -> str:
 
 
 def _notes(result: RunResult) -> str:
-    lines = [
-        f"- {record.label or record.id}: {_clip(record.output, 400)}"
+    """Each node's output fenced as data (`delimit`), as the planners' prompts fence it: a
+    tool result that writes `</result>` or instructions cannot pass for the prompt."""
+    blocks = [
+        f"- {_clip(' '.join((record.label or record.id).split()), 120)}:\n"
+        f"{delimit(record.id, _clip(record.output, 400))}"
         for record in result.trace.nodes.values()
         if record.output
     ]
-    return "\n".join(lines) or "(none)"
+    return "\n".join(blocks) or "(none)"
 
 
 def _clip(text: str, limit: int) -> str:

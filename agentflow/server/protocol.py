@@ -25,6 +25,7 @@ __all__ = [
     "chunk",
     "completion",
     "error_body",
+    "loggable",
     "usage_body",
 ]
 
@@ -132,7 +133,9 @@ class ChatCompletionRequest(_Wire):
             raise RequestError("logprobs are not supported", param="logprobs")
         ignored = sorted(self.model_extra or {})
         if ignored:  # frequency_penalty, user, metadata...: nothing an agent run can use
-            logger.warning("ignored request fields: %s", ", ".join(ignored))
+            names = ", ".join(loggable(name) for name in ignored[:20])
+            more = f" and {len(ignored) - 20} more" if len(ignored) > 20 else ""
+            logger.warning("ignored request fields: %s%s", names, more)
 
     @property
     def answer_max_tokens(self) -> int | None:
@@ -147,6 +150,13 @@ class ChatCompletionRequest(_Wire):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+
+def loggable(text: str, limit: int = 80) -> str:
+    """Client-chosen text for a log line: as it is when printable, else quoted with its
+    escapes (a field name holding a newline cannot start a forged line of its own)."""
+    shown = text if text.isprintable() else ascii(text)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def error_body(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -24,10 +24,11 @@ def _service(request: Request) -> ChatService:
     return service
 
 
-def _authorize(request: Request) -> None:
+def _authorize(request: Request) -> str | None:
+    """The caller's API key (None when the server needs none); a wrong one is a 401."""
     keys = _service(request).config.api_keys
     if not keys:
-        return
+        return None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or token.strip() not in keys:
         raise RequestError(
@@ -35,6 +36,7 @@ def _authorize(request: Request) -> None:
             status=401,
             code="invalid_api_key",
         )
+    return token.strip()
 
 
 health = APIRouter()
@@ -43,10 +45,25 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(_authorize)])
 
 @health.get("/health")
 async def get_health(request: Request) -> JSONResponse:
+    """Liveness: 200 while the process serves, draining included (restarting it would only
+    cut the answers it is finishing); whether to send it chats is `/ready`."""
     service = _service(request)
-    status = "ok" if service.accepting else "shutting down"
+    status = "ok" if service.accepting else "draining"
     body = {"status": status, "runs_in_flight": service.in_flight, "queued": service.waiting}
-    return JSONResponse(body, status_code=200 if service.accepting else 503)
+    return JSONResponse(body)
+
+
+@health.get("/ready")
+async def get_ready(request: Request) -> JSONResponse:
+    """Readiness: 503 while draining at shutdown or while an agent's model server does not
+    answer, so a load balancer sends chats elsewhere."""
+    service = _service(request)
+    if not service.accepting:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    down = await service.probe.unreachable()
+    if down:
+        return JSONResponse({"status": "model unreachable", "models": down}, status_code=503)
+    return JSONResponse({"status": "ready"})
 
 
 @health.get("/", include_in_schema=False)
@@ -88,9 +105,11 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, key: Annotated[str | None, Depends(_authorize)]
+) -> Response:
     service = _service(request)
-    run = service.start(body)
+    run = service.start(body, owner=key)
     headers: dict[str, str] = {RUN_ID_HEADER: run.id}
     request.state.run_id = run.id
     if body.stream:
@@ -101,8 +120,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 
 
 @router.get("/runs/{run_id}")
-async def get_run(run_id: str, request: Request) -> dict[str, object]:
+async def get_run(
+    run_id: str, request: Request, key: Annotated[str | None, Depends(_authorize)]
+) -> dict[str, object]:
+    """A run, to the key that made it only (another key's run is a 404, as if unknown)."""
     record = _service(request).runs.get(RunId(run_id))
-    if record is None:
+    if record is None or record.owner != key:
         raise RequestError(f"no run {run_id!r} (finished runs are kept for a while)", status=404)
     return record.as_dict()

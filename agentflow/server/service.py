@@ -1,10 +1,14 @@
 """Chat requests to agent runs: admission (a cap on runs in flight, a bounded queue), the run
 itself (rewrite a follow-up, research with the agent, write the answer as a stream), and the
-record of finished runs that `GET /v1/runs/{id}` returns.
+store of runs that `GET /v1/runs/{id}` reads.
 
 Each run is one task that puts `Update`s on a queue; whoever sends the response reads the queue
 and cancels the task when it stops reading (a client that disconnects cancels its run and its
 in-flight model requests: nothing keeps generating for nobody).
+
+The run's limits cover every call it makes, the answer call included: a request's `agentflow`
+options may lower the operator's caps, never raise them, and the answer call's completion is
+capped (`answer_max_tokens`) and counted inside them.
 """
 
 from __future__ import annotations
@@ -15,20 +19,22 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
-from typing import Literal, NewType
+from dataclasses import dataclass
 
 from agentflow.agent import Agent, RunResult
 from agentflow.context import RunLimits
-from agentflow.exceptions import AgentflowError, ExecutionError, UserError
-from agentflow.model import ModelSettings, Usage
+from agentflow.exceptions import ExecutionError, LimitExceededError, UserError
+from agentflow.model import Message, ModelSettings, Usage
 from agentflow.planner import Planner
 from agentflow.registry import load_planner
 from agentflow.server.config import AgentSpec, ServerConfig
 from agentflow.server.conversation import Conversation, planned_question
+from agentflow.server.failures import EmptyAnswerError, public_failure
 from agentflow.server.metrics import ServerMetrics
 from agentflow.server.progress import describe
 from agentflow.server.protocol import ChatCompletionRequest, RequestError
+from agentflow.server.readiness import ModelProbe
+from agentflow.server.runs import RunId, RunRecord, RunStore
 from agentflow.trace import Trace
 
 __all__ = [
@@ -45,9 +51,11 @@ __all__ = [
 
 logger = logging.getLogger("agentflow.server")
 
-RunId = NewType("RunId", str)
 REWRITE_SETTINGS = ModelSettings(temperature=0.0, max_tokens=96)
-RunStatus = Literal["queued", "running", "ok", "failed", "cancelled"]
+SHUTTING_DOWN = "the server is shutting down"
+CHARS_PER_TOKEN = 3
+"""A cautious guess of the answer prompt's tokens from its characters (English runs ~4), so
+the answer call's cap keeps the run inside its token limit before the server counts."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class Content:
 class Finished:
     usage: Usage
     """Every model call of the run: rewrite, planning, nodes, joiner and answer."""
+    finish_reason: str = "stop"
+    """The answer call's, as the model server said it (`length` when cut at its cap)."""
 
 
 @dataclass(frozen=True)
@@ -79,37 +89,6 @@ class Failed:
 
 
 Update = Reasoning | Content | Finished | Failed
-
-
-@dataclass(kw_only=True)
-class RunRecord:
-    """What `GET /v1/runs/{id}` shows of a run."""
-
-    id: RunId
-    model: str
-    question: str
-    status: RunStatus = "queued"
-    created: float = field(default_factory=time.time)
-    finished: float | None = None
-    answer: str = ""
-    error: str | None = None
-    usage: Usage = field(default_factory=Usage)
-    trace: Trace | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "object": "agentflow.run",
-            "model": self.model,
-            "status": self.status,
-            "created": self.created,
-            "finished": self.finished,
-            "question": self.question,
-            "answer": self.answer,
-            "error": self.error,
-            "usage": self.usage.as_dict(),
-            "trace": self.trace.as_dict() if self.trace else None,
-        }
 
 
 class _ObservedAgent(Agent):
@@ -131,17 +110,21 @@ class ChatService:
             raise UserError("a server needs at least one agent")
         self.config = config
         self.agents = {spec.id: spec for spec in config.agents}
-        self.runs: dict[RunId, RunRecord] = {}
+        self.runs = RunStore(
+            ttl=config.trace_ttl, max_count=config.runs_kept, max_bytes=config.runs_kept_bytes
+        )
         self.accepting = True
         self.in_flight = 0
         self.waiting = 0
         self._slots = asyncio.Semaphore(config.max_runs)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._active: dict[asyncio.Task[None], ChatRun] = {}
         self._planners: dict[str, Planner] = {}
         self.metrics = ServerMetrics(lambda: self.in_flight, lambda: self.waiting)
+        self.probe = ModelProbe(spec.model for spec in config.agents)
 
-    def start(self, request: ChatCompletionRequest) -> ChatRun:
-        """Check the request and admit it (429 when the queue is full); the run starts now."""
+    def start(self, request: ChatCompletionRequest, owner: str | None = None) -> ChatRun:
+        """Check the request and admit it (429 when the queue is full); the run starts now.
+        `owner` is the API key that asked: only it may read the run back."""
         request.check_supported()
         spec = self.agents.get(request.model)
         if spec is None:
@@ -159,29 +142,31 @@ class ChatService:
             self.metrics.rejected.labels(status=str(exc.status)).inc()
             raise
         run = ChatRun(self, spec, planner, request, conversation)
-        self.runs[run.id] = run.record
-        self._prune()
+        run.record.owner = owner
+        self.runs.add(run.record)
         run.task = asyncio.create_task(run.produce())
         self.waiting += 1
-        self._tasks.add(run.task)
+        self._active[run.task] = run
         run.task.add_done_callback(lambda task: self._settle(run, task))
         return run
 
     def _settle(self, run: ChatRun, task: asyncio.Task[None]) -> None:
         """Account for a run whose task ended, even one cancelled before it ever ran (a
         client gone at once): it leaves the queue and is recorded as cancelled."""
-        self._tasks.discard(task)
+        self._active.pop(task, None)
         if run.queued:
             run.queued = False
             self.waiting -= 1
         record = run.record
         if record.finished is None:
             record.status, record.error, record.finished = "cancelled", "cancelled", time.time()
-            self.metrics.finished(record.status, record.finished - record.created, record.usage)
+            seconds = record.finished - record.created
+            self.metrics.finished(record.model, record.status, seconds, record.usage)
+        self.runs.finish(record)
 
     def _admit(self) -> None:
         if not self.accepting:
-            raise RequestError("the server is shutting down", status=503, type="server_error")
+            raise RequestError(SHUTTING_DOWN, status=503, type="server_error")
         admitted = self.in_flight + self.waiting
         if admitted >= self.config.max_runs + self.config.max_queue:
             raise RequestError(
@@ -212,28 +197,31 @@ class ChatService:
         run.queued = False
         self.waiting -= 1
         self.in_flight += 1
+        waited = time.time() - run.record.created
+        self.metrics.queue_seconds.labels(agent=run.spec.id).observe(waited)
         try:
             yield
         finally:
             self.in_flight -= 1
             self._slots.release()
 
-    def _prune(self) -> None:
-        """Forget finished runs older than the trace TTL."""
-        horizon = time.time() - self.config.trace_ttl
-        expired = [k for k, r in self.runs.items() if r.finished and r.finished < horizon]
-        for key in expired:
-            del self.runs[key]
+    async def drain(self, grace: float) -> None:
+        """Stop accepting, give running answers `grace` seconds, then stop the rest with an
+        error their clients see (503: the server is shutting down), and wait until they have
+        put it out."""
+        self.accepting = False
+        if not self._active:
+            return
+        _, late = await asyncio.wait(set(self._active), timeout=grace)
+        for task in late:
+            run = self._active.get(task)
+            if run is not None:
+                run.stop(SHUTTING_DOWN)
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def aclose(self, grace: float) -> None:
-        """Stop accepting, give running answers `grace` seconds, cancel the rest, then close
-        the models' connections."""
-        self.accepting = False
-        if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        """Drain (see `drain`), then close the models' connections."""
+        await self.drain(grace)
         for spec in self.config.agents:
             await spec.model.aclose()
 
@@ -260,6 +248,8 @@ class ChatRun:
         self.task: asyncio.Task[None] | None = None
         self.queued = True
         """Admitted and waiting for a slot (counted in `ChatService.waiting`)."""
+        self.limits = self._limits()
+        self._stopping: str | None = None
         self._queue: asyncio.Queue[Update] = asyncio.Queue()
 
     async def updates(self, keepalive: float) -> AsyncGenerator[Update | None, None]:
@@ -283,56 +273,84 @@ class ChatRun:
             if self.task is not None and not self.task.done():
                 self.task.cancel()
 
+    def stop(self, message: str) -> None:
+        """Cancel the run, telling its client why (a 503 error it can read, not a cut)."""
+        self._stopping = message
+        if self.task is not None:
+            self.task.cancel()
+
     async def produce(self) -> None:
         record = self.record
         try:
             async with self.service.slot(self):
                 record.status = "running"
                 async with asyncio.timeout(self.service.config.run_timeout):
-                    self._put(Finished(usage=await self._answer()))
+                    self._put(await self._answer())
             record.status = "ok"
         except asyncio.CancelledError:
             record.status, record.error = "cancelled", "cancelled"
+            if self._stopping:
+                self._fail(self._stopping, 503, "shutdown")
             raise
         except TimeoutError:
             timeout = self.service.config.run_timeout
-            self._fail(f"the run took longer than its limit of {timeout:g} s", 504)
-        except AgentflowError as exc:
-            self._fail(_short(exc), 500)
-        except Exception:
-            logger.exception("run %s failed", self.id)
-            self._fail("internal error", 500)
+            self._fail(f"the run took longer than its limit of {timeout:g} s", 504, "timeout")
+        except Exception as exc:
+            self._failed(exc)
         finally:
             record.finished = time.time()
             seconds = record.finished - record.created
-            self.service.metrics.finished(record.status, seconds, record.usage)
+            self.service.metrics.finished(self.spec.id, record.status, seconds, record.usage)
+
+    def _failed(self, exc: Exception) -> None:
+        """The client gets a fixed sentence for the error's kind; the log gets all of it."""
+        failure = public_failure(exc)
+        if failure.kind == "internal":
+            logger.exception("run %s failed", self.id)
+        else:
+            logger.warning("run %s failed: %s", self.id, _one_line(str(exc)))
+        self._fail(failure.message, failure.status, failure.kind)
 
     def _put(self, update: Update) -> None:
         self._queue.put_nowait(update)
 
-    def _fail(self, message: str, status: int) -> None:
+    def _fail(self, message: str, status: int, kind: str) -> None:
         self.record.status, self.record.error = "failed", message
+        self.service.metrics.failures.labels(agent=self.spec.id, kind=kind).inc()
         self._put(Failed(message=message, status=status))
 
-    async def _answer(self) -> Usage:
+    async def _answer(self) -> Finished:
         """Rewrite a follow-up, research it with the agent, then stream the answer."""
         conversation = self.conversation
         question, usage = await self._standalone_question()
         reminder = conversation.reminder(self.service.config.remind_after_turns)
-        result = await self._research(planned_question(question, reminder))
+        result = await self._research(planned_question(question, reminder), usage)
         usage = usage + result.usage
         messages = conversation.answer_messages(result, reminder)
-        async for delta in self.spec.model.stream(messages, self._answer_settings()):
+        return await self._write(messages, usage)
+
+    async def _write(self, messages: list[Message], usage: Usage) -> Finished:
+        """The answer call, streamed to the client; a stream with no text is a failure."""
+        finish_reason = "stop"
+        settings = self._answer_settings(messages, usage)
+        async for delta in self.spec.model.stream(messages, settings):
             if delta.text and not self.record.answer:
                 waited = time.time() - self.record.created
-                self.service.metrics.first_content_seconds.observe(waited)
+                self.service.metrics.first_content_seconds.labels(agent=self.spec.id).observe(
+                    waited
+                )
             if delta.text:
                 self.record.answer += delta.text
                 self._put(Content(delta.text))
+            finish_reason = delta.finish_reason or finish_reason
             if delta.usage is not None:
                 usage = usage + delta.usage
+            if delta.timing is not None:
+                self.service.metrics.model_calls(self.spec.id, [delta.timing])
         self.record.usage = usage
-        return usage
+        if not self.record.answer:
+            raise EmptyAnswerError("the answer call's stream had no text", body="")
+        return Finished(usage=usage, finish_reason=finish_reason)
 
     async def _standalone_question(self) -> tuple[str, Usage]:
         """A follow-up as a question that stands alone (one model call), or the message."""
@@ -344,12 +362,12 @@ class ChatRun:
         self._put(Reasoning(f"Question: {question}\n"))
         return question, response.usage
 
-    async def _research(self, question: str) -> RunResult:
+    async def _research(self, question: str, used: Usage) -> RunResult:
         agent = _ObservedAgent(
             model=self.spec.model,
             planner=self.planner,
             tools=self.spec.tools,
-            limits=self._limits(),
+            limits=self._research_limits(used),
             max_concurrency=self.spec.max_concurrency,
         )
         try:
@@ -364,30 +382,52 @@ class ChatRun:
             self.record.trace = agent.trace
             if agent.trace is not None:
                 self.record.usage = agent.trace.usage
+                self.service.metrics.model_calls(self.spec.id, agent.trace.requests)
         raise ExecutionError("the run ended without a result", trace=agent.trace)
 
     def _limits(self) -> RunLimits:
+        """The operator's caps, which the request's `agentflow` options may only lower."""
         options, limits = self.request.agentflow, self.spec.limits
-        if options is None:
-            return limits
-        return RunLimits(
-            max_model_calls=options.max_model_calls or limits.max_model_calls,
-            max_tokens=options.max_tokens or limits.max_tokens,
-        )
+        calls, tokens = limits.max_model_calls, limits.max_tokens
+        if options is not None:
+            calls = min(calls, options.max_model_calls or calls)
+            tokens = min(tokens, options.max_tokens or tokens)
+        return RunLimits(max_model_calls=calls, max_tokens=tokens, deadline=limits.deadline)
 
-    def _answer_settings(self) -> ModelSettings:
-        """The request's sampling parameters apply to the answer-writing call."""
-        request = self.request
+    def _research_limits(self, used: Usage) -> RunLimits:
+        """The run's limits less what the rewrite used and one call kept for the answer."""
+        limits = self.limits
+        calls = limits.max_model_calls - used.calls - 1
+        if calls < 1:
+            raise LimitExceededError(
+                f"the run reached its cap of {limits.max_model_calls} model calls: none left "
+                "to research after the answer call's"
+            )
+        tokens = limits.max_tokens - used.total_tokens
+        return RunLimits(max_model_calls=calls, max_tokens=tokens, deadline=limits.deadline)
+
+    def _answer_settings(self, messages: list[Message], used: Usage) -> ModelSettings:
+        """The request's sampling parameters apply to the answer-writing call, whose
+        completion is capped by the operator, the request and what the run's tokens leave."""
+        request, limits = self.request, self.limits
+        prompt = sum(len(str(m.get("content") or "")) for m in messages) // CHARS_PER_TOKEN
+        left = limits.max_tokens - used.total_tokens - prompt
+        if left < 1:
+            raise LimitExceededError(
+                f"the run reached its cap of {limits.max_tokens} tokens before the answer call"
+            )
+        cap = min(self.service.config.answer_max_tokens, request.answer_max_tokens or left, left)
         return ModelSettings(
             temperature=request.temperature,
             top_p=request.top_p,
-            max_tokens=request.answer_max_tokens,
+            max_tokens=cap,
             seed=request.seed,
             stop=request.stop_list,
         )
 
 
-def _short(exc: BaseException, limit: int = 300) -> str:
-    """The first line of an error, clipped: what a client may see (never a traceback)."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return first if len(first) <= limit else first[:limit] + "..."
+def _one_line(text: str, limit: int = 2000) -> str:
+    """An error for one log line: newlines in model output or a server's reply cannot start
+    a line of their own (a forged log entry)."""
+    flat = text.replace("\r", "\\r").replace("\n", "\\n")
+    return flat if len(flat) <= limit else flat[:limit] + "..."

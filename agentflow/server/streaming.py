@@ -7,6 +7,7 @@ comments (which it ignores) and `data: [DONE]`. No custom `event:` names.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,7 +44,7 @@ async def sse(run: ChatRun, keepalive: float) -> AsyncIterator[bytes]:
             elif isinstance(update, Content):
                 yield frame(delta={"content": update.text})
             elif isinstance(update, Finished):
-                yield frame(delta={}, finish_reason="stop")
+                yield frame(delta={}, finish_reason=update.finish_reason)
                 if run.request.include_usage:
                     yield frame(usage=update.usage)
             else:
@@ -57,32 +58,42 @@ async def sse(run: ChatRun, keepalive: float) -> AsyncIterator[bytes]:
 async def collect(
     run: ChatRun, disconnected: Callable[[], Awaitable[bool]], poll: float = 1.0
 ) -> dict[str, Any]:
-    """The whole `chat.completion` body. A client that went away cancels the run (checked
-    every `poll` seconds); a failed run raises `RequestError` with its status and run id."""
+    """The whole `chat.completion` body. A client that went away cancels the run: checked
+    every `poll` seconds however often the run has news (checking only in silences missed
+    every client of a run whose progress came faster than that); a failed run raises
+    `RequestError` with its status and run id."""
     reasoning: list[str] = []
     content: list[str] = []
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
     async with contextlib.aclosing(run.updates(poll)) as updates:
         async for update in updates:
-            if update is None:
+            if update is None or loop.time() - checked >= poll:
+                checked = loop.time()
                 if await disconnected():
                     break
-            elif isinstance(update, Reasoning):
+            if isinstance(update, Reasoning):
                 reasoning.append(update.text)
             elif isinstance(update, Content):
                 content.append(update.text)
             elif isinstance(update, Failed):
                 raise _run_error(run, update)
-            else:
+            elif isinstance(update, Finished):
                 return completion(
                     run_id=run.id,
                     model=run.request.model,
                     content="".join(content),
                     reasoning="".join(reasoning),
                     usage=update.usage,
-                    finish_reason="stop",
+                    finish_reason=update.finish_reason,
                 )
     raise RequestError("the client disconnected", status=499, run_id=run.id)
 
 
 def _run_error(run: ChatRun, failed: Failed) -> RequestError:
-    return RequestError(failed.message, status=failed.status, type="server_error", run_id=run.id)
+    """A failed run's error; a server-side failure tells the openai client not to run the
+    question again (its retries would cost whole runs, three times over)."""
+    headers = {"x-should-retry": "false"} if failed.status >= 500 and failed.status != 503 else {}
+    return RequestError(
+        failed.message, status=failed.status, type="server_error", run_id=run.id, headers=headers
+    )

@@ -78,7 +78,7 @@ def test_a_request_picks_its_planner_and_limits_in_its_agentflow_object() -> Non
             extra_body=options,
         )
         run = api.get(f"/runs/{(reply.model_extra or {})['run_id']}", cast_to=object)
-        with pytest.raises(openai.InternalServerError, match="cap of 1 model calls"):
+        with pytest.raises(openai.InternalServerError, match="its limit of model calls"):
             api.chat.completions.create(
                 model="agentflow-direct",
                 messages=[{"role": "user", "content": "When was Oxford founded?"}],

@@ -72,7 +72,7 @@ def test_a_full_queue_is_a_429_with_retry_after() -> None:
         ]
         metrics = httpx2.get(base_url.removesuffix("/v1") + "/metrics").text
     assert 'agentflow_rejected_requests_total{status="429"} 1.0' in metrics
-    assert 'agentflow_runs_total{status="ok"} 2.0' in metrics
+    assert 'agentflow_runs_total{agent="agentflow-direct",status="ok"} 2.0' in metrics
     assert caught.value.response.headers["retry-after"] == "7"
     assert caught.value.code == "queue_full"
     assert all(a.startswith("The answer is Paris") for a in answers)
