@@ -117,6 +117,15 @@ def scripted_server(answer: Answer) -> Iterator[Served]:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a reply that trickles forever ends so)
 
+        def do_GET(self) -> None:
+            """`GET /models`, which readiness probes ask: an empty list, as a server would."""
+            payload = json.dumps({"object": "list", "data": []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
         def log_message(self, *args: Any) -> None:
             pass
 
