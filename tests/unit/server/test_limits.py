@@ -36,7 +36,7 @@ def test_the_answer_call_is_capped_inside_the_runs_limits() -> None:
             httpx2.post(f"{base_url}/chat/completions", json=lower, timeout=30)
             small = dict(BODY, agentflow={"max_tokens": 700})  # the run's own tokens bound it
             httpx2.post(f"{base_url}/chat/completions", json=small, timeout=30)
-        caps = [call.get("max_tokens") for call in answer_calls(model.requests)]
+        caps: list[Any] = [call.get("max_tokens") for call in answer_calls(model.requests)]
         assert caps[:3] == [2048, 2048, 40]
         # 700 tokens less the step's 15 and the answer prompt (a cautious third of its characters)
         assert 200 < caps[3] < 700 - 15
