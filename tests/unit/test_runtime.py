@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -137,6 +138,25 @@ def test_an_avx2_machine_serves_float32_and_the_user_can_override(
     assert cpu.cpu_profile({"avx2"}).args == ()
     monkeypatch.setenv("AGENTFLOW_CPU_PROFILE", "avx2")
     assert cpu.cpu_profile({"avx512f"}).kind == "avx2"
+
+
+def test_the_compute_bound_model_gets_every_core_and_smollm2_keeps_the_reserved_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AGENTFLOW_CPU_PROFILE", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    qwen = cpu.cpu_profile({"avx512f"}, model="qwen2.5-coder-1.5b")
+    assert qwen.env == {"VLLM_CPU_OMP_THREADS_BIND": "0-3", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    on_avx2 = cpu.cpu_profile({"avx2"}, model="qwen2.5-coder-1.5b")
+    assert on_avx2.args[:2] == ("--dtype", "float32")
+    assert on_avx2.env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert (
+        "VLLM_CPU_NUM_OF_RESERVED_CPU" not in cpu.cpu_profile({"avx512f"}, model="smollm2-135m").env
+    )
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2})  # not one range
+    assert cpu.cpu_profile({"avx512f"}, model="qwen2.5-coder-1.5b").env == {}
+    monkeypatch.setenv("AGENTFLOW_CPU_PROFILE", "none")
+    assert cpu.cpu_profile({"avx512f"}, model="qwen2.5-coder-1.5b").env == {}
 
 
 def test_the_embedded_server_schedules_by_priority_with_the_cpus_settings(
