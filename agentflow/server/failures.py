@@ -58,8 +58,15 @@ _BY_KIND: tuple[tuple[type[BaseException], PublicFailure], ...] = (
 
 
 def public_failure(exc: BaseException) -> PublicFailure:
-    """The client's view of `exc` (an unexpected exception is an internal error)."""
+    """The client's view of `exc`, judged by its whole chain of causes: a model server that
+    is down reaches the server as a failed node's `ExecutionError` caused by it, and the
+    cause is what the user should hear. An unexpected exception is an internal error."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
     for kind, failure in _BY_KIND:
-        if isinstance(exc, kind):
+        if any(isinstance(link, kind) for link in chain):
             return failure
     return PublicFailure("internal error", 500, "internal")

@@ -12,15 +12,19 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import openai
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..scripted_server import Reply, reply_sse, scripted_server
 from .conftest import serving_app
+from .model_server import BODY, answering
 
 DELAY = 0.5
 """Seconds the fake model server takes per completion."""
@@ -98,3 +102,56 @@ def _wait_healthy(port: int, server: subprocess.Popen[bytes], log: Path) -> str:
                 return f"{root}/v1"
         except httpx2.TransportError:
             time.sleep(0.1)
+
+
+def test_sigterm_past_the_grace_drains_then_ends_streams_with_an_error(tmp_path: Path) -> None:
+    """While draining the server still listens: /ready is 503 (a load balancer moves on),
+    /health 200, a new chat 503; an answer still running at the grace's end gets an error
+    frame the openai client raises, not a cut connection; the process is gone soon after."""
+    answering_started = threading.Event()
+
+    def endless(body: dict[str, Any]) -> Reply:
+        answering_started.set()
+        return reply_sse(b": ping\n\n" for _ in iter(lambda: time.sleep(0.05), 1))
+
+    with scripted_server(answering(endless)) as model:
+        port = _free_port()
+        command = [sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port)]
+        command += ["--base-url", model.base_url, "--model", "m", "--planner", "direct"]
+        command += ["--grace", "2"]
+        log = tmp_path / "serve.log"
+        with log.open("w") as sink:
+            server = subprocess.Popen(command, stdout=sink, stderr=sink)
+        try:
+            base_url = _wait_healthy(port, server, log)
+            api = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0)
+            stream = api.chat.completions.create(**BODY, stream=True)
+            assert answering_started.wait(timeout=10)
+            server.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            root = base_url.removesuffix("/v1")
+            ready = _first_status(f"{root}/ready", until=503)
+            health = httpx2.get(f"{root}/health", timeout=5)
+            refused = httpx2.post(f"{base_url}/chat/completions", json=BODY, timeout=5)
+            with pytest.raises(openai.APIError, match="the server is shutting down"):
+                for _ in stream:
+                    pass
+            code = server.wait(timeout=15)
+            took = time.monotonic() - signalled
+        finally:
+            server.kill()
+            server.wait()
+    assert ready == 503 and health.status_code == 200 and health.json()["status"] == "draining"
+    assert refused.status_code == 503
+    assert code == -signal.SIGTERM and took < 2 + 4, (code, took)
+    assert "Traceback" not in log.read_text()
+
+
+def _first_status(url: str, until: int) -> int:
+    """GET `url` until it answers `until` (the signal takes a moment to arrive), at most 1 s."""
+    deadline = time.monotonic() + 1
+    status = httpx2.get(url, timeout=5).status_code
+    while status != until and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = httpx2.get(url, timeout=5).status_code
+    return status
