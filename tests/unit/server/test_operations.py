@@ -114,6 +114,7 @@ def test_an_internal_error_is_a_short_500_with_the_run_id() -> None:
             list(api.chat.completions.create(**BODY, stream=True))
     error = response.json()["error"]
     assert response.status_code == 500 and error["message"] == "internal error"
+    assert response.headers["x-should-retry"] == "false"  # not three runs from the openai client
     assert error["run_id"] == response.headers["x-agentflow-run-id"]
     assert "Traceback" not in response.text and "secret" not in response.text
     assert caught.value.message == "internal error"
