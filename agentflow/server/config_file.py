@@ -46,7 +46,7 @@ class _AgentEntry(BaseModel):
     planner: str = "direct"
     tools: list[str] = []
     corpus: list[Path] = []
-    max_model_calls: int = Field(default=RunLimits.max_model_calls, ge=1)
+    max_model_calls: int = Field(default=RunLimits.max_model_calls, ge=2)  # the answer is one
     max_tokens: int = Field(default=RunLimits.max_tokens, ge=1)
     concurrency: int = Field(default=16, ge=1)
     model: str | None = None
