@@ -48,6 +48,7 @@ def register_serve(commands: Commands, common: CommandContext) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
     serve.add_argument("--port", type=_port, default=8000, help="port, 1-65535 (%(default)s)")
     _add_agent_options(serve)
+    _add_admission_options(serve)
     _add_operating_options(serve)
     serve.set_defaults(handler=partial(_serve, common))
 
@@ -81,6 +82,35 @@ def _add_agent_options(serve: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_admission_options(serve: argparse.ArgumentParser) -> None:
+    limits = serve.add_argument_group("admission and limits")
+    limits.add_argument(
+        "--max-runs", type=_at_least(1), default=ServerConfig.max_runs,
+        help="runs in flight (%(default)s). Each sends up to --concurrency requests to the model "
+        "server at once and holds its trace (tens of KB); the model client sends one server 64 "
+        "requests at once, so more running runs mostly wait there",
+    )  # fmt: skip
+    limits.add_argument(
+        "--max-queue", type=_at_least(0), default=ServerConfig.max_queue,
+        help="runs waiting for a slot (%(default)s), a few KB each; beyond: 429 with Retry-After",
+    )  # fmt: skip
+    limits.add_argument(
+        "--answer-max-tokens", type=_at_least(1), default=ServerConfig.answer_max_tokens,
+        help="completion cap of the answer call (%(default)s), inside the run's --max-tokens; "
+        "a request's max_tokens may lower it",
+    )  # fmt: skip
+    limits.add_argument(
+        "--run-timeout",
+        type=_seconds,
+        default=ServerConfig.run_timeout,
+        help="seconds per run (%(default)s)",
+    )
+    limits.add_argument(
+        "--max-body-mb", type=_at_least(1), default=ServerConfig.max_body_bytes // 2**20,
+        help="largest request body in MB (%(default)s); beyond: 413",
+    )  # fmt: skip
+
+
 def _add_operating_options(serve: argparse.ArgumentParser) -> None:
     ops = serve.add_argument_group("operating")
     ops.add_argument(
@@ -89,33 +119,21 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
         "a run can be read back only with the key that made it",
     )  # fmt: skip
     ops.add_argument(
-        "--max-runs", type=_at_least(1), default=ServerConfig.max_runs,
-        help="runs in flight (%(default)s). Each sends up to --concurrency requests to the model "
-        "server at once and holds its trace (tens of KB); the model client sends one server 64 "
-        "requests at once, so more running runs mostly wait there",
-    )  # fmt: skip
-    ops.add_argument(
-        "--max-queue", type=_at_least(0), default=ServerConfig.max_queue,
-        help="runs waiting for a slot (%(default)s), a few KB each; beyond: 429 with Retry-After",
-    )  # fmt: skip
-    ops.add_argument(
-        "--answer-max-tokens", type=_at_least(1), default=ServerConfig.answer_max_tokens,
-        help="completion cap of the answer call (%(default)s), inside the run's --max-tokens; "
-        "a request's max_tokens may lower it",
-    )  # fmt: skip
-    ops.add_argument(
-        "--run-timeout", type=_seconds, default=600.0, help="seconds per run (%(default)s)"
-    )
-    ops.add_argument(
         "--grace", type=_seconds_or_zero, default=30.0,
         help="seconds running answers may finish after SIGTERM (%(default)s); then they end "
         "with an error their clients see",
     )  # fmt: skip
     ops.add_argument(
-        "--keepalive", type=_seconds, default=10.0, help="seconds between keepalives (%(default)s)"
+        "--keepalive",
+        type=_seconds,
+        default=ServerConfig.keepalive,
+        help="seconds between keepalives (%(default)s)",
     )
     ops.add_argument(
-        "--trace-ttl", type=_seconds, default=3600.0, help="seconds runs are kept (%(default)s)"
+        "--trace-ttl",
+        type=_seconds,
+        default=ServerConfig.trace_ttl,
+        help="seconds runs are kept (%(default)s)",
     )
     ops.add_argument(
         "--keep-runs", type=_at_least(1), default=ServerConfig.runs_kept,
@@ -124,10 +142,6 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
     ops.add_argument(
         "--keep-runs-mb", type=_at_least(1), default=ServerConfig.runs_kept_bytes // 2**20,
         help="MB the kept runs may take (%(default)s); the oldest go first",
-    )  # fmt: skip
-    ops.add_argument(
-        "--max-body-mb", type=_at_least(1), default=ServerConfig.max_body_bytes // 2**20,
-        help="largest request body in MB (%(default)s); beyond: 413",
     )  # fmt: skip
     ops.add_argument(
         "--remind-after", type=_at_least(0), default=4, metavar="TURNS",
