@@ -126,6 +126,7 @@ class Page:
 async def chromium(profile: Path, width: int = 1200, height: int = 800) -> AsyncIterator[Page]:
     """A headless Chromium with a fresh profile in `profile` (a new folder); yields its tab."""
     assert CHROMIUM is not None
+    await asyncio.to_thread(profile.mkdir, parents=True, exist_ok=True)
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     command += ["--remote-debugging-port=0", f"--user-data-dir={profile}", "--no-first-run"]
     command += [f"--window-size={width},{height}", "about:blank"]

@@ -172,21 +172,27 @@ def _wait_up(root: str, server: subprocess.Popen[bytes], log: Path) -> None:
 def shots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("AGENTFLOW_SCREENSHOTS") or tmp_path / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
-    for profile in ("profile-stages", "profile-stop", "profile-narrow"):
-        (tmp_path / profile).mkdir()
     return folder
 
 
-async def _ask_with_key(page: Page, root: str, question: str = QUESTION) -> None:
-    """Load the page with no key, type the key, then the question, and send it."""
+async def _load(page: Page, root: str) -> None:
+    """Load the page with no key stored: its list of agents is refused (401)."""
     await page.goto(root + "/")
-    await page.wait_for("document.getElementById('key').classList.contains('needed')")
+    await page.wait_for(LISTED)
+
+
+async def _type_key_and_ask(page: Page, question: str = QUESTION) -> None:
     await page.type_into("#key", KEY)
     await page.type_into("#question", question)
-    await page.press_enter()
+    await page.click("#send")
 
 
 STATUS = "document.getElementById('status').textContent"
+LISTED = (
+    "performance.getEntriesByType('resource').some((e) => e.name.endsWith('/v1/models'))"
+    " && document.getElementById('status').textContent"
+)
+"""The page has asked for the agents (and shown what came of it)."""
 NODE_BOXES = """(() => {
   const port = document.getElementById('viewport'), p = port.getBoundingClientRect();
   return [...document.querySelectorAll('#nodes .node')].map((n) => {
@@ -223,7 +229,10 @@ async def test_each_stage_of_a_deep_plan_in_chromium(
 ) -> None:
     script = served.script
     async with chromium(tmp_path / "profile-stages") as page:
-        await _ask_with_key(page, served.root)
+        await _load(page, served.root)
+        assert "needs an API key" in await page.evaluate(STATUS)
+        assert await page.evaluate("document.getElementById('key').classList.contains('needed')")
+        await _type_key_and_ask(page)
         await page.wait_for(f"{STATUS}.includes('Making a plan')")
         bubble = "document.querySelector('.turn.assistant .activity').textContent"
         assert "Making a plan" in await page.evaluate(bubble)
@@ -248,7 +257,8 @@ async def test_each_stage_of_a_deep_plan_in_chromium(
         await page.screenshot(shots / "2b-plan-running-fit.png")
 
         script.node_gate.set()
-        await page.wait_for("document.querySelector('.answer .caret')")
+        await page.wait_for("document.querySelector('.answer')?.textContent.includes('pwned=2')")
+        assert await page.evaluate("!!document.querySelector('.answer .caret')")
         assert await page.evaluate("!!document.querySelector('.answer strong')")
         assert "Writing the answer" in await page.evaluate(STATUS)
         await page.screenshot(shots / "3-answer-streaming.png")
@@ -281,6 +291,27 @@ async def _assert_markdown(page: Page) -> None:
     assert log[2] + log[1] >= log[0] - 2, "the log follows the answer to its end"
 
 
+async def test_the_key_typed_after_the_page_loaded_is_sent_with_the_first_question(
+    served: Served, tmp_path: Path
+) -> None:
+    """The page lists the agents when it loads; with `--api-key` that fails (401) before a key
+    is typed, and the first question went out with the model '' (404 "the model '' does not
+    exist") until a reload listed them with the key the failed question had stored."""
+    served.script.open_all()
+    async with chromium(tmp_path / "profile-key") as page:
+        await _load(page, served.root)
+        await _type_key_and_ask(page)
+        answer = "document.querySelector('.turn.assistant')?.textContent"
+        await page.wait_for(
+            f"document.querySelector('.turn.error')?.textContent || {answer}.includes('end of')"
+        )
+        error = await page.evaluate("document.querySelector('.turn.error')?.textContent")
+        assert error is None, f"the first question failed: {error!r}"
+        assert await page.evaluate("document.getElementById('model').value") == "agentflow-dag"
+        answer = await page.evaluate("document.querySelector('.turn.assistant').textContent")
+        assert "The end of the answer." in answer
+
+
 async def test_stop_ends_the_request_and_the_page_stays_usable(
     served: Served, shots: Path, tmp_path: Path
 ) -> None:
@@ -288,7 +319,8 @@ async def test_stop_ends_the_request_and_the_page_stays_usable(
     script.open_all()
     script.endless = True
     async with chromium(tmp_path / "profile-stop") as page:
-        await _ask_with_key(page, served.root)
+        await _load(page, served.root)
+        await _type_key_and_ask(page)
         await page.wait_for("document.querySelector('.answer')?.textContent.includes('word5')")
         assert await page.evaluate("document.getElementById('send').textContent") == "Stop"
         await page.click("#send")
@@ -310,26 +342,40 @@ async def test_stop_ends_the_request_and_the_page_stays_usable(
         assert "The end of the answer." in await page.evaluate(last)
 
 
+WIDTHS = (
+    "[document.documentElement.scrollWidth, document.body.scrollWidth, innerWidth,"
+    " ...['send', 'key', 'model', 'viewport', 'log', 'question'].map("
+    "(id) => document.getElementById(id).getBoundingClientRect().right)]"
+)
+
+
 async def test_a_375_px_phone_has_no_sideways_overflow(
     served: Served, shots: Path, tmp_path: Path
 ) -> None:
     script = served.script
-    script.open_all()
+    script.plan_gate.set()
     async with chromium(tmp_path / "profile-narrow", width=375, height=740) as page:
         await page.resize(375, 740, mobile=True)
-        await _ask_with_key(page, served.root)
-        await page.wait_for(f"{STATUS}.includes('Answered')")
-        widths = await page.evaluate(
-            "[document.documentElement.scrollWidth, document.body.scrollWidth, innerWidth,"
-            " ...['send', 'key', 'model', 'viewport', 'log'].map("
-            "(id) => document.getElementById(id).getBoundingClientRect().right)]"
-        )
-        assert max(widths) <= 375, widths
+        await _load(page, served.root)
+        await _type_key_and_ask(page)
+        await page.wait_for("document.querySelector('.node.running[data-id=\"s3\"]')")
+        assert max(await page.evaluate(WIDTHS)) <= 375
         boxes = await page.evaluate(NODE_BOXES)
         _assert_whole_plan_reachable(boxes)
         assert boxes[0]["scrollWidth"] > boxes[0]["clientWidth"], "the plan scrolls sideways"
-        await page.screenshot(shots / "6-narrow-375.png")
+        await page.screenshot(shots / "6-narrow-375-running.png")
+
+        script.open_all()
+        await page.wait_for(f"{STATUS}.includes('Answered')")
+        assert max(await page.evaluate(WIDTHS)) <= 375
+        log = "document.getElementById('log').clientHeight"
+        assert await page.evaluate(log) > 400, "the plan folds away for the answer"
+        await page.screenshot(shots / "7-narrow-375-answer.png")
+
+        await page.click("#plan-toggle")
         await page.click("#zoom-fit")
         fitted = await page.evaluate(NODE_BOXES)
+        _assert_whole_plan_reachable(fitted)
         assert fitted[0]["scrollWidth"] <= fitted[0]["clientWidth"] + 1, "Fit shows it all"
-        await page.screenshot(shots / "6b-narrow-375-fit.png")
+        assert max(await page.evaluate(WIDTHS)) <= 375
+        await page.screenshot(shots / "8-narrow-375-plan-fit.png")
