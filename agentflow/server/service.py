@@ -157,12 +157,9 @@ class ChatService:
         if run.queued:
             run.queued = False
             self.waiting -= 1
-        record = run.record
-        if record.finished is None:
-            record.status, record.error, record.finished = "cancelled", "cancelled", time.time()
-            seconds = record.finished - record.created
-            self.metrics.finished(record.model, record.status, seconds, record.usage)
-        self.runs.finish(record)
+        if run.record.finished is None:
+            run.never_ran()
+        self.runs.finish(run.record)
 
     def _admit(self) -> None:
         if not self.accepting:
@@ -278,6 +275,16 @@ class ChatRun:
         self._stopping = message
         if self.task is not None:
             self.task.cancel()
+
+    def never_ran(self) -> None:
+        """Record a run cancelled before its task took its first step; one stopped at
+        shutdown still tells its client why."""
+        record = self.record
+        record.status, record.error, record.finished = "cancelled", "cancelled", time.time()
+        seconds = record.finished - record.created
+        self.service.metrics.finished(self.spec.id, record.status, seconds, record.usage)
+        if self._stopping:
+            self._fail(self._stopping, 503, "shutdown")
 
     async def produce(self) -> None:
         record = self.record

@@ -101,6 +101,17 @@ async def test_shutdown_lets_short_runs_finish_and_cancels_long_ones() -> None:
     assert last == Failed("the server is shutting down", status=503)
 
 
+async def test_a_run_stopped_before_its_first_step_still_tells_its_client() -> None:
+    service = ChatService(config())
+    run = service.start(request())
+    run.stop("the server is shutting down")  # before the task ever ran
+    async with asyncio.timeout(5):
+        updates = [u async for u in run.updates(keepalive=1) if u is not None]
+    assert updates == [Failed("the server is shutting down", status=503)]
+    assert service.waiting == 0 and run.record.status == "failed"
+    await service.aclose(grace=0)
+
+
 def parse(*argv: str) -> Any:
     parser, _ = _parser()
     return parser.parse_args(["serve", *argv])
