@@ -49,6 +49,10 @@ class ServerMetrics:
             "agentflow_tokens", "Model tokens of finished runs", ["agent", "kind"],
             registry=registry,
         )  # fmt: skip
+        self.model_retries = Counter(
+            "agentflow_model_call_retries", "Model requests that failed and were sent again "
+            "(a run's failed calls are in agentflow_run_failures)", ["agent"], registry=registry,
+        )  # fmt: skip
         self._histograms(registry)
 
     def _histograms(self, registry: CollectorRegistry) -> None:
@@ -78,8 +82,10 @@ class ServerMetrics:
 
     def model_calls(self, agent: str, timings: Iterable[RequestTiming]) -> None:
         histogram = self.model_call_seconds.labels(agent=agent)
+        retries = self.model_retries.labels(agent=agent)
         for timing in timings:
             histogram.observe(timing.total_s)
+            retries.inc(timing.attempts - 1)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

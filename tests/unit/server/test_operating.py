@@ -21,9 +21,9 @@ from agentflow.server import ServerConfig
 from agentflow.server.protocol import ChatCompletionRequest, ChatMessage
 from agentflow.server.service import ChatService
 
-from ..scripted_server import scripted_server
+from ..scripted_server import Reply, reply_json, scripted_server
 from .conftest import config, fake_reply, serving
-from .model_server import BODY, MODEL, answering, is_answer_call, server_config
+from .model_server import BODY, MODEL, answering, is_answer_call, server_config, spec
 
 
 def closed_port_url() -> str:
@@ -167,9 +167,25 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def once_unavailable() -> Any:
+    """The direct step's first request gets a 503 (retried), everything after it answers."""
+    answer, failed = answering(), []
+
+    def reply(path: str, body: dict[str, Any]) -> Reply:
+        if not failed and not is_answer_call(body):
+            failed.append(body)
+            return reply_json({"error": {"message": "busy"}}, status=503)
+        return answer(path, body)
+
+    return reply
+
+
 def test_metrics_per_agent_statuses_model_calls_and_queue_wait() -> None:
     agent = {"agent": MODEL}
-    with scripted_server(answering()) as model, serving(server_config(model.base_url)) as url:
+    with (
+        scripted_server(once_unavailable()) as model,
+        serving(ServerConfig(agents=(spec(model.base_url, retries=1),))) as url,
+    ):
         api = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
         api.chat.completions.create(**BODY)
         with pytest.raises(openai.NotFoundError):
@@ -185,6 +201,7 @@ def test_metrics_per_agent_statuses_model_calls_and_queue_wait() -> None:
     assert metric(text, "agentflow_model_call_seconds_count", **agent) == 2  # step, answer
     assert metric(text, "agentflow_queue_seconds_count", **agent) == 1
     assert metric(text, "agentflow_tokens_total", **agent, kind="completion") == 10
+    assert metric(text, "agentflow_model_call_retries_total", **agent) == 1
     failures = metric(down, "agentflow_run_failures_total", **agent, kind="model_unreachable")
     assert failures == 1
     assert metric(down, "agentflow_http_responses_total", **route, status="502") == 1
