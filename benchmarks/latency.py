@@ -10,7 +10,11 @@ its latency is the figure). At each `--in-flight` level the questions run that m
 planners take turns batch by batch in a rotating order so drift on a shared machine hits all of
 them. Reports per set, level and planner: median and p90 seconds per question, model calls,
 generated and prompt tokens, tool calls, correct (the eval's own scorer); the headline is
-react/dag of the median.
+react/dag of the median. A second table per set and level says where the time went (mean
+seconds per question: the planner's plan, replan and join requests, node requests, tools, the
+rest; `_time_spent.py` says how an instant is assigned), and how the planner's own requests
+split into queue-and-prefill and decode, with their prompt tokens and the share the server's
+prefix cache held.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import table, write_result
+from _time_spent import ORDER, time_spent
 
 from agentflow import Agent, ExecutionError, OpenAIModel, PlanError, Trace
 from agentflow.settings import Settings
@@ -76,6 +81,7 @@ async def run_one(agent: Agent, item: EvalItem) -> dict[str, Any]:
         "f1": round(f1(answer, answers), 4),
         "answer": answer,
         "error": error,
+        "time_spent": time_spent(trace, seconds) if trace is not None else None,
     }
     if error is None:
         score = await score_sample(item, answer=answer, reply=reply or answer, judge=None)
@@ -168,11 +174,35 @@ def report(result: dict[str, Any], planners: list[str]) -> dict[str, Any]:
                 ],  # fmt: skip
             )
         )
+        print(f"\nwhere the time went (mean seconds per question):\n\n{spent_table(by_planner)}")
         if "react" in stats and "dag" in stats and stats["dag"]["median_s"]:
             ratio = stats["react"]["median_s"] / stats["dag"]["median_s"]
             summary[key]["react_over_dag_median"] = round(ratio, 2)
             print(f"\nreact/dag median wall-clock: {ratio:.2f}x")
     return summary
+
+
+def spent_table(by_planner: dict[str, list[dict[str, Any]]]) -> str:
+    """Mean seconds per category, then the planner's own requests: seconds to the first
+    piece (queue and prefill) and after it (decode), prompt tokens, prefix-cached share."""
+    headers = ["planner", *ORDER, "other", "planner: to first s", "decode s", "prompt tok",
+               "cached"]  # fmt: skip
+    body = []
+    for planner, rows in by_planner.items():
+        spent = [r["time_spent"] for r in rows if r.get("time_spent")]
+        if not spent:
+            continue
+        mean = {k: statistics.mean(t["seconds"][k] for t in spent) for k in (*ORDER, "other")}
+        own = [t["requests"].get("planner", {}) for t in spent]
+        prompt = sum(o.get("prompt", 0) for o in own)
+        cached = sum(o.get("cached", 0) for o in own)
+        body.append(
+            [planner, *(f"{mean[k]:.1f}" for k in (*ORDER, "other")),
+             f"{statistics.mean(o.get('to_first_s', 0) for o in own):.1f}",
+             f"{statistics.mean(o.get('decode_s', 0) for o in own):.1f}",
+             f"{prompt / len(own):.0f}", f"{cached / prompt:.0%}" if prompt else "-"]
+        )  # fmt: skip
+    return table(headers, body)
 
 
 def main() -> None:

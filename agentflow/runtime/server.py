@@ -155,6 +155,9 @@ class LocalServer:
             # Requests carry a priority from their place in the plan (agentflow.scheduling):
             # planning and joining first, then the nodes with the longest chain after them.
             "--scheduling-policy", "priority",
+            # Each reply's usage says how many prompt tokens the prefix cache held
+            # (`cached_tokens` in a trace's request timings).
+            "--enable-prompt-tokens-details",
         ]  # fmt: skip
         profile = self.cpu_profile()
         if profile is not None:
