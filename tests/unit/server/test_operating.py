@@ -169,13 +169,15 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def once_unavailable() -> Any:
     """The direct step's first request gets a 503 (retried), everything after it answers."""
-    answer, failed = answering(), []
+    answer = answering()
+    failed: list[dict[str, Any]] = []
 
     def reply(path: str, body: dict[str, Any]) -> Reply:
         if not failed and not is_answer_call(body):
             failed.append(body)
             return reply_json({"error": {"message": "busy"}}, status=503)
-        return answer(path, body)
+        answered: Reply = answer(path, body)
+        return answered
 
     return reply
 
