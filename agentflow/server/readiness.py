@@ -44,14 +44,23 @@ class ModelProbe:
             return self._verdict[1]
 
     async def _down(self, model: Model) -> bool:
-        if not isinstance(model, OpenAIModel):
+        served = _served(model)
+        if served is None:
             return False  # an in-process model (tests, fakes) has no server to lose
-        headers = {"Authorization": f"Bearer {model.api_key}"}
+        headers = {"Authorization": f"Bearer {served.api_key}"}
         async with httpx2.AsyncClient(timeout=self.timeout, headers=headers) as client:
-            for url in model.pool.base_urls:
+            for url in served.pool.base_urls:
                 try:
                     if (await client.get(f"{url}/models")).status_code < 500:
                         return False
                 except httpx2.HTTPError:
                     continue
         return True
+
+
+def _served(model: Model) -> OpenAIModel | None:
+    """The `OpenAIModel` behind `model`, through `with_overrides` wrappers; None if none."""
+    inner: object = model
+    while not isinstance(inner, OpenAIModel) and isinstance(getattr(inner, "inner", None), Model):
+        inner = getattr(inner, "inner")  # noqa: B009 - a wrapper's attribute, not in Model's type
+    return inner if isinstance(inner, OpenAIModel) else None
