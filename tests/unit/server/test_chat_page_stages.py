@@ -267,6 +267,8 @@ async def test_each_stage_of_a_deep_plan_in_chromium(
         await page.wait_for(f"{STATUS}.includes('Answered')")
         await _assert_markdown(page)
         await page.screenshot(shots / "4-answer-final.png")
+        await page.evaluate("document.getElementById('log').scrollTop = 0")
+        await page.screenshot(shots / "4b-answer-final-top.png")
 
 
 async def _assert_markdown(page: Page) -> None:
