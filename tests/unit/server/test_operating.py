@@ -8,6 +8,7 @@ import logging
 import re
 import socket
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx2
@@ -39,6 +40,10 @@ def test_ready_says_503_while_the_model_server_is_unreachable() -> None:
         root = base_url.removesuffix("/v1")
         down = httpx2.get(f"{root}/ready", timeout=10)
         alive = httpx2.get(f"{root}/health", timeout=10)
+    wrapped = spec(closed_port_url())
+    wrapped = replace(wrapped, model=wrapped.model.with_overrides(ModelSettings(max_tokens=9)))
+    with serving(ServerConfig(agents=(wrapped,))) as base_url:
+        assert httpx2.get(f"{base_url.removesuffix('/v1')}/ready", timeout=10).status_code == 503
     with scripted_server(answering()) as model, serving(server_config(model.base_url)) as url:
         up = httpx2.get(f"{url.removesuffix('/v1')}/ready", timeout=10)
     assert down.status_code == 503 and down.json()["models"] == ["m"]
