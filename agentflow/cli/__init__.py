@@ -7,7 +7,22 @@ core add theirs through the `agentflow.commands` entry points, each naming a
 
 from __future__ import annotations
 
-from agentflow.cli._common import CommandContext, Commands, CorpusSearch, Register, whole_number
+from agentflow.cli._common import (
+    CommandContext,
+    Commands,
+    CorpusSearch,
+    Register,
+    seconds,
+    whole_number,
+)
 from agentflow.cli._main import main
 
-__all__ = ["CommandContext", "Commands", "CorpusSearch", "Register", "main", "whole_number"]
+__all__ = [
+    "CommandContext",
+    "Commands",
+    "CorpusSearch",
+    "Register",
+    "main",
+    "seconds",
+    "whole_number",
+]

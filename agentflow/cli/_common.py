@@ -111,3 +111,14 @@ def whole_number(low: int = 1, high: int | None = None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: seconds above 0 (`nan`, `inf`'s opposite and 0 are usage errors)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be seconds above 0, not {text}")
+    return value

@@ -15,7 +15,7 @@ from agentflow.allocation import (
     allocation_settings,
     allocator_from_settings,
 )
-from agentflow.cli._common import CommandContext, Commands
+from agentflow.cli._common import CommandContext, Commands, seconds
 from agentflow.context import RunLimits
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
@@ -82,9 +82,17 @@ def _add_limits(ask: argparse.ArgumentParser) -> None:
     ask.add_argument(
         "--concurrency", type=int, default=16, help="nodes running at once (default %(default)s)"
     )
-    ask.add_argument("--deadline", type=float, metavar="SECONDS", help=_DEADLINE_HELP)
+    ask.add_argument("--deadline", type=seconds, metavar="SECONDS", help=_DEADLINE_HELP)
+    ask.add_argument(
+        "--node-timeout", type=seconds, default=180.0, metavar="SECONDS", help=NODE_TIMEOUT_HELP
+    )
 
 
+NODE_TIMEOUT_HELP = (
+    "seconds one step of the plan may run, its model requests and retries included (default "
+    "%(default)g); a step past it fails and is not run again. A slow model under load (a 1.5B "
+    "on a CPU writes a few tokens a second per request when many run at once) needs more"
+)
 _DEADLINE_HELP = (
     "seconds for the whole question (default: none). At three quarters of it the work still "
     "running is cancelled and the findings so far are joined into an answer, printed with a "
@@ -134,6 +142,7 @@ async def _ask_async(
             tools=tools,
             limits=limits,
             max_concurrency=args.concurrency,
+            node_timeout=args.node_timeout,
             allocation=allocator or "off",
         )
         return await agent.run(args.question)

@@ -21,7 +21,8 @@ from agentflow.allocation import (
     allocation_settings,
     allocator_from_settings,
 )
-from agentflow.cli import CommandContext, Commands, whole_number
+from agentflow.cli import CommandContext, Commands, seconds, whole_number
+from agentflow.cli.ask import NODE_TIMEOUT_HELP
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
 from agentflow.registry import load_planner
@@ -170,12 +171,15 @@ def _add_limits(run: argparse.ArgumentParser) -> None:
     run.add_argument("--max-model-calls", type=_count, default=64, help="per sample (default 64)")
     run.add_argument(
         "--deadline",
-        type=_seconds,
+        type=seconds,
         metavar="SECONDS",
         help="seconds per sample (default: none). At three quarters of it the work still running "
         "is cancelled and the findings so far are joined into the sample's answer, scored as "
         'usual and flagged "deadline_hit"; a sample whose join cannot answer by the deadline is '
         'scored wrong with error_kind "deadline"',
+    )
+    run.add_argument(
+        "--node-timeout", type=seconds, default=180.0, metavar="SECONDS", help=NODE_TIMEOUT_HELP
     )
 
 
@@ -198,7 +202,7 @@ def _eval(common: CommandContext, args: argparse.Namespace) -> int:
         dataset=args.dataset, planner=args.planner, out=out, limit=args.limit,
         samples=args.samples, concurrency=args.concurrency or 0, temperature=args.temperature,
         max_tokens=args.max_tokens, seed=args.seed, max_model_calls=args.max_model_calls,
-        deadline=args.deadline,
+        deadline=args.deadline, node_timeout=args.node_timeout,
         command=" ".join(["agentflow", *sys.argv[1:]]), base_urls=urls, ray=args.ray,
         corpus=[str(Path(c).resolve()) for c in args.corpus], judge_cache=_judge_cache(args),
         max_failures=args.max_failures, allocation=_allocation(args),
@@ -324,17 +328,6 @@ def _eval_report(args: argparse.Namespace) -> int:
     path = write_report(args.runs, args.out)
     print(f"report written to {path}")
     return 0
-
-
-def _seconds(text: str) -> float:
-    """An argparse type: seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:  # also NaN
-        raise argparse.ArgumentTypeError(f"must be seconds above 0, not {text}")
-    return value
 
 
 def _temperature(text: str) -> float:

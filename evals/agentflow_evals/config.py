@@ -26,6 +26,9 @@ class EvalConfig:
     max_model_calls: int = 64
     deadline: float | None = None
     """Seconds per sample (`RunLimits.deadline`); None: no deadline."""
+    node_timeout: float = 180.0
+    """Seconds one step may run (`Agent(node_timeout=...)`); not part of what a resume must
+    keep: a timed-out item was never recorded, so a resume with more time retries it."""
     command: str = ""
     base_urls: Sequence[str] = field(default_factory=list)
     ray: str | None = None

@@ -80,6 +80,7 @@ async def _run_sample(
         planner=config.planner,
         tools=tools,
         limits=RunLimits(max_model_calls=config.max_model_calls, deadline=config.deadline),
+        node_timeout=config.node_timeout,
         allocation=_allocation(config),
     )
     started = time.perf_counter()

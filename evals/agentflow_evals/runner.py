@@ -31,6 +31,11 @@ from agentflow_evals.summary import summarize
 
 __all__ = ["EvalConfig", "EvalIncompleteError", "run_eval"]
 
+_SLOW_SERVER = (
+    "; a slow or busy server may need a longer --node-timeout (a step) or --timeout "
+    "(a request), or a lower --concurrency"
+)
+
 
 @dataclass(kw_only=True)
 class _Progress:
@@ -169,7 +174,10 @@ async def _run_items(
                 row = await run_one(item)
             except InfrastructureFailure as failure:
                 failures.append(failure)
-                print(f"error: {failure} (not recorded; a resume retries it)", file=sys.stderr)
+                hint = _SLOW_SERVER if failure.failure.kind == "timeout" else ""
+                print(
+                    f"error: {failure} (not recorded; a resume retries it{hint})", file=sys.stderr
+                )
                 if len(failures) >= config.max_failures:
                     raise _Stop from None
                 return

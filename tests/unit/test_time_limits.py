@@ -329,3 +329,54 @@ def test_eval_deadline_after_replies_is_a_recorded_deadline_failure(tmp_path: Pa
         assert sample["error_kind"] == "deadline" and sample["deadline_hit"] is True
         assert sample["correct"] is False and sample["answer"] == ""
         assert sample["model_calls"] >= 2
+
+
+# --- --node-timeout: one step -------------------------------------------------------------------
+
+
+def slow_answer(seconds: float) -> Callable[[str, dict[str, Any]], Reply]:
+    """The direct planner's one call answered whole, after `seconds` (a busy server)."""
+
+    def pieces() -> Iterator[bytes]:
+        time.sleep(seconds)
+        yield json.dumps(chat_body(["Everest is taller.\nAnswer: Everest"])).encode()
+
+    return lambda path, body: Reply(pieces=pieces())
+
+
+def test_eval_node_timeout_is_the_step_bound_and_a_resume_with_more_time_records_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reply in 1.5 s under --node-timeout 0.5: not recorded, and the message names the
+    options to raise; the same run resumed with --node-timeout 10 records it right."""
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "1", "question": QUESTION, "answer": "Everest"}) + "\n")
+    out = tmp_path / "run"
+    args = ["eval", str(questions), "--out", str(out), "--timeout", "30", "--model", "m"]
+    with scripted_server(slow_answer(1.5)) as served:
+        assert main([*args, "--base-url", served.base_url, "--node-timeout", "0.5"]) == 1
+        err = capsys.readouterr().err
+        assert "timed out after 0.5 s" in err and "--node-timeout" in err
+        assert main([*args, "--base-url", served.base_url, "--node-timeout", "10"]) == 0
+    (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert row["samples"][0]["correct"] is True
+
+
+def test_ask_node_timeout_bounds_a_step(capsys: pytest.CaptureFixture[str]) -> None:
+    with scripted_server(slow_answer(1.5)) as served:
+        args = ["--base-url", served.base_url, "--model", "m", "--timeout", "30", QUESTION]
+        code, _ = ask_within(["--node-timeout", "0.5", *args], bound=10.0)
+        assert code == 1 and "timed out after 0.5 s" in capsys.readouterr().err
+        code, _ = ask_within(["--node-timeout", "10", *args], bound=10.0)
+    assert code == 0 and "Everest" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["ask", "eval"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_node_timeout_and_deadline_must_be_positive_seconds(
+    command: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for option in ("--node-timeout", "--deadline"):
+        with pytest.raises(SystemExit) as exited:
+            main([command, option, value, "x"])
+        assert exited.value.code == 2 and option in capsys.readouterr().err
