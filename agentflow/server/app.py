@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -27,13 +27,19 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 """Methods counted by name in the metrics; any other a client sends is `other`."""
 
 
-def create_app(config: ServerConfig, *, grace: float = 30.0) -> FastAPI:
+def create_app(
+    config: ServerConfig,
+    *,
+    grace: float = 30.0,
+    service: Callable[[ServerConfig], ChatService] = ChatService,
+) -> FastAPI:
     """The app; `grace` is how long running answers may finish at shutdown before they are
-    cancelled."""
+    cancelled. `service` builds its `ChatService` in the lifespan (a replica's keeps its runs
+    where the other replicas find them)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.service = ChatService(config)
+        app.state.service = service(config)
         try:
             yield
         finally:

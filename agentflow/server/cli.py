@@ -8,12 +8,16 @@ import asyncio
 import logging
 import math
 import os
+import shlex
+import signal
 import socket
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -25,11 +29,14 @@ from agentflow.models import OpenAIModel
 from agentflow.registry import load_tool, planner_names, tool_names
 from agentflow.server.app import create_app
 from agentflow.server.config import AgentSpec, ServerConfig
-from agentflow.server.config_file import load_agents
+from agentflow.server.config_file import load_agents, load_replicas
 from agentflow.server.service import ChatService
 from agentflow.tool import Tool
 
-__all__ = ["register_serve"]
+if TYPE_CHECKING:
+    from ray.serve import Application
+
+__all__ = ["ray_app", "register_serve"]
 
 T = TypeVar("T")
 
@@ -50,7 +57,8 @@ def register_serve(commands: Commands, common: CommandContext) -> None:
     _add_agent_options(serve)
     _add_admission_options(serve)
     _add_operating_options(serve)
-    serve.set_defaults(handler=partial(_serve, common))
+    _add_replica_options(serve)
+    serve.set_defaults(handler=partial(_serve, common), context=common)
 
 
 def _add_agent_options(serve: argparse.ArgumentParser) -> None:
@@ -150,6 +158,18 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
     ops.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN")
 
 
+def _add_replica_options(serve: argparse.ArgumentParser) -> None:
+    scale = serve.add_argument_group("replicas (Ray Serve, the serve-ray extra)")
+    scale.add_argument(
+        "--replicas", type=_at_least(1), metavar="N",
+        help="serve from N processes on a Ray Serve instance of its own, started here and "
+        "stopped on exit (default: the --config file's `replicas`, else 1: one process, no "
+        "Ray). --max-runs and --max-queue are per replica (N times them in all); finished "
+        "runs are kept in one store the replicas share, so GET /v1/runs/{id} works from any, "
+        "and --keep-runs and --keep-runs-mb bound it for all together",
+    )  # fmt: skip
+
+
 def _port(text: str) -> int:
     value = _number(text, int)
     if not 1 <= value <= 65535:
@@ -192,9 +212,12 @@ def _number(text: str, kind: Callable[[str], T]) -> T:
 
 def _serve(common: CommandContext, args: argparse.Namespace) -> int:
     config = build_config(common, args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    app = create_app(config, grace=args.grace)
     ids = ", ".join(spec.id for spec in config.agents)
+    replicas = _replicas(args)
+    if replicas > 1:
+        return _serve_replicas(common, args, replicas, ids)
+    _log_to_stderr()
+    app = create_app(config, grace=args.grace)
     print(f"serving {ids} at http://{args.host}:{args.port}/v1", flush=True)
     uvicorn_config = uvicorn.Config(
         app,
@@ -205,6 +228,96 @@ def _serve(common: CommandContext, args: argparse.Namespace) -> int:
     )
     _DrainingServer(uvicorn_config, app, args.grace).run()
     return 0
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
+def _replicas(args: argparse.Namespace) -> int:
+    """`--replicas`, else the --config file's `replicas`, else 1."""
+    if args.replicas is not None:
+        return int(args.replicas)
+    return (load_replicas(args.config) if args.config else None) or 1
+
+
+def _serve_replicas(
+    common: CommandContext, args: argparse.Namespace, replicas: int, ids: str
+) -> int:
+    """Serve from `replicas` Ray Serve replicas on a Ray of this process's own, until SIGINT
+    or SIGTERM; then Ray Serve drains (new chats go nowhere, running answers get --grace
+    seconds) and Ray stops with every process it started."""
+    ray_serve = _ray_serve(replicas)
+    app = ray_serve.application(_ReplicaConfig.of(common, args), replicas=replicas,
+                                grace=args.grace)  # fmt: skip
+    with ray_serve.local_ray(cpus=replicas) as temp:
+        root = ray_serve.run_locally(app, args.host, args.port)
+        print(f"serving {ids} at {root}/v1 from {replicas} replicas (Ray Serve, Ray in {temp})",
+              flush=True)  # fmt: skip
+        _until_signalled()
+    return 0
+
+
+def _ray_serve(replicas: int) -> Any:
+    """The replicas module, or a one-line error naming the extra when Ray Serve is missing."""
+    try:
+        from agentflow.server import replicas as ray_serve
+    except ImportError:
+        raise UserError(
+            f"--replicas {replicas} needs Ray Serve: pip install 'agentflow-dag[serve-ray]'"
+        ) from None
+    return ray_serve
+
+
+def _until_signalled() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+@dataclass(frozen=True)
+class _ReplicaConfig:
+    """Builds a replica's configuration in the replica, from the command line and the
+    AGENTFLOW_* environment of the command that deployed it (a replica on another node has
+    an environment of its own): models and indexes open in the process that uses them."""
+
+    common: CommandContext
+    args: argparse.Namespace
+    env: dict[str, str]
+
+    @classmethod
+    def of(cls, common: CommandContext, args: argparse.Namespace) -> _ReplicaConfig:
+        """Paths made absolute, since a replica's working directory is Ray's."""
+        args = argparse.Namespace(**vars(args))
+        args.config = args.config.resolve() if args.config else None
+        args.corpus = [path.resolve() for path in args.corpus]
+        env = {k: v for k, v in os.environ.items() if k.startswith("AGENTFLOW_")}
+        return cls(common, args, env)
+
+    def __call__(self) -> ServerConfig:
+        os.environ.update(self.env)
+        _log_to_stderr()
+        return build_config(self.common, self.args)
+
+
+def ray_app(options: dict[str, str]) -> Application:
+    """The Ray Serve application for `serve run` / `serve deploy` on a cluster, from
+    `agentflow serve` options: `serve run agentflow.server.cli:ray_app options="--config
+    agents.toml --replicas 4"`. Serve's own HTTP options decide where it listens (--host and
+    --port are not used)."""
+    from agentflow.cli._main import _parser  # the parser with every command group's options
+
+    args = _parser()[0].parse_args(["serve", *shlex.split(options.get("options", ""))])
+    common: CommandContext = args.context
+    build_config(common, args)  # a mistake in the options fails here, not in every replica
+    replicas = _replicas(args)
+    build = _ReplicaConfig.of(common, args)
+    application: Application = _ray_serve(replicas).application(
+        build, replicas=replicas, grace=args.grace
+    )
+    return application
 
 
 SHUTDOWN_BACKSTOP = 5

@@ -2,6 +2,8 @@
 and optionally a model of its own.
 
 ```toml
+replicas = 4                         # optional: `--replicas`, on Ray Serve
+
 [[agents]]
 id = "agentflow-dag"
 planner = "dag"
@@ -33,7 +35,7 @@ from agentflow.server.config import AgentSpec
 from agentflow.settings import Settings
 from agentflow.tool import Tool
 
-__all__ = ["load_agents"]
+__all__ = ["load_agents", "load_replicas"]
 
 ToolsFor = Callable[[list[Path], list[str]], tuple[Tool, ...]]
 """Builds an agent's tools from its corpora and tool names."""
@@ -57,22 +59,32 @@ class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agents: list[_AgentEntry] = Field(min_length=1)
+    replicas: int | None = Field(default=None, ge=1)
 
 
 def load_agents(
     path: Path, default_model: Model, tools_for: ToolsFor, settings: Settings
 ) -> tuple[AgentSpec, ...]:
     """The agents `path` names; an entry without `model`/`base_url` uses `default_model`."""
-    try:
-        parsed = _ConfigFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
-        raise UserError(f"cannot read the server config {path}: {exc}") from exc
+    parsed = _read(path)
     ids = [entry.id for entry in parsed.agents]
     if len(set(ids)) != len(ids):
         raise UserError(f"agent ids in {path} must be unique: {', '.join(ids)}")
     return tuple(
         _spec(entry, path.parent, default_model, tools_for, settings) for entry in parsed.agents
     )
+
+
+def load_replicas(path: Path) -> int | None:
+    """The file's `replicas`, if it says."""
+    return _read(path).replicas
+
+
+def _read(path: Path) -> _ConfigFile:
+    try:
+        return _ConfigFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise UserError(f"cannot read the server config {path}: {exc}") from exc
 
 
 def _spec(

@@ -124,7 +124,7 @@ async def get_run(
     run_id: str, request: Request, key: Annotated[str | None, Depends(_authorize)]
 ) -> dict[str, object]:
     """A run, to the key that made it only (another key's run is a 404, as if unknown)."""
-    record = _service(request).runs.get(RunId(run_id))
+    record = await _service(request).runs.find(RunId(run_id))
     if record is None or record.owner != key:
         raise RequestError(f"no run {run_id!r} (finished runs are kept for a while)", status=404)
     return record.as_dict()

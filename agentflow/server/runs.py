@@ -4,6 +4,10 @@ A finished run's record (question, answer, trace) is ~12 KB, so keeping every ru
 TTL grows without bound under load: the store keeps the newest finished runs within a count,
 a byte budget and the TTL. Finished runs sit in an ordered dict in the order they finished,
 so eviction pops from its front and lookup is one dict access: neither scans the store.
+
+With replicas (`agentflow serve --replicas N`) each replica's store publishes its runs to one
+shared store (see `shared_runs`), which holds the same kind of bounded store of snapshots; the
+`update`, `find` and `aclose` hooks are where it does, and do nothing more here.
 """
 
 from __future__ import annotations
@@ -12,12 +16,12 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Literal, NewType
+from typing import Generic, Literal, NewType, Protocol, TypeVar
 
 from agentflow.model import Usage
 from agentflow.trace import Trace
 
-__all__ = ["RunId", "RunRecord", "RunStatus", "RunStore"]
+__all__ = ["KeptRun", "RunId", "RunRecord", "RunStatus", "RunStore"]
 
 RunId = NewType("RunId", str)
 RunStatus = Literal["queued", "running", "ok", "failed", "cancelled"]
@@ -56,7 +60,23 @@ class RunRecord:
         }
 
 
-class RunStore:
+class KeptRun(Protocol):
+    """What the store and `GET /v1/runs/{id}` need of a run: a `RunRecord`, or a snapshot of
+    one published by another replica."""
+
+    @property
+    def id(self) -> RunId: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def finished(self) -> float | None: ...
+    def as_dict(self) -> dict[str, object]: ...
+
+
+R = TypeVar("R", bound=KeptRun)
+
+
+class RunStore(Generic[R]):
     """Runs by id: every live run, and the newest finished ones within `max_count` records,
     `max_bytes` (their JSON) and `ttl` seconds."""
 
@@ -66,16 +86,20 @@ class RunStore:
         self.max_bytes = max_bytes
         self.bytes = 0
         """The JSON size of the finished runs kept."""
-        self._live: dict[RunId, RunRecord] = {}
-        self._done: OrderedDict[RunId, tuple[RunRecord, int]] = OrderedDict()
+        self._live: dict[RunId, R] = {}
+        self._done: OrderedDict[RunId, tuple[R, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._live) + len(self._done)
 
-    def add(self, record: RunRecord) -> None:
+    def add(self, record: R) -> None:
         self._live[record.id] = record
 
-    def finish(self, record: RunRecord) -> None:
+    def update(self, record: R) -> None:
+        """A live run's status changed (it left the queue). The live record is kept here
+        itself, so there is nothing to do; a replica's store publishes the change."""
+
+    def finish(self, record: R) -> None:
         """Move a finished run among the kept ones (sized once, now that it is complete)."""
         self._live.pop(record.id, None)
         size = len(json.dumps(record.as_dict(), default=str))
@@ -83,13 +107,20 @@ class RunStore:
         self.bytes += size
         self._evict()
 
-    def get(self, run_id: RunId) -> RunRecord | None:
+    def get(self, run_id: RunId) -> R | None:
         self._evict()
         live = self._live.get(run_id)
         if live is not None:
             return live
         kept = self._done.get(run_id)
         return kept[0] if kept else None
+
+    async def find(self, run_id: RunId) -> KeptRun | None:
+        """`get` for `GET /v1/runs/{id}`; a replica's store also asks the shared one."""
+        return self.get(run_id)
+
+    async def aclose(self) -> None:
+        """Nothing to finish here; a replica's store waits for its last publications."""
 
     def _evict(self) -> None:
         """Drop the oldest finished runs while over a bound or past the TTL."""

@@ -105,14 +105,18 @@ class _ObservedAgent(Agent):
 class ChatService:
     """Runs chat requests against the configured agents; one per app, built in its lifespan."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, runs: RunStore[RunRecord] | None = None) -> None:
+        """`runs` is where runs are kept for `GET /v1/runs/{id}`: by default a store of this
+        process's; a replica passes one that publishes them to the store the replicas share."""
         if not config.agents:
             raise UserError("a server needs at least one agent")
         self.config = config
         self.agents = {spec.id: spec for spec in config.agents}
-        self.runs = RunStore(
-            ttl=config.trace_ttl, max_count=config.runs_kept, max_bytes=config.runs_kept_bytes
-        )
+        if runs is None:  # not `runs or`: an empty store is falsy (it has a length)
+            runs = RunStore(
+                ttl=config.trace_ttl, max_count=config.runs_kept, max_bytes=config.runs_kept_bytes
+            )
+        self.runs = runs
         self.accepting = True
         self.in_flight = 0
         self.waiting = 0
@@ -219,6 +223,7 @@ class ChatService:
     async def aclose(self, grace: float) -> None:
         """Drain (see `drain`), then close the models' connections."""
         await self.drain(grace)
+        await self.runs.aclose()
         for spec in self.config.agents:
             await spec.model.aclose()
 
@@ -291,6 +296,7 @@ class ChatRun:
         try:
             async with self.service.slot(self):
                 record.status = "running"
+                self.service.runs.update(record)
                 async with asyncio.timeout(self.service.config.run_timeout):
                     self._put(await self._answer())
             record.status = "ok"

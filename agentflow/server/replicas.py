@@ -1,0 +1,140 @@
+"""`agentflow serve --replicas N` on Ray Serve (the `serve-ray` extra): the same FastAPI app in
+N replica processes behind Ray Serve's HTTP proxy, and one `RunDirectory` replica they share,
+so `GET /v1/runs/{id}` finds a run whichever replica made it (see `shared_runs`).
+
+Only Ray Serve's public API: `serve.deployment`, `serve.ingress` (the app built on the replica
+by `__serve_build_asgi_app__`, so nothing of a live app is pickled), deployment handles between
+the replicas and the directory, `serve.run`. Each replica admits `max_runs` and `max_queue` of
+its own; Ray Serve's own per-replica cap sits above that, so the replica's 429 is what a
+client sees. A replica builds its configuration itself from `build` (a picklable function):
+models and search indexes are opened in the process that uses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve import Application, Deployment
+from ray.serve.config import HTTPOptions
+from ray.serve.handle import DeploymentHandle
+from starlette.types import ASGIApp
+
+from agentflow.server.app import create_app
+from agentflow.server.config import ServerConfig
+from agentflow.server.runs import RunId
+from agentflow.server.service import ChatService
+from agentflow.server.shared_runs import (
+    MirroredRunStore,
+    PublishBarrier,
+    RunDirectory,
+    RunSnapshot,
+)
+
+__all__ = ["APP_NAME", "application", "local_ray", "run_locally"]
+
+APP_NAME = "agentflow"
+READS_PER_REPLICA = 256
+"""Requests a replica takes beyond its runs in flight and queued (run reads, /health,
+/metrics, the chat page) before Ray Serve holds them back."""
+DIRECTORY_REQUESTS = 100_000
+"""The directory answers every replica's publications and reads, each a dict access."""
+SHUTDOWN_BACKSTOP = 5.0
+"""Seconds past `grace` before Ray Serve stops a replica that is still answering."""
+
+
+class RunDirectoryServer:
+    """The one store of runs the replicas share."""
+
+    def __init__(self, ttl: float, max_count: int, max_bytes: int) -> None:
+        self.directory = RunDirectory(ttl=ttl, max_count=max_count, max_bytes=max_bytes)
+
+    async def put(self, snapshot: RunSnapshot) -> None:
+        self.directory.put(snapshot)
+
+    async def get(self, run_id: RunId) -> RunSnapshot | None:
+        return self.directory.get(run_id)
+
+
+class ChatReplica:
+    """One replica: agentflow's app, its runs published to the directory."""
+
+    def __init__(
+        self, build: Callable[[], ServerConfig], grace: float, directory: DeploymentHandle[Any]
+    ) -> None:
+        self.build = build
+        self.grace = grace
+        self.directory = directory
+
+    def __serve_build_asgi_app__(self) -> ASGIApp:
+        runs = MirroredRunStore(self._publish, self._lookup)
+        app = create_app(self.build(), grace=self.grace, service=partial(ChatService, runs=runs))
+        replica = serve.get_replica_context().replica_id.unique_id
+        return PublishBarrier(app, runs, replica)
+
+    async def _publish(self, snapshot: RunSnapshot) -> None:
+        await self.directory.put.remote(snapshot)
+
+    async def _lookup(self, run_id: RunId) -> RunSnapshot | None:
+        found: RunSnapshot | None = await self.directory.get.remote(run_id)
+        return found
+
+
+DIRECTORY: Deployment = serve.deployment(
+    num_replicas=1, max_ongoing_requests=DIRECTORY_REQUESTS, ray_actor_options={"num_cpus": 0}
+)(RunDirectoryServer)
+REPLICA: Deployment = serve.deployment()(serve.ingress()(ChatReplica))
+
+
+def application(
+    build: Callable[[], ServerConfig], *, replicas: int, grace: float, cpus: float = 1.0
+) -> Application:
+    """The Ray Serve application: `replicas` chat replicas (each reserving `cpus` of Ray's
+    CPUs) and their directory, sized from the configuration `build` makes."""
+    config = build()
+    directory = DIRECTORY.bind(config.trace_ttl, config.runs_kept, config.runs_kept_bytes)
+    replica = REPLICA.options(
+        num_replicas=replicas,
+        max_ongoing_requests=config.max_runs + config.max_queue + READS_PER_REPLICA,
+        graceful_shutdown_timeout_s=grace + SHUTDOWN_BACKSTOP,
+        ray_actor_options={"num_cpus": cpus},
+    )
+    app: Application = replica.bind(build, grace, directory)
+    return app
+
+
+@contextlib.contextmanager
+def local_ray(cpus: int) -> Iterator[Path]:
+    """A Ray instance of this process's own (a temp directory of its own, ports the OS picks,
+    no dashboard), stopped with everything it started on leaving; yields its directory."""
+    temp = Path(tempfile.mkdtemp(prefix="agentflow-ray-"))
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        _temp_dir=str(temp),
+    )
+    try:
+        yield temp
+    finally:
+        try:
+            serve.shutdown()  # type: ignore[no-untyped-call]
+        finally:
+            ray.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def run_locally(app: Application, host: str, port: int) -> str:
+    """Start Serve's HTTP proxy on `host:port` in the running Ray and deploy `app` there;
+    returns its root URL once every replica is up."""
+    serve.start(http_options=HTTPOptions(host=host, port=port))
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    return f"http://{host}:{port}"

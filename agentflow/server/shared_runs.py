@@ -1,0 +1,202 @@
+"""Runs shared between replicas (`agentflow serve --replicas N`), without Ray itself: Ray Serve
+(`replicas`) only carries these objects between processes.
+
+A chat lands on one replica, but `GET /v1/runs/{id}` may land on any. So every replica
+publishes each of its runs to one `RunDirectory` (a Ray Serve deployment of one replica) when
+it is admitted, when it starts running and when it ends, as a `RunSnapshot` (its JSON and its
+owner, so the per-key scoping holds wherever it is read). A replica answers from its own live
+runs first (their state to the moment), else from the directory; finished runs live only
+there, within the same count, bytes and TTL bounds as one process's store.
+
+Publishing is asynchronous, so `PublishBarrier` holds a response's first bytes until its run's
+admission is published, and its last bytes until its end is: once a client has the run id,
+any replica finds the run; once it has the whole answer, any replica shows it finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agentflow.server.runs import KeptRun, RunId, RunRecord, RunStore
+
+__all__ = [
+    "REPLICA_HEADER",
+    "MirroredRunStore",
+    "PublishBarrier",
+    "RunDirectory",
+    "RunSnapshot",
+]
+
+logger = logging.getLogger("agentflow.server")
+
+REPLICA_HEADER = "X-Agentflow-Replica"
+"""Which replica served a response: for operators reading logs, and for tests."""
+PUBLISH_TIMEOUT = 10.0
+"""Seconds a publication may take before it is given up (logged; the chat goes on)."""
+_RUN_ID_HEADER = b"x-agentflow-run-id"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSnapshot:
+    """A run as another replica shows it: its `GET /v1/runs/{id}` body at one moment."""
+
+    id: RunId
+    owner: str | None
+    finished: float | None
+    version: int
+    """0 admitted, 1 running, 2 ended: publications may arrive out of order, a later state
+    is never replaced by an earlier one."""
+    body: dict[str, object]
+
+    @classmethod
+    def of(cls, record: RunRecord) -> RunSnapshot:
+        version = 2 if record.finished is not None else int(record.status != "queued")
+        return cls(
+            id=record.id,
+            owner=record.owner,
+            finished=record.finished,
+            version=version,
+            body=record.as_dict(),
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return self.body
+
+
+class RunDirectory:
+    """The store every replica publishes to: live runs, and the newest finished ones within
+    the server's count, bytes and TTL (for all replicas together)."""
+
+    def __init__(self, *, ttl: float, max_count: int, max_bytes: int) -> None:
+        self.runs: RunStore[RunSnapshot] = RunStore(
+            ttl=ttl, max_count=max_count, max_bytes=max_bytes
+        )
+
+    def put(self, snapshot: RunSnapshot) -> None:
+        known = self.runs.get(snapshot.id)
+        if known is not None and known.version >= snapshot.version:
+            return
+        if snapshot.finished is None:
+            self.runs.add(snapshot)
+        else:
+            self.runs.finish(snapshot)
+
+    def get(self, run_id: RunId) -> RunSnapshot | None:
+        return self.runs.get(run_id)
+
+
+Publish = Callable[[RunSnapshot], Awaitable[None]]
+Lookup = Callable[[RunId], Awaitable[RunSnapshot | None]]
+
+
+class MirroredRunStore(RunStore[RunRecord]):
+    """A replica's runs: live ones here, every change published; finished ones only in the
+    directory (`lookup` reads it), so they are bounded once for all replicas."""
+
+    def __init__(self, publish: Publish, lookup: Lookup) -> None:
+        super().__init__(ttl=1.0, max_count=1, max_bytes=0)  # keeps no finished run itself
+        self._publish = publish
+        self._lookup = lookup
+        self._pending: dict[RunId, set[asyncio.Task[None]]] = {}
+        """Publications under way, per run (held: never fire and forget)."""
+        self._quiet: dict[RunId, asyncio.Event] = {}
+        """Set once a run has ended and its end is published; dropped then."""
+
+    def add(self, record: RunRecord) -> None:
+        super().add(record)
+        self._quiet[record.id] = asyncio.Event()
+        self._send(record)
+
+    def update(self, record: RunRecord) -> None:
+        self._send(record)
+
+    def finish(self, record: RunRecord) -> None:
+        self._live.pop(record.id, None)
+        self._send(record)
+
+    async def find(self, run_id: RunId) -> KeptRun | None:
+        return self.get(run_id) or await self._lookup(run_id)
+
+    async def announced(self, run_id: RunId) -> None:
+        """Wait for what has been sent of `run_id` so far (its admission) to be published."""
+        pending = self._pending.get(run_id)
+        if pending:
+            await asyncio.wait(set(pending), timeout=PUBLISH_TIMEOUT)
+
+    async def settled(self, run_id: RunId) -> None:
+        """Wait until `run_id` has ended and its end is published (at once if it has)."""
+        quiet = self._quiet.get(run_id)
+        if quiet is None:
+            return
+        try:
+            await asyncio.wait_for(quiet.wait(), PUBLISH_TIMEOUT)
+        except TimeoutError:
+            logger.warning("run %s: its end was not published within %g s", run_id, 10)
+
+    async def aclose(self) -> None:
+        pending = [task for tasks in self._pending.values() for task in tasks]
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def _send(self, record: RunRecord) -> None:
+        task = asyncio.ensure_future(self._deliver(RunSnapshot.of(record)))
+        self._pending.setdefault(record.id, set()).add(task)
+        task.add_done_callback(partial(self._delivered, record.id))
+
+    async def _deliver(self, snapshot: RunSnapshot) -> None:
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self._publish(snapshot)
+        except Exception:
+            logger.warning("run %s: could not publish it to the other replicas", snapshot.id,
+                           exc_info=True)  # fmt: skip
+
+    def _delivered(self, run_id: RunId, task: asyncio.Task[None]) -> None:
+        pending = self._pending.get(run_id, set())
+        pending.discard(task)
+        if pending:
+            return
+        self._pending.pop(run_id, None)
+        if self.get(run_id) is None:
+            quiet = self._quiet.pop(run_id, None)
+            if quiet is not None:
+                quiet.set()
+
+
+class PublishBarrier:
+    """ASGI middleware of a replica: a response that names a run (its `X-Agentflow-Run-Id`)
+    starts once the run's admission is published and ends once its end is, so a client can
+    never ask another replica for a run it has not heard of yet. Every response says which
+    replica served it (`X-Agentflow-Replica`)."""
+
+    def __init__(self, app: ASGIApp, runs: MirroredRunStore, replica: str) -> None:
+        self.app = app
+        self.runs = runs
+        self.replica = replica.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        run_id: RunId | None = None
+
+        async def barrier(message: Message) -> None:
+            nonlocal run_id
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                found = dict(headers).get(_RUN_ID_HEADER)
+                run_id = RunId(found.decode()) if found else None
+                message = {**message, "headers": [*headers, (b"x-agentflow-replica", self.replica)]}
+                if run_id is not None:
+                    await self.runs.announced(run_id)
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                if run_id is not None:
+                    await self.runs.settled(run_id)
+            await send(message)
+
+        await self.app(scope, receive, barrier)
