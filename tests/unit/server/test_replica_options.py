@@ -1,0 +1,147 @@
+"""`--replicas` without starting Ray (issue 22, item 10): the range, the TOML key, the error
+without Ray Serve installed, the one-process path importing no Ray, and the shared run
+directory's rules (a later state is never replaced by an earlier one; a response waits for
+its run's publication)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agentflow.cli._main import main
+from agentflow.exceptions import UserError
+from agentflow.server.config_file import load_replicas
+from agentflow.server.runs import RunId, RunRecord
+from agentflow.server.shared_runs import MirroredRunStore, RunDirectory, RunSnapshot
+
+MODEL_URL = ["--base-url", "http://127.0.0.1:9/v1"]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_replicas_below_one_is_a_usage_error_naming_the_range(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--replicas", value, *MODEL_URL])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "--replicas" in error
+    assert "must be 1 or more" in error or "not a number" in error
+
+
+def test_the_config_file_may_say_replicas(tmp_path: Path) -> None:
+    agents = '[[agents]]\nid = "a"\n'
+    path = tmp_path / "agents.toml"
+    path.write_text(f"replicas = 3\n{agents}")
+    assert load_replicas(path) == 3
+    path.write_text(agents)
+    assert load_replicas(path) is None
+    path.write_text(f"replicas = 0\n{agents}")
+    with pytest.raises(UserError, match="replicas"):
+        load_replicas(path)
+
+
+def test_without_ray_serve_replicas_is_a_one_line_error_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("ray", "ray.serve", "agentflow.server.replicas"):
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: ImportError
+    assert main(["serve", "--replicas", "2", *MODEL_URL]) == 1
+    error = capsys.readouterr().err
+    assert error == "error: --replicas 2 needs Ray Serve: pip install 'agentflow-dag[serve-ray]'\n"
+
+
+def test_one_replica_is_the_one_process_server_with_no_ray() -> None:
+    """`--replicas 1` (and no --replicas) start uvicorn as before; Ray is never imported."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from agentflow.server import cli
+        started = []
+        cli._DrainingServer.run = lambda self: started.append(self.config.port)
+        from agentflow.cli._main import main
+        assert main(["serve", "--replicas", "1", "--port", "8766", *sys.argv[1:]]) == 0
+        assert main(["serve", "--port", "8767", *sys.argv[1:]]) == 0
+        assert started == [8766, 8767], started
+        ray = [name for name in sys.modules if name == "ray" or name.startswith("ray.")]
+        assert not ray, ray
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script, *MODEL_URL], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def _record(run_id: str, owner: str = "k") -> RunRecord:
+    return RunRecord(id=RunId(run_id), model="m", question="q", owner=owner)
+
+
+async def test_a_replica_publishes_each_state_and_keeps_no_finished_run() -> None:
+    directory = RunDirectory(ttl=60, max_count=10, max_bytes=2**20)
+    arrived: list[int] = []
+
+    async def publish(snapshot: RunSnapshot) -> None:
+        arrived.append(snapshot.version)
+        directory.put(snapshot)
+
+    async def lookup(run_id: RunId) -> RunSnapshot | None:
+        return directory.get(run_id)
+
+    store = MirroredRunStore(publish, lookup)
+    record = _record("r1")
+    store.add(record)
+    await store.announced(record.id)
+    assert directory.get(record.id) is not None
+    record.status = "running"
+    store.update(record)
+    record.status, record.answer, record.finished = "ok", "Paris", 1e12
+    store.finish(record)
+    await store.settled(record.id)
+    assert arrived == [0, 1, 2]
+    assert store.get(record.id) is None  # finished runs live in the directory only
+    found = await store.find(record.id)
+    assert found is not None and found.owner == "k" and found.as_dict()["answer"] == "Paris"
+    await store.aclose()
+
+
+def test_a_late_publication_never_replaces_a_later_state() -> None:
+    directory = RunDirectory(ttl=60, max_count=10, max_bytes=2**20)
+    record = _record("r2")
+    queued = RunSnapshot.of(record)
+    record.status, record.finished = "ok", 1e12
+    directory.put(RunSnapshot.of(record))
+    directory.put(queued)  # arrives last
+    kept = directory.get(record.id)
+    assert kept is not None and kept.as_dict()["status"] == "ok"
+
+
+async def test_settled_waits_for_the_end_to_be_published() -> None:
+    release = asyncio.Event()
+    directory = RunDirectory(ttl=60, max_count=10, max_bytes=2**20)
+
+    async def slow_publish(snapshot: RunSnapshot) -> None:
+        if snapshot.finished is not None:
+            await release.wait()
+        directory.put(snapshot)
+
+    async def lookup(run_id: RunId) -> RunSnapshot | None:
+        return directory.get(run_id)
+
+    store = MirroredRunStore(slow_publish, lookup)
+    record = _record("r3")
+    store.add(record)
+    record.status, record.finished = "ok", 1e12
+    store.finish(record)
+    waiting = asyncio.ensure_future(store.settled(record.id))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    release.set()
+    await waiting
+    kept = directory.get(record.id)
+    assert kept is not None and kept.as_dict()["status"] == "ok"
+    await store.settled(record.id)  # once settled, at once
