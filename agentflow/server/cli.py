@@ -94,13 +94,15 @@ def _add_admission_options(serve: argparse.ArgumentParser) -> None:
     limits = serve.add_argument_group("admission and limits")
     limits.add_argument(
         "--max-runs", type=_at_least(1), default=ServerConfig.max_runs,
-        help="runs in flight (%(default)s). Each sends up to --concurrency requests to the model "
-        "server at once and holds its trace (tens of KB); the model client sends one server 64 "
-        "requests at once, so more running runs mostly wait there",
+        help="runs in flight (%(default)s; per replica with --replicas). Each sends up to "
+        "--concurrency requests to the model server at once and holds its trace (tens of KB); "
+        "the model client sends one server 64 requests at once, so more running runs mostly "
+        "wait there",
     )  # fmt: skip
     limits.add_argument(
         "--max-queue", type=_at_least(0), default=ServerConfig.max_queue,
-        help="runs waiting for a slot (%(default)s), a few KB each; beyond: 429 with Retry-After",
+        help="runs waiting for a slot (%(default)s; per replica), a few KB each; beyond: 429 "
+        "with Retry-After",
     )  # fmt: skip
     limits.add_argument(
         "--answer-max-tokens", type=_at_least(1), default=ServerConfig.answer_max_tokens,
@@ -129,7 +131,8 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
     ops.add_argument(
         "--grace", type=_seconds_or_zero, default=30.0,
         help="seconds running answers may finish after SIGTERM (%(default)s); then they end "
-        "with an error their clients see",
+        "with an error their clients see (with --replicas, Ray Serve stops the replica: its "
+        "streams are cut)",
     )  # fmt: skip
     ops.add_argument(
         "--keepalive",
@@ -145,7 +148,8 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
     )
     ops.add_argument(
         "--keep-runs", type=_at_least(1), default=ServerConfig.runs_kept,
-        help="finished runs kept for GET /v1/runs/{id} (%(default)s; ~12 KB each)",
+        help="finished runs kept for GET /v1/runs/{id} (%(default)s; ~12 KB each; for all "
+        "replicas together)",
     )  # fmt: skip
     ops.add_argument(
         "--keep-runs-mb", type=_at_least(1), default=ServerConfig.runs_kept_bytes // 2**20,
@@ -166,7 +170,8 @@ def _add_replica_options(serve: argparse.ArgumentParser) -> None:
         "stopped on exit (default: the --config file's `replicas`, else 1: one process, no "
         "Ray). --max-runs and --max-queue are per replica (N times them in all); finished "
         "runs are kept in one store the replicas share, so GET /v1/runs/{id} works from any, "
-        "and --keep-runs and --keep-runs-mb bound it for all together",
+        "and --keep-runs and --keep-runs-mb bound it for all together; /health, /ready and "
+        "/metrics speak for the replica that answers them",
     )  # fmt: skip
 
 

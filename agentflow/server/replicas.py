@@ -88,9 +88,14 @@ class ChatReplica:
 
 
 DIRECTORY: Deployment = serve.deployment(
-    num_replicas=1, max_ongoing_requests=DIRECTORY_REQUESTS, ray_actor_options={"num_cpus": 0}
+    num_replicas=1,
+    max_ongoing_requests=DIRECTORY_REQUESTS,
+    ray_actor_options={"num_cpus": 0},
+    logging_config={"log_level": "WARNING"},  # not a line per publication
 )(RunDirectoryServer)
-REPLICA: Deployment = serve.deployment()(serve.ingress()(ChatReplica))
+REPLICA: Deployment = serve.deployment(
+    logging_config={"enable_access_log": False}  # the app writes its own, with the run id
+)(serve.ingress()(ChatReplica))
 
 
 def application(
@@ -118,7 +123,7 @@ def local_ray(cpus: int) -> Iterator[Path]:
     ray.init(
         num_cpus=cpus,
         include_dashboard=False,
-        log_to_driver=False,
+        log_to_driver=True,
         configure_logging=False,
         _temp_dir=str(temp),
     )
