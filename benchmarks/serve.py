@@ -1,17 +1,21 @@
 """`agentflow serve` under load: concurrent streamed chats against a fake delayed model server.
 
-    python benchmarks/serve.py [--levels 10,50,200] [--delay 0.05] [--out FILE]
+    python benchmarks/serve.py [--levels 10,50,200] [--replicas 1,2,4] [--delay 0.05] [--out FILE]
 
 Three processes on loopback: the fake OpenAI-compatible server (`_fake_openai.py`, every
 completion after `--delay` s), `agentflow serve`'s app under uvicorn (this script with
-`--child`, one agent on the `direct` planner), and this process as the client: for each level,
+`--child`, one agent on the `direct` planner) or, for a replica count above 1, on that many
+Ray Serve replicas behind Serve's proxy (`agentflow serve --replicas N`'s deployment, on a Ray
+the child starts and stops), and this process as the client: for each replica count and level,
 that many chats at once through the official `AsyncOpenAI` client, streamed, each with a marker
 of its own that its answer must not lack (the fake model does not echo it, so the check is that
 every stream ended with `[DONE]` after content and a usage chunk).
 
 Per level: chats completed and lost, time to first byte (the first chunk) and to the first
-piece of the answer, p50 and p99, runs per second, and the server's CPU per run (its process's
-user+system time during the level, from /proc). Then the same questions through `Agent.run`
+piece of the answer, p50 and p99, runs per second, and the server's CPU per run (user+system
+time during the level of the child and every process under it, Ray's included, from /proc).
+A lost chat is one that failed or ended without an answer and usage. Then the same questions
+through `Agent.run`
 plus the answer-writing call, in one process with no HTTP in front: the same two model calls
 per question, so `serve / in-process` is the HTTP layer's own cost as a ratio of throughput.
 
@@ -24,13 +28,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +71,27 @@ def model_on(base_url: str) -> OneShotModel:
     return OneShotModel(MODEL, base_url, max_concurrency=1024, timeout=300)
 
 
-def run_child(port: int, model_url: str) -> None:
-    """The server process: the app under uvicorn, queue and slots large enough for any level."""
+def bench_config(model_url: str) -> ServerConfig:
+    """Queue and slots (per replica) large enough for any level."""
     agents = (AgentSpec(id=AGENT, model=model_on(model_url), planner="direct"),)
-    config = ServerConfig(agents=agents, max_runs=1024, max_queue=1024, keepalive=30)
-    uvicorn.run(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+    return ServerConfig(agents=agents, max_runs=1024, max_queue=1024, keepalive=30)
+
+
+def run_child(port: int, model_url: str, replicas: int) -> None:
+    """The server process: the app under uvicorn, or on `replicas` Ray Serve replicas."""
+    if replicas == 1:
+        app = create_app(bench_config(model_url))
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+        return
+    from agentflow.server.replicas import application, local_ray, run_locally
+
+    deployed = application(partial(bench_config, model_url), replicas=replicas, grace=5)
+    stop = threading.Event()
+    with local_ray(cpus=replicas):
+        run_locally(deployed, "127.0.0.1", port)
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        while not stop.wait(1.0):
+            pass
 
 
 CONSTRAINTS: dict[str, tuple[str, Callable[[str], bool]]] = {
@@ -159,9 +182,20 @@ def _free_port() -> int:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU of process `pid` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU of process `pid` and every process under it so far (Linux /proc;
+    a process that ended meanwhile is left out)."""
+    total, frontier, seen = 0.0, [pid], {pid}
+    while frontier:
+        current = frontier.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        frontier += [int(child) for child in children if int(child) not in seen]
+        seen.update(int(child) for child in children)
+    return total
 
 
 @dataclass(frozen=True)
@@ -248,12 +282,13 @@ def _percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
 
 
-def start_server(model_url: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(model_url: str, replicas: int) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    command = [sys.executable, __file__, "--child", str(port), "--model-url", model_url]
+    command = [sys.executable, __file__, "--child", str(port), "--model-url", model_url,
+               "--replicas", str(replicas)]  # fmt: skip
     process = subprocess.Popen(command, start_new_session=True)
     root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 60 + 30 * (replicas > 1)  # Ray takes 10-20 s to start
     while True:
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("the agentflow server did not start")
@@ -265,27 +300,42 @@ def start_server(model_url: str) -> tuple[subprocess.Popen[bytes], str]:
 
 
 async def measure(
-    levels: list[int], model_url: str, server: subprocess.Popen[bytes], base_url: str
+    levels: list[int], replicas: int, server: subprocess.Popen[bytes], base_url: str
 ) -> list[dict[str, Any]]:
-    await through_serve(base_url, 10, server.pid)  # warm-up: imports, connections, planner
-    await in_process(model_url, 10)
+    """Each level through one server of `replicas` replicas (after a warm-up that reaches
+    every replica's imports, connections and planner)."""
+    await through_serve(base_url, 10 * replicas, server.pid)
     rows = []
     for level in levels:
-        row = await through_serve(base_url, level, server.pid)
-        baseline = await in_process(model_url, level)
-        row["in_process"] = baseline
-        row["ratio"] = row["runs_per_s"] / baseline["runs_per_s"]
+        row = {"replicas": replicas, **await through_serve(base_url, level, server.pid)}
         rows.append(row)
-        print(f"{level} chats: {row['completed']} completed in {row['wall_s']:.1f} s", flush=True)
+        print(f"{replicas} replicas, {level} chats: {row['completed']} completed "
+              f"in {row['wall_s']:.1f} s", flush=True)  # fmt: skip
     return rows
 
 
+async def baselines(model_url: str, levels: list[int]) -> dict[int, dict[str, Any]]:
+    """The in-process runs per level, once for every replica count."""
+    await in_process(model_url, 10)  # warm-up
+    return {level: await in_process(model_url, level) for level in levels}
+
+
+def serve_levels(model_url: str, levels: list[int], replicas: int) -> list[dict[str, Any]]:
+    server, base_url = start_server(model_url, replicas)
+    try:
+        return asyncio.run(measure(levels, replicas, server, base_url))
+    finally:
+        server.terminate()
+        server.wait(timeout=120)  # Ray stops its processes first
+
+
 def report(rows: list[dict[str, Any]]) -> str:
-    headers = ["chats", "completed", "lost", "TTFB p50 ms", "TTFB p99 ms",
+    headers = ["replicas", "chats", "completed", "lost", "TTFB p50 ms", "TTFB p99 ms",
                "first answer p50 ms", "runs/s", "server CPU ms/run", "client CPU ms/run",
                "in-process runs/s", "in-process CPU ms/run", "serve / in-process"]  # fmt: skip
     body = [
         [
+            r["replicas"],
             r["chats"],
             r["completed"],
             r["lost"],
@@ -307,6 +357,9 @@ def report(rows: list[dict[str, Any]]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="10,50,200", help="concurrent chats per level")
+    parser.add_argument(
+        "--replicas", default="1", help="replica counts to measure, e.g. 1,2,4 (above 1: Ray Serve)"
+    )
     parser.add_argument("--delay", type=float, default=0.05, help="seconds per fake completion")
     parser.add_argument("--out", type=Path, help="JSON result (default benchmarks/results/)")
     parser.add_argument(
@@ -322,18 +375,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
-        run_child(args.child, args.model_url)
+        run_child(args.child, args.model_url, int(args.replicas))
         return 0
     if args.drift:
         return main_drift(args)
     levels = [int(level) for level in args.levels.split(",")]
+    counts = [int(count) for count in args.replicas.split(",")]
     with FakeServer(args.delay) as fake:
-        server, base_url = start_server(fake.base_url)
-        try:
-            rows = asyncio.run(measure(levels, fake.base_url, server, base_url))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        rows = [row for count in counts for row in serve_levels(fake.base_url, levels, count)]
+        alone = asyncio.run(baselines(fake.base_url, levels))
+    for row in rows:
+        row["in_process"] = alone[row["chats"]]
+        row["ratio"] = row["runs_per_s"] / row["in_process"]["runs_per_s"]
     print(report(rows))
     path = write_result("serve", {"delay_s": args.delay, "levels": rows}, args.out)
     print(f"wrote {path}")

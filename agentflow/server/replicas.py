@@ -56,8 +56,9 @@ class RunDirectoryServer:
     def __init__(self, ttl: float, max_count: int, max_bytes: int) -> None:
         self.directory = RunDirectory(ttl=ttl, max_count=max_count, max_bytes=max_bytes)
 
-    async def put(self, snapshot: RunSnapshot) -> None:
-        self.directory.put(snapshot)
+    async def put(self, snapshots: list[RunSnapshot]) -> None:
+        for snapshot in snapshots:
+            self.directory.put(snapshot)
 
     async def get(self, run_id: RunId) -> RunSnapshot | None:
         return self.directory.get(run_id)
@@ -79,8 +80,8 @@ class ChatReplica:
         replica = serve.get_replica_context().replica_id.unique_id
         return PublishBarrier(app, runs, replica)
 
-    async def _publish(self, snapshot: RunSnapshot) -> None:
-        await self.directory.put.remote(snapshot)
+    async def _publish(self, snapshots: list[RunSnapshot]) -> None:
+        await self.directory.put.remote(snapshots)
 
     async def _lookup(self, run_id: RunId) -> RunSnapshot | None:
         found: RunSnapshot | None = await self.directory.get.remote(run_id)

@@ -85,9 +85,10 @@ async def test_a_replica_publishes_each_state_and_keeps_no_finished_run() -> Non
     directory = RunDirectory(ttl=60, max_count=10, max_bytes=2**20)
     arrived: list[int] = []
 
-    async def publish(snapshot: RunSnapshot) -> None:
-        arrived.append(snapshot.version)
-        directory.put(snapshot)
+    async def publish(snapshots: list[RunSnapshot]) -> None:
+        for snapshot in snapshots:
+            arrived.append(snapshot.version)
+            directory.put(snapshot)
 
     async def lookup(run_id: RunId) -> RunSnapshot | None:
         return directory.get(run_id)
@@ -99,10 +100,17 @@ async def test_a_replica_publishes_each_state_and_keeps_no_finished_run() -> Non
     assert directory.get(record.id) is not None
     record.status = "running"
     store.update(record)
+    await store.announced(record.id)
     record.status, record.answer, record.finished = "ok", "Paris", 1e12
     store.finish(record)
     await store.settled(record.id)
     assert arrived == [0, 1, 2]
+    again = _record("r1b")
+    store.add(again)
+    again.status, again.finished = "ok", 1e12
+    store.finish(again)  # before the admission went out: only the end is sent
+    await store.settled(again.id)
+    assert arrived == [0, 1, 2, 2]
     assert store.get(record.id) is None  # finished runs live in the directory only
     found = await store.find(record.id)
     assert found is not None and found.owner == "k" and found.as_dict()["answer"] == "Paris"
@@ -124,10 +132,11 @@ async def test_settled_waits_for_the_end_to_be_published() -> None:
     release = asyncio.Event()
     directory = RunDirectory(ttl=60, max_count=10, max_bytes=2**20)
 
-    async def slow_publish(snapshot: RunSnapshot) -> None:
-        if snapshot.finished is not None:
+    async def slow_publish(snapshots: list[RunSnapshot]) -> None:
+        if any(snapshot.finished is not None for snapshot in snapshots):
             await release.wait()
-        directory.put(snapshot)
+        for snapshot in snapshots:
+            directory.put(snapshot)
 
     async def lookup(run_id: RunId) -> RunSnapshot | None:
         return directory.get(run_id)
