@@ -35,11 +35,19 @@ STARTUP = 180.0
 """Seconds the command may take to start Ray, Serve and both replicas on a busy 2-core box."""
 
 
+HELD = "marker-300"
+"""The chat whose answer call waits for `RELEASE`, to be seen while it runs."""
+HELD_ARRIVED, RELEASE = threading.Event(), threading.Event()
+
+
 def reply(path: str, body: dict[str, Any]) -> Reply:
     """The direct planner's step and the answer call, each naming the question's marker, so
     an answer that reached the wrong chat shows it."""
     markers = " ".join(sorted(set(MARKER.findall(json.dumps(body["messages"])))))
     if is_answer_call(body):
+        if markers == HELD:
+            HELD_ARRIVED.set()
+            RELEASE.wait(60)
         return reply_sse(answer_events(["Paris", f" for {markers}."]))
     return reply_json(chat_body([f"Thinking about it.\nAnswer: Paris {markers}"]))
 
@@ -205,6 +213,29 @@ def test_a_run_is_read_by_its_own_key_only_on_every_replica(served: Served) -> N
         same_replica = [client.get(f"/v1/runs/{made['run']}", headers=_headers(KEYS[0]))
                         for _ in range(10)]  # fmt: skip
     assert {r.status_code for r in same_replica} == {404}
+
+
+def test_a_running_run_shows_on_the_other_replica_until_it_ends(served: Served) -> None:
+    with httpx2.Client(base_url=served.root, timeout=60) as client:
+        body = {**_question(300), "stream": True}
+        with client.stream("POST", "/v1/chat/completions", json=body,
+                           headers=_headers(KEYS[0])) as response:  # fmt: skip
+            made = _served_by(response)
+            try:
+                assert HELD_ARRIVED.wait(60)  # its answer call is under way
+                for _ in range(30):  # its `running` state may be a publication behind
+                    running = _read_from_other_replica(
+                        served.root, made["run"], made["replica"], KEYS[0]
+                    )
+                    if running.json()["status"] == "running":
+                        break
+            finally:
+                RELEASE.set()
+            streamed = response.read().decode()
+    ended = _read_from_other_replica(served.root, made["run"], made["replica"], KEYS[0])
+    assert running.json()["status"] == "running" and running.json()["answer"] == ""
+    assert "data: [DONE]" in streamed
+    assert ended.json()["status"] == "ok" and ended.json()["answer"] == "Paris for marker-300."
 
 
 def _descendants(pid: int) -> set[int]:
