@@ -16,6 +16,7 @@ any replica finds the run; once it has the whole answer, any replica shows it fi
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -157,7 +158,11 @@ class MirroredRunStore(RunStore[RunRecord]):
         self._outbox[record.id] = RunSnapshot.of(record)
         self._rides[record.id] = self._next
         if self._sender is None or self._sender.done():
-            self._sender = asyncio.ensure_future(self._send_batches())
+            # In a context of its own: the request that happens to start the sender may be
+            # cancelled (its client left), and Ray Serve cancels the calls made in a
+            # cancelled request's context, which would drop other runs' publications.
+            loop = asyncio.get_running_loop()
+            self._sender = loop.create_task(self._send_batches(), context=contextvars.Context())
 
     async def _send_batches(self) -> None:
         while self._outbox and self._next is not None:
@@ -169,9 +174,10 @@ class MirroredRunStore(RunStore[RunRecord]):
             except Exception:
                 logger.warning("%d runs could not be published to the other replicas",
                                len(batch), exc_info=True)  # fmt: skip
-            published.set_result(None)
-            for snapshot in batch:
-                self._published(snapshot.id, published)
+            finally:  # waiters go on even when the sender is cancelled (shutdown)
+                published.set_result(None)
+                for snapshot in batch:
+                    self._published(snapshot.id, published)
 
     def _published(self, run_id: RunId, batch: asyncio.Future[None]) -> None:
         if self._rides.get(run_id) is not batch:

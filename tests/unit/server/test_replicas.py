@@ -35,9 +35,8 @@ STARTUP = 180.0
 """Seconds the command may take to start Ray, Serve and both replicas on a busy 2-core box."""
 
 
-HELD = "marker-300"
-"""The chat whose answer call waits for `RELEASE`, to be seen while it runs."""
-HELD_ARRIVED, RELEASE = threading.Event(), threading.Event()
+HELD = {marker: (threading.Event(), threading.Event()) for marker in ("marker-300", "marker-301")}
+"""Chats whose answer call, once it has arrived (the first event set), waits for the second."""
 
 
 def reply(path: str, body: dict[str, Any]) -> Reply:
@@ -45,9 +44,10 @@ def reply(path: str, body: dict[str, Any]) -> Reply:
     an answer that reached the wrong chat shows it."""
     markers = " ".join(sorted(set(MARKER.findall(json.dumps(body["messages"])))))
     if is_answer_call(body):
-        if markers == HELD:
-            HELD_ARRIVED.set()
-            RELEASE.wait(60)
+        if markers in HELD:
+            arrived, release = HELD[markers]
+            arrived.set()
+            release.wait(60)
         return reply_sse(answer_events(["Paris", f" for {markers}."]))
     return reply_json(chat_body([f"Thinking about it.\nAnswer: Paris {markers}"]))
 
@@ -222,7 +222,7 @@ def test_a_running_run_shows_on_the_other_replica_until_it_ends(served: Served) 
                            headers=_headers(KEYS[0])) as response:  # fmt: skip
             made = _served_by(response)
             try:
-                assert HELD_ARRIVED.wait(60)  # its answer call is under way
+                assert HELD["marker-300"][0].wait(60)  # its answer call is under way
                 for _ in range(30):  # its `running` state may be a publication behind
                     running = _read_from_other_replica(
                         served.root, made["run"], made["replica"], KEYS[0]
@@ -230,12 +230,31 @@ def test_a_running_run_shows_on_the_other_replica_until_it_ends(served: Served) 
                     if running.json()["status"] == "running":
                         break
             finally:
-                RELEASE.set()
+                HELD["marker-300"][1].set()
             streamed = response.read().decode()
     ended = _read_from_other_replica(served.root, made["run"], made["replica"], KEYS[0])
     assert running.json()["status"] == "running" and running.json()["answer"] == ""
     assert "data: [DONE]" in streamed
     assert ended.json()["status"] == "ok" and ended.json()["answer"] == "Paris for marker-300."
+
+
+def test_a_client_leaving_a_stream_cancels_its_run_through_the_proxy(served: Served) -> None:
+    with httpx2.Client(base_url=served.root, timeout=60) as client:
+        body = {**_question(301), "stream": True}
+        with client.stream("POST", "/v1/chat/completions", json=body,
+                           headers=_headers(KEYS[0])) as response:  # fmt: skip
+            made = _served_by(response)
+            assert HELD["marker-301"][0].wait(60)
+        # the connection is closed here, the answer call still held by the model server
+    try:
+        for _ in range(60):
+            run = _read_from_other_replica(served.root, made["run"], made["replica"], KEYS[0])
+            if run.json()["status"] == "cancelled":
+                break
+            time.sleep(0.25)  # the proxy tells the replica in its own time
+    finally:
+        HELD["marker-301"][1].set()
+    assert run.json()["status"] == "cancelled"
 
 
 def _descendants(pid: int) -> set[int]:
