@@ -85,7 +85,8 @@ def run_child(port: int, model_url: str, replicas: int) -> None:
         return
     from agentflow.server.replicas import application, local_ray, run_locally
 
-    deployed = application(partial(bench_config, model_url), replicas=replicas, grace=5)
+    build = partial(bench_config, model_url)
+    deployed = application(build, build(), replicas=replicas, grace=5)
     stop = threading.Event()
     with local_ray(cpus=replicas):
         run_locally(deployed, "127.0.0.1", port)

@@ -4,6 +4,8 @@
 runs, `streaming` turns a run into SSE frames or one body, `app` builds the FastAPI app. `runs`
 keeps the runs `GET /v1/runs/{id}` reads, `failures` says what a failed run tells its client,
 `readiness` asks the model servers whether they answer, `metrics` counts for `/metrics`.
+`replicas` serves the app from several Ray Serve replicas (`--replicas`, the serve-ray extra),
+which share their runs through `shared_runs`.
 """
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ def _serve(common: CommandContext, args: argparse.Namespace) -> int:
     ids = ", ".join(spec.id for spec in config.agents)
     replicas = _replicas(args)
     if replicas > 1:
-        return _serve_replicas(common, args, replicas, ids)
+        return _serve_replicas(common, args, config, replicas)
     _log_to_stderr()
     app = create_app(config, grace=args.grace)
     print(f"serving {ids} at http://{args.host}:{args.port}/v1", flush=True)
@@ -247,14 +247,15 @@ def _replicas(args: argparse.Namespace) -> int:
 
 
 def _serve_replicas(
-    common: CommandContext, args: argparse.Namespace, replicas: int, ids: str
+    common: CommandContext, args: argparse.Namespace, config: ServerConfig, replicas: int
 ) -> int:
     """Serve from `replicas` Ray Serve replicas on a Ray of this process's own, until SIGINT
     or SIGTERM; then Ray Serve drains (new chats go nowhere, running answers get --grace
     seconds) and Ray stops with every process it started."""
     ray_serve = _ray_serve(replicas)
-    app = ray_serve.application(_ReplicaConfig.of(common, args), replicas=replicas,
-                                grace=args.grace)  # fmt: skip
+    build = _ReplicaConfig.of(common, args)
+    app = ray_serve.application(build, config, replicas=replicas, grace=args.grace)
+    ids = ", ".join(spec.id for spec in config.agents)
     with ray_serve.local_ray(cpus=replicas) as temp:
         root = ray_serve.run_locally(app, args.host, args.port)
         print(f"serving {ids} at {root}/v1 from {replicas} replicas (Ray Serve, Ray in {temp})",
@@ -316,11 +317,11 @@ def ray_app(options: dict[str, str]) -> Application:
 
     args = _parser()[0].parse_args(["serve", *shlex.split(options.get("options", ""))])
     common: CommandContext = args.context
-    build_config(common, args)  # a mistake in the options fails here, not in every replica
+    config = build_config(common, args)  # a mistake fails here, not in every replica
     replicas = _replicas(args)
     build = _ReplicaConfig.of(common, args)
     application: Application = _ray_serve(replicas).application(
-        build, replicas=replicas, grace=args.grace
+        build, config, replicas=replicas, grace=args.grace
     )
     return application
 

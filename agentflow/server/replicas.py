@@ -100,11 +100,16 @@ REPLICA: Deployment = serve.deployment(
 
 
 def application(
-    build: Callable[[], ServerConfig], *, replicas: int, grace: float, cpus: float = 1.0
+    build: Callable[[], ServerConfig],
+    config: ServerConfig,
+    *,
+    replicas: int,
+    grace: float,
+    cpus: float = 1.0,
 ) -> Application:
     """The Ray Serve application: `replicas` chat replicas (each reserving `cpus` of Ray's
-    CPUs) and their directory, sized from the configuration `build` makes."""
-    config = build()
+    CPUs), each building its configuration with `build`, and their directory; `config` is
+    that configuration as built here, for the sizes."""
     directory = DIRECTORY.bind(config.trace_ttl, config.runs_kept, config.runs_kept_bytes)
     replica = REPLICA.options(
         num_replicas=replicas,
