@@ -128,7 +128,7 @@ def record(index: int, *, answer: str = "") -> RunRecord:
 def test_the_run_store_keeps_the_newest_within_bytes_and_ttl() -> None:
     from agentflow.server.runs import RunStore  # here: a module of its own since issue 22
 
-    store = RunStore(ttl=60, max_count=100, max_bytes=3000)
+    store: RunStore[RunRecord] = RunStore(ttl=60, max_count=100, max_bytes=3000)
     for index in range(4):
         store.finish(record(index, answer="a" * 1000))
     assert [store.get(RunId(f"r{i}")) is not None for i in range(4)] == [False, False, True, True]
