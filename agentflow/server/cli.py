@@ -94,15 +94,15 @@ def _add_admission_options(serve: argparse.ArgumentParser) -> None:
     limits = serve.add_argument_group("admission and limits")
     limits.add_argument(
         "--max-runs", type=_at_least(1), default=ServerConfig.max_runs,
-        help="runs in flight (%(default)s; per replica with --replicas). Each sends up to "
-        "--concurrency requests to the model server at once and holds its trace (tens of KB); "
-        "the model client sends one server 64 requests at once, so more running runs mostly "
-        "wait there",
+        help="runs in flight (%(default)s). Each sends up to --concurrency requests to the "
+        "model server at once and holds its trace (tens of KB); the model client sends one "
+        "server 64 requests at once, so more running runs mostly wait there. Per replica "
+        "with --replicas",
     )  # fmt: skip
     limits.add_argument(
         "--max-queue", type=_at_least(0), default=ServerConfig.max_queue,
-        help="runs waiting for a slot (%(default)s; per replica), a few KB each; beyond: 429 "
-        "with Retry-After",
+        help="runs waiting for a slot (%(default)s), a few KB each; beyond: 429 with "
+        "Retry-After. Per replica with --replicas",
     )  # fmt: skip
     limits.add_argument(
         "--answer-max-tokens", type=_at_least(1), default=ServerConfig.answer_max_tokens,
