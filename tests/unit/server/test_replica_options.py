@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.cli._main import main
+from agentflow.cli._main import _parser, main
 from agentflow.exceptions import UserError
+from agentflow.server.cli import _replicas, ray_app
 from agentflow.server.config_file import load_replicas
 from agentflow.server.runs import RunId, RunRecord
 from agentflow.server.shared_runs import MirroredRunStore, RunDirectory, RunSnapshot
@@ -46,11 +47,32 @@ def test_the_config_file_may_say_replicas(tmp_path: Path) -> None:
         load_replicas(path)
 
 
+def test_the_command_line_says_replicas_before_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "agents.toml"
+    path.write_text('replicas = 3\n[[agents]]\nid = "a"\n')
+    parser = _parser()[0]
+    assert _replicas(parser.parse_args(["serve", "--config", str(path)])) == 3
+    assert _replicas(parser.parse_args(["serve", "--config", str(path), "--replicas", "2"])) == 2
+    assert _replicas(parser.parse_args(["serve"])) == 1
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Serve's pydantic models, at import
+def test_serve_run_builds_the_application_from_serve_options(tmp_path: Path) -> None:
+    """`serve run agentflow.server.cli:ray_app options="..."` (no Ray needed to build it)."""
+    from ray.serve import Application
+
+    app = ray_app({"options": "--replicas 3 --api-key k --base-url http://127.0.0.1:9/v1"})
+    assert isinstance(app, Application)
+    with pytest.raises(UserError, match="cannot read the server config"):
+        ray_app({"options": f"--config {tmp_path / 'missing.toml'}"})
+
+
 def test_without_ray_serve_replicas_is_a_one_line_error_naming_the_extra(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for name in ("ray", "ray.serve", "agentflow.server.replicas"):
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: ImportError
+    monkeypatch.delattr("agentflow.server.replicas", raising=False)  # if imported before
     assert main(["serve", "--replicas", "2", *MODEL_URL]) == 1
     error = capsys.readouterr().err
     assert error == "error: --replicas 2 needs Ray Serve: pip install 'agentflow-dag[serve-ray]'\n"
@@ -64,7 +86,7 @@ def test_one_replica_is_the_one_process_server_with_no_ray() -> None:
         from agentflow.server import cli
         started = []
         cli._DrainingServer.run = lambda self: started.append(self.config.port)
-        from agentflow.cli._main import main
+        from agentflow.cli._main import _parser, main
         assert main(["serve", "--replicas", "1", "--port", "8766", *sys.argv[1:]]) == 0
         assert main(["serve", "--port", "8767", *sys.argv[1:]]) == 0
         assert started == [8766, 8767], started
