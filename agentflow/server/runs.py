@@ -102,6 +102,9 @@ class RunStore(Generic[R]):
     def finish(self, record: R) -> None:
         """Move a finished run among the kept ones (sized once, now that it is complete)."""
         self._live.pop(record.id, None)
+        replaced = self._done.pop(record.id, None)  # the shared store's closed orphan
+        if replaced is not None:
+            self.bytes -= replaced[1]
         size = len(json.dumps(record.as_dict(), default=str))
         self._done[record.id] = (record, size)
         self.bytes += size

@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,21 +73,44 @@ class RunSnapshot:
 
 class RunDirectory:
     """The store every replica publishes to: live runs, and the newest finished ones within
-    the server's count, bytes and TTL (for all replicas together)."""
+    the server's count, bytes and TTL (for all replicas together).
+
+    A replica that stops mid-run never publishes that run's end, so a live run not heard of
+    for the TTL is closed here as failed: the store stays bounded, and its client learns."""
 
     def __init__(self, *, ttl: float, max_count: int, max_bytes: int) -> None:
+        self.ttl = ttl
         self.runs: RunStore[RunSnapshot] = RunStore(
             ttl=ttl, max_count=max_count, max_bytes=max_bytes
         )
+        self._admitted: OrderedDict[RunId, float] = OrderedDict()
+        """Live runs by when they were first published (oldest first: no scan to close)."""
 
     def put(self, snapshot: RunSnapshot) -> None:
+        self._close_silent()
         known = self.runs.get(snapshot.id)
         if known is not None and known.version >= snapshot.version:
             return
         if snapshot.finished is None:
             self.runs.add(snapshot)
+            self._admitted.setdefault(snapshot.id, time.monotonic())
         else:
+            self._admitted.pop(snapshot.id, None)
             self.runs.finish(snapshot)
+
+    def _close_silent(self) -> None:
+        horizon = time.monotonic() - self.ttl
+        while self._admitted:
+            run_id, since = next(iter(self._admitted.items()))
+            if since >= horizon:
+                return
+            del self._admitted[run_id]
+            stale = self.runs.get(run_id)
+            if stale is not None and stale.finished is None:
+                error = f"no news of the run for {self.ttl:g} s: its replica may have stopped"
+                body = {**stale.body, "status": "failed", "error": error}
+                # version 1: the run's own end, if it comes after all, still replaces this
+                self.runs.finish(replace(stale, finished=time.time(), version=1, body=body))
 
     def get(self, run_id: RunId) -> RunSnapshot | None:
         return self.runs.get(run_id)

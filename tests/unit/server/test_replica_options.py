@@ -6,9 +6,11 @@ its run's publication)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -148,6 +150,25 @@ def test_a_late_publication_never_replaces_a_later_state() -> None:
     directory.put(queued)  # arrives last
     kept = directory.get(record.id)
     assert kept is not None and kept.as_dict()["status"] == "ok"
+
+
+def test_a_live_run_not_heard_of_for_the_ttl_is_closed_as_failed() -> None:
+    """Its replica stopped mid-run: the shared store does not keep it running forever."""
+    directory = RunDirectory(ttl=0.05, max_count=10, max_bytes=2**20)
+    directory.put(RunSnapshot.of(_record("orphan")))
+    time.sleep(0.1)
+    directory.put(RunSnapshot.of(_record("new")))
+    orphan, new = directory.get(RunId("orphan")), directory.get(RunId("new"))
+    assert orphan is not None and orphan.as_dict()["status"] == "failed"
+    assert "replica may have stopped" in str(orphan.as_dict()["error"])
+    assert new is not None and new.finished is None
+    late = _record("orphan")
+    late.status, late.finished = "ok", time.time()
+    directory.put(RunSnapshot.of(late))  # it was slow, not lost: its own end wins
+    orphan = directory.get(RunId("orphan"))
+    assert orphan is not None and orphan.as_dict()["status"] == "ok"
+    kept = len(json.dumps(orphan.as_dict(), default=str))
+    assert len(directory.runs) == 2 and directory.runs.bytes == kept  # counted once
 
 
 async def test_settled_waits_for_the_end_to_be_published() -> None:
