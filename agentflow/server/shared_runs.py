@@ -52,8 +52,9 @@ class RunSnapshot:
     owner: str | None
     finished: float | None
     version: int
-    """0 admitted, 1 running, 2 ended: publications may arrive out of order, a later state
-    is never replaced by an earlier one."""
+    """0 admitted, 1 running (or closed by the directory for want of news), 2 ended:
+    publications may arrive out of order, a later state is never replaced by an earlier
+    one."""
     body: dict[str, object]
 
     @classmethod
@@ -223,7 +224,7 @@ class PublishBarrier:
     def __init__(self, app: ASGIApp, runs: MirroredRunStore, replica: str) -> None:
         self.app = app
         self.runs = runs
-        self.replica = replica.encode()
+        self.header = (REPLICA_HEADER.lower().encode(), replica.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -237,7 +238,7 @@ class PublishBarrier:
                 headers = list(message.get("headers") or [])
                 found = dict(headers).get(_RUN_ID_HEADER)
                 run_id = RunId(found.decode()) if found else None
-                message = {**message, "headers": [*headers, (b"x-agentflow-replica", self.replica)]}
+                message = {**message, "headers": [*headers, self.header]}
                 if run_id is not None:
                     await self.runs.announced(run_id)
             elif message["type"] == "http.response.body" and not message.get("more_body"):
