@@ -13,6 +13,7 @@ from agentflow.cli._common import (
     CorpusSearch,
     Register,
     seconds,
+    seconds_or_zero,
     whole_number,
 )
 from agentflow.cli._main import main
@@ -24,5 +25,6 @@ __all__ = [
     "Register",
     "main",
     "seconds",
+    "seconds_or_zero",
     "whole_number",
 ]

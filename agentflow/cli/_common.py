@@ -8,6 +8,7 @@ imports the core command modules: keeping them together would make an import cyc
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,11 +115,26 @@ def whole_number(low: int = 1, high: int | None = None) -> Callable[[str], int]:
 
 
 def seconds(text: str) -> float:
-    """An argparse type: seconds above 0 (`nan`, `inf`'s opposite and 0 are usage errors)."""
+    """An argparse type: a finite number of seconds above 0 (0, `nan` and `inf` are usage
+    errors, never "no limit" or "fail everything")."""
+    value = _float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, not {text}")
+    return value
+
+
+def seconds_or_zero(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 or more."""
+    value = _float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds, 0 or more, not {text}"
+        )
+    return value
+
+
+def _float(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:  # also NaN
-        raise argparse.ArgumentTypeError(f"must be seconds above 0, not {text}")
-    return value

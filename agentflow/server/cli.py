@@ -6,23 +6,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import os
 import shlex
 import signal
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
 
-from agentflow.cli._common import CommandContext, Commands
+from agentflow.cli._common import (
+    CommandContext,
+    Commands,
+    seconds,
+    seconds_or_zero,
+    whole_number,
+)
 from agentflow.context import RunLimits
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
@@ -38,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ray_app", "register_serve"]
 
-T = TypeVar("T")
 
 API_KEYS_ENV = "AGENTFLOW_SERVE_API_KEYS"
 """Comma-separated keys clients must send (AGENTFLOW_API_KEY is the one sent to the model)."""
@@ -53,7 +56,9 @@ def register_serve(commands: Commands, common: CommandContext) -> None:
         "the plan's progress as reasoning) and /v1/models.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
-    serve.add_argument("--port", type=_port, default=8000, help="port, 1-65535 (%(default)s)")
+    serve.add_argument(
+        "--port", type=whole_number(1, 65535), default=8000, help="port, 1-65535 (%(default)s)"
+    )
     _add_agent_options(serve)
     _add_admission_options(serve)
     _add_operating_options(serve)
@@ -74,15 +79,18 @@ def _add_agent_options(serve: argparse.ArgumentParser) -> None:
         help=f"a registered tool (repeatable): {', '.join(tool_names())}",
     )  # fmt: skip
     agent.add_argument(
-        "--max-model-calls", type=_at_least(2), default=RunLimits.max_model_calls,
+        "--max-model-calls", type=whole_number(2), default=RunLimits.max_model_calls,
         help="model calls per run, the answer call included (%(default)s); a request may lower it",
     )  # fmt: skip
     agent.add_argument(
-        "--max-tokens", type=_at_least(1), default=RunLimits.max_tokens,
+        "--max-tokens", type=whole_number(1), default=RunLimits.max_tokens,
         help="tokens per run, prompts included (%(default)s); a request may lower it",
     )  # fmt: skip
     agent.add_argument(
-        "--concurrency", type=_at_least(1), default=16, help="nodes of a run at once (%(default)s)"
+        "--concurrency",
+        type=whole_number(1),
+        default=16,
+        help="nodes of a run at once (%(default)s)",
     )
     agent.add_argument(
         "--config", type=Path, help="TOML file of [[agents]] (id, planner, tools, corpus, "
@@ -93,30 +101,30 @@ def _add_agent_options(serve: argparse.ArgumentParser) -> None:
 def _add_admission_options(serve: argparse.ArgumentParser) -> None:
     limits = serve.add_argument_group("admission and limits")
     limits.add_argument(
-        "--max-runs", type=_at_least(1), default=ServerConfig.max_runs,
+        "--max-runs", type=whole_number(1), default=ServerConfig.max_runs,
         help="runs in flight (%(default)s). Each sends up to --concurrency requests to the "
         "model server at once and holds its trace (tens of KB); the model client sends one "
         "server 64 requests at once, so more running runs mostly wait there. Per replica "
         "with --replicas",
     )  # fmt: skip
     limits.add_argument(
-        "--max-queue", type=_at_least(0), default=ServerConfig.max_queue,
+        "--max-queue", type=whole_number(0), default=ServerConfig.max_queue,
         help="runs waiting for a slot (%(default)s), a few KB each; beyond: 429 with "
         "Retry-After. Per replica with --replicas",
     )  # fmt: skip
     limits.add_argument(
-        "--answer-max-tokens", type=_at_least(1), default=ServerConfig.answer_max_tokens,
+        "--answer-max-tokens", type=whole_number(1), default=ServerConfig.answer_max_tokens,
         help="completion cap of the answer call (%(default)s), inside the run's --max-tokens; "
         "a request's max_tokens may lower it",
     )  # fmt: skip
     limits.add_argument(
         "--run-timeout",
-        type=_seconds,
+        type=seconds,
         default=ServerConfig.run_timeout,
         help="seconds per run (%(default)s)",
     )
     limits.add_argument(
-        "--max-body-mb", type=_at_least(1), default=ServerConfig.max_body_bytes // 2**20,
+        "--max-body-mb", type=whole_number(1), default=ServerConfig.max_body_bytes // 2**20,
         help="largest request body in MB (%(default)s); beyond: 413",
     )  # fmt: skip
 
@@ -129,34 +137,34 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
         "a run can be read back only with the key that made it",
     )  # fmt: skip
     ops.add_argument(
-        "--grace", type=_seconds_or_zero, default=30.0,
+        "--grace", type=seconds_or_zero, default=30.0,
         help="seconds running answers may finish after SIGTERM (%(default)s); then they end "
         "with an error their clients see (with --replicas, Ray Serve stops the replica: its "
         "streams are cut)",
     )  # fmt: skip
     ops.add_argument(
         "--keepalive",
-        type=_seconds,
+        type=seconds,
         default=ServerConfig.keepalive,
         help="seconds between keepalives (%(default)s)",
     )
     ops.add_argument(
         "--trace-ttl",
-        type=_seconds,
+        type=seconds,
         default=ServerConfig.trace_ttl,
         help="seconds runs are kept (%(default)s)",
     )
     ops.add_argument(
-        "--keep-runs", type=_at_least(1), default=ServerConfig.runs_kept,
+        "--keep-runs", type=whole_number(1), default=ServerConfig.runs_kept,
         help="finished runs kept for GET /v1/runs/{id} (%(default)s; ~12 KB each; for all "
         "replicas together)",
     )  # fmt: skip
     ops.add_argument(
-        "--keep-runs-mb", type=_at_least(1), default=ServerConfig.runs_kept_bytes // 2**20,
+        "--keep-runs-mb", type=whole_number(1), default=ServerConfig.runs_kept_bytes // 2**20,
         help="MB the kept runs may take (%(default)s); the oldest go first",
     )  # fmt: skip
     ops.add_argument(
-        "--remind-after", type=_at_least(0), default=4, metavar="TURNS",
+        "--remind-after", type=whole_number(0), default=4, metavar="TURNS",
         help="restate standing instructions after this many user turns (0: never)",
     )  # fmt: skip
     ops.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN")
@@ -165,7 +173,7 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
 def _add_replica_options(serve: argparse.ArgumentParser) -> None:
     scale = serve.add_argument_group("replicas (Ray Serve, the serve-ray extra)")
     scale.add_argument(
-        "--replicas", type=_at_least(1), metavar="N",
+        "--replicas", type=whole_number(1), metavar="N",
         help="serve from N processes on a Ray Serve instance of its own, started here and "
         "stopped on exit (default: the --config file's `replicas`, else 1: one process, no "
         "Ray). --max-runs and --max-queue are per replica (N times them in all); finished "
@@ -173,46 +181,6 @@ def _add_replica_options(serve: argparse.ArgumentParser) -> None:
         "and --keep-runs and --keep-runs-mb bound it for all together; /health, /ready and "
         "/metrics speak for the replica that answers them",
     )  # fmt: skip
-
-
-def _port(text: str) -> int:
-    value = _number(text, int)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {text}")
-    return value
-
-
-def _at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = _number(text, int)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be {low} or more, not {text}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    value = _number(text, float)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, not {text}")
-    return value
-
-
-def _seconds_or_zero(text: str) -> float:
-    value = _number(text, float)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(
-            f"must be a finite number of seconds, 0 or more, not {text}"
-        )
-    return value
-
-
-def _number(text: str, kind: Callable[[str], T]) -> T:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def _serve(common: CommandContext, args: argparse.Namespace) -> int:

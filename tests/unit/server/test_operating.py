@@ -110,14 +110,14 @@ def parse(*argv: str) -> Any:
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["--port", "70000"], "a port is 1 to 65535, not 70000"),
-        (["--port", "0"], "a port is 1 to 65535"),
+        (["--port", "70000"], "must be between 1 and 65535, not 70000"),
+        (["--port", "0"], "must be between 1 and 65535"),
         (["--keepalive", "0"], "finite number of seconds above 0"),
         (["--run-timeout", "nan"], "finite number of seconds above 0, not nan"),
         (["--run-timeout", "inf"], "finite number of seconds above 0"),
         (["--grace", "-1"], "0 or more"),
-        (["--max-queue", "-1"], "must be 0 or more"),
-        (["--max-model-calls", "1"], "must be 2 or more"),
+        (["--max-queue", "-1"], "must be at least 0"),
+        (["--max-model-calls", "1"], "must be at least 2"),
     ],
 )
 def test_options_out_of_range_are_refused_naming_the_range(

@@ -34,7 +34,7 @@ def test_replicas_below_one_is_a_usage_error_naming_the_range(
     assert exited.value.code == 2
     error = capsys.readouterr().err
     assert "--replicas" in error
-    assert "must be 1 or more" in error or "not a number" in error
+    assert "must be at least 1" in error or "is not a whole number" in error
 
 
 def test_the_config_file_may_say_replicas(tmp_path: Path) -> None:
