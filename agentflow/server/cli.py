@@ -143,11 +143,10 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
         "streams are cut)",
     )  # fmt: skip
     ops.add_argument(
-        "--keepalive",
-        type=seconds,
-        default=ServerConfig.keepalive,
-        help="seconds between keepalives (%(default)s)",
-    )
+        "--keepalive", type=_keepalive, default=ServerConfig.keepalive,
+        help=f"seconds of silence in a stream before a keepalive comment, {MIN_KEEPALIVE:g} "
+        "to 3600 (%(default)s)",
+    )  # fmt: skip
     ops.add_argument(
         "--trace-ttl",
         type=seconds,
@@ -181,6 +180,19 @@ def _add_replica_options(serve: argparse.ArgumentParser) -> None:
         "and --keep-runs and --keep-runs-mb bound it for all together; /health, /ready and "
         "/metrics speak for the replica that answers them",
     )  # fmt: skip
+
+
+MIN_KEEPALIVE = 0.5
+"""Seconds: a shorter --keepalive only floods a waiting client with comments."""
+
+
+def _keepalive(text: str) -> float:
+    value = seconds(text)
+    if not MIN_KEEPALIVE <= value <= 3600:
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_KEEPALIVE:g} and 3600 seconds, not {text}"
+        )
+    return value
 
 
 def _serve(common: CommandContext, args: argparse.Namespace) -> int:
