@@ -23,7 +23,12 @@ from dataclasses import dataclass
 
 from agentflow.agent import Agent, RunResult
 from agentflow.context import RunLimits
-from agentflow.exceptions import ExecutionError, LimitExceededError, UserError
+from agentflow.exceptions import (
+    ExecutionError,
+    LimitExceededError,
+    ModelResponseError,
+    UserError,
+)
 from agentflow.model import Message, ModelSettings, Usage
 from agentflow.planner import Planner
 from agentflow.registry import load_planner
@@ -53,6 +58,10 @@ logger = logging.getLogger("agentflow.server")
 
 REWRITE_SETTINGS = ModelSettings(temperature=0.0, max_tokens=96)
 SHUTTING_DOWN = "the server is shutting down"
+ANSWER_FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
+"""An answer call's finish reasons passed to the client as they are (OpenAI's; vLLM sends
+`stop` and `length`). Any other, such as vLLM's `abort` (the request was dropped mid-answer)
+or `error`, means the text is not a whole answer: the run fails with a 502."""
 CHARS_PER_TOKEN = 3
 """A cautious guess of the answer prompt's tokens from its characters (English runs ~4), so
 the answer call's cap keeps the run inside its token limit before the server counts."""
@@ -361,8 +370,13 @@ class ChatRun:
             if delta.timing is not None:
                 self.service.metrics.model_calls(self.spec.id, [delta.timing])
         self.record.usage = usage
-        if not self.record.answer:
-            raise EmptyAnswerError("the answer call's stream had no text", body="")
+        if not self.record.answer.strip():
+            raise EmptyAnswerError("the answer call's stream had no text", body=self.record.answer)
+        if finish_reason not in ANSWER_FINISH_REASONS:
+            raise ModelResponseError(
+                f"the answer call ended with finish_reason {finish_reason!r}",
+                body=self.record.answer,
+            )
         return Finished(usage=usage, finish_reason=finish_reason)
 
     async def _standalone_question(self) -> tuple[str, Usage]:

@@ -159,8 +159,11 @@ def test_a_length_cut_is_reported_as_length() -> None:
         answer_events([], finish=None),  # [DONE] with no choice: no answer at all
         answer_events([], finish="stop"),  # a proper stream with no text: nothing to show
         answer_events(["Paris is the cap"], finish=None, done=False),  # cut off
+        answer_events([" ", "\n\n", "\t"], finish="stop"),  # only whitespace: nothing to show
+        answer_events(["Paris is the"], finish="abort"),  # vLLM dropped the request midway
+        answer_events(["Paris is the"], finish="error"),  # vLLM failed midway
     ],
-    ids=["no-choice", "no-text", "cut-off"],
+    ids=["no-choice", "no-text", "cut-off", "whitespace", "abort", "error"],
 )
 def test_an_empty_or_cut_off_answer_is_an_error_not_retried(events: list[bytes]) -> None:
     def broken(body: dict[str, Any]) -> Reply:
