@@ -10,6 +10,7 @@ import os
 import shlex
 import signal
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from functools import partial
@@ -134,7 +135,7 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
     ops.add_argument(
         "--api-key", action="append", default=[], metavar="KEY",
         help=f"a key clients must send (repeatable; env {API_KEYS_ENV}, comma-separated); "
-        "a run can be read back only with the key that made it",
+        "a run can be read back only with the key that made it; an empty or blank key is refused",
     )  # fmt: skip
     ops.add_argument(
         "--grace", type=seconds_or_zero, default=30.0,
@@ -196,6 +197,11 @@ def _keepalive(text: str) -> float:
 
 
 def _serve(common: CommandContext, args: argparse.Namespace) -> int:
+    try:
+        api_keys(args)
+    except UserError as exc:  # a usage mistake like an option out of range: exit 2
+        print(f"agentflow serve: error: {exc}", file=sys.stderr)
+        return 2
     config = build_config(common, args)
     ids = ", ".join(spec.id for spec in config.agents)
     replicas = _replicas(args)
@@ -357,10 +363,9 @@ def build_config(common: CommandContext, args: argparse.Namespace) -> ServerConf
         agents = load_agents(args.config, model, partial(_tools, common), settings)
     else:
         agents = (_single_agent(common, args, model),)
-    env_keys = [k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
     return ServerConfig(
         agents=agents,
-        api_keys=frozenset([*args.api_key, *env_keys]),
+        api_keys=api_keys(args),
         max_runs=args.max_runs,
         max_queue=args.max_queue,
         run_timeout=args.run_timeout,
@@ -373,6 +378,25 @@ def build_config(common: CommandContext, args: argparse.Namespace) -> ServerConf
         remind_after_turns=args.remind_after or None,
         cors_origins=tuple(args.cors_origin),
     )
+
+
+def api_keys(args: argparse.Namespace) -> frozenset[str]:
+    """The keys of --api-key and of the environment. An empty or blank one is refused, not
+    dropped: it is what `--api-key "$KEY"` with KEY unset gives, and dropping it would serve
+    with no key at all (or, kept, let an empty bearer in)."""
+    keys = [key.strip() for key in args.api_key]
+    if not all(keys):
+        raise UserError('--api-key is empty or blank (is the variable in --api-key "$KEY" set?)')
+    env = os.environ.get(API_KEYS_ENV)
+    if env is not None:
+        env_keys = [key.strip() for key in env.split(",")]
+        if not all(env_keys):
+            raise UserError(
+                f"{API_KEYS_ENV} has an empty or blank key ({env!r}): give comma-separated "
+                "keys, or unset it to serve without keys"
+            )
+        keys += env_keys
+    return frozenset(keys)
 
 
 def _single_agent(

@@ -75,3 +75,5 @@ class ServerConfig:
                 raise UserError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.max_queue < 0 or self.runs_kept_bytes < 0:
             raise UserError("max_queue and runs_kept_bytes must not be negative")
+        if any(not key.strip() or key != key.strip() for key in self.api_keys):
+            raise UserError("api_keys must not hold an empty, blank or space-padded key")

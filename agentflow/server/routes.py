@@ -30,7 +30,7 @@ def _authorize(request: Request) -> str | None:
     if not keys:
         return None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or token.strip() not in keys:
+    if scheme.lower() != "bearer" or not token.strip() or token.strip() not in keys:
         raise RequestError(
             "invalid or missing API key (send it as `Authorization: Bearer KEY`)",
             status=401,
