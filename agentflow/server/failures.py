@@ -9,7 +9,9 @@ and logged in full with the run id.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from agentflow.exceptions import (
     AgentflowError,
@@ -24,7 +26,13 @@ from agentflow.exceptions import (
     PlanError,
 )
 
-__all__ = ["EmptyAnswerError", "PublicFailure", "public_failure"]
+__all__ = [
+    "EmptyAnswerError",
+    "PublicFailure",
+    "public_failure",
+    "public_node_error",
+    "public_trace",
+]
 
 
 class EmptyAnswerError(ModelResponseError):
@@ -70,3 +78,37 @@ def public_failure(exc: BaseException) -> PublicFailure:
         if any(isinstance(link, kind) for link in chain):
             return failure
     return PublicFailure("internal error", 500, "internal")
+
+
+_BY_NAME = {kind.__name__: failure for kind, failure in _BY_KIND}
+_INTERNAL = re.compile(r"[a-z][a-z0-9+.-]*://|model server|`agentflow |--[a-z]", re.IGNORECASE)
+"""A URL, the model server's words (which name its address and quote its reply), or advice
+for the operator (a command, a flag)."""
+NODE_FAILED = "the step failed"
+
+
+def public_node_error(error: str | None) -> str | None:
+    """A node's error as a client may read it. Errors of agentflow's own kinds (recorded as
+    `ModelOutputError: ...`) become that kind's sentence; any other that names a URL, the
+    model server or an operator's flag becomes a fixed sentence; a tool's own message stays."""
+    if error is None:
+        return None
+    if error.startswith("input failed ("):  # quotes its inputs' errors
+        return "an input of the step failed"
+    name = error.split(":", 1)[0]
+    if name in _BY_NAME:
+        return _BY_NAME[name].message
+    if _INTERNAL.search(error):
+        return _BY_NAME["ModelError"].message if "model server" in error else NODE_FAILED
+    return error
+
+
+def public_trace(trace: dict[str, Any]) -> dict[str, Any]:
+    """A trace's `as_dict` as a client may read it: node errors through `public_node_error`,
+    model requests without the endpoint they went to."""
+    nodes = [node | {"error": public_node_error(node["error"])} for node in trace["nodes"]]
+    requests = [
+        {key: value for key, value in request.items() if key != "endpoint"}
+        for request in trace["requests"]
+    ]
+    return trace | {"nodes": nodes, "requests": requests}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Literal, NewType, Protocol, TypeVar
 
 from agentflow.model import Usage
+from agentflow.server.failures import public_trace
 from agentflow.trace import Trace
 
 __all__ = ["KeptRun", "RunId", "RunRecord", "RunStatus", "RunStore"]
@@ -45,6 +46,8 @@ class RunRecord:
     trace: Trace | None = None
 
     def as_dict(self) -> dict[str, object]:
+        """The run as its client may read it: no model server's address or reply, no advice
+        for the operator (the log has those, see `public_trace`)."""
         return {
             "id": self.id,
             "object": "agentflow.run",
@@ -56,7 +59,7 @@ class RunRecord:
             "answer": self.answer,
             "error": self.error,
             "usage": self.usage.as_dict(),
-            "trace": self.trace.as_dict() if self.trace else None,
+            "trace": public_trace(self.trace.as_dict()) if self.trace else None,
         }
 
 

@@ -34,7 +34,7 @@ from agentflow.planner import Planner
 from agentflow.registry import load_planner
 from agentflow.server.config import AgentSpec, ServerConfig
 from agentflow.server.conversation import Conversation, planned_question
-from agentflow.server.failures import EmptyAnswerError, public_failure
+from agentflow.server.failures import EmptyAnswerError, public_failure, public_node_error
 from agentflow.server.metrics import ServerMetrics
 from agentflow.server.progress import describe
 from agentflow.server.protocol import ChatCompletionRequest, RequestError
@@ -410,7 +410,14 @@ class ChatRun:
             if agent.trace is not None:
                 self.record.usage = agent.trace.usage
                 self.service.metrics.model_calls(self.spec.id, agent.trace.requests)
+                self._log_node_errors(agent.trace)
         raise ExecutionError("the run ended without a result", trace=agent.trace)
+
+    def _log_node_errors(self, trace: Trace) -> None:
+        """The log gets in full the node errors the run's record shows its client redacted."""
+        for node in trace.nodes.values():
+            if node.error is not None and public_node_error(node.error) != node.error:
+                logger.warning("run %s node %s: %s", self.id, node.id, _one_line(node.error))
 
     def _limits(self) -> RunLimits:
         """The operator's caps, which the request's `agentflow` options may only lower."""
