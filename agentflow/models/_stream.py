@@ -6,8 +6,9 @@ error (which an eval counts as infrastructure, retried on resume, never a record
 
 - a body that is not server-sent events (an HTML page from a proxy, a server that ignores
   `stream` and sends one JSON body): `ModelResponseError`, carrying what came;
-- a stream that ends without `[DONE]`: `ModelConnectionError`, since it broke off and what came
-  may be cut anywhere;
+- a stream that ends without `[DONE]`: `ModelResponseError` (an unusable reply: the server
+  answered, then ended its reply early, and what came may be cut anywhere), carrying the last
+  bytes that came;
 - a stream that ends in `[DONE]` with no choice in it (no text, no thinking, no finish reason:
   only `[DONE]`, or only a usage chunk with `choices: []`): `ModelResponseError`, carrying what
   came, as the same thing unstreamed (`choices: []`) is; it is no answer, not even an empty one;
@@ -115,7 +116,9 @@ async def stream_deltas(
     buffer = b""
     pieces = 0
     unanswered: list[bytes] | None = []  # the events while none had a choice; None after
+    tail = b""  # the last bytes that came, for the error if the stream is cut
     async for chunk in chunks:
+        tail = (tail + chunk)[-500:]
         *lines, buffer = (buffer + chunk).split(b"\n")
         for line in lines:
             data = _data(line, base_url)
@@ -136,10 +139,10 @@ async def stream_deltas(
         if unanswered is not None:
             raise _no_choice(unanswered, base_url)
         return
-    raise ModelConnectionError(
+    raise ModelResponseError(
         f"the stream from {base_url} ended without [DONE] after {pieces} events: it broke "
         "off, and what came may be cut anywhere",
-        base_url=base_url,
+        body=tail.decode(errors="replace"),
     )
 
 

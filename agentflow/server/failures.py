@@ -49,9 +49,12 @@ class PublicFailure:
 
 
 _F = PublicFailure
+_TIMED_OUT = _F("the model server did not answer in time", 504, "model_timeout")
+_UPSTREAM_TIMEOUT = 504
+"""A model server's (or its proxy's) Gateway Timeout is its timeout, not a refusal."""
 _BY_KIND: tuple[tuple[type[BaseException], PublicFailure], ...] = (
     # Order matters: subclasses before their bases.
-    (ModelTimeoutError, _F("the model server did not answer in time", 504, "model_timeout")),
+    (ModelTimeoutError, _TIMED_OUT),
     (ModelConnectionError, _F("the model server is unavailable", 502, "model_unreachable")),
     (ModelHTTPError, _F("the model server refused the request", 502, "model_http")),
     (ModelOutputError, _F("the model's reply could not be used", 502, "model_output")),
@@ -76,6 +79,8 @@ def public_failure(exc: BaseException) -> PublicFailure:
         cause = cause.__cause__ or cause.__context__
     for kind, failure in _BY_KIND:
         if any(isinstance(link, kind) for link in chain):
+            if kind is ModelHTTPError and _timed_out_upstream(chain):
+                return _TIMED_OUT
             return failure
     return PublicFailure("internal error", 500, "internal")
 
@@ -112,3 +117,9 @@ def public_trace(trace: dict[str, Any]) -> dict[str, Any]:
         for request in trace["requests"]
     ]
     return trace | {"nodes": nodes, "requests": requests}
+
+
+def _timed_out_upstream(chain: list[BaseException]) -> bool:
+    return any(
+        isinstance(link, ModelHTTPError) and link.status_code == _UPSTREAM_TIMEOUT for link in chain
+    )

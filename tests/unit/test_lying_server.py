@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from agentflow.cli import main
-from agentflow.exceptions import ModelConnectionError, ModelResponseError
+from agentflow.exceptions import ModelResponseError
 from tests.unit.scripted_server import (
     Answer,
     Reply,
@@ -149,7 +149,7 @@ def test_a_stream_with_no_choice_records_nothing_and_a_resume_retries(
     [
         (b"<html>\n<body>502</body>\n</html>\n", ModelResponseError),
         (json.dumps(chat_body(["Answer: 4"])).encode(), ModelResponseError),
-        (b"".join(sse_pieces(["Answer", ": 4"], done=False)), ModelConnectionError),
+        (b"".join(sse_pieces(["Answer", ": 4"], done=False)), ModelResponseError),
         (NO_CHOICE_STREAMS["done-only"], ModelResponseError),
         (NO_CHOICE_STREAMS["usage-only"], ModelResponseError),
     ],
