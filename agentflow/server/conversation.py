@@ -101,13 +101,14 @@ class Conversation:
 
     def answer_messages(self, result: RunResult, reminder: str | None) -> list[Message]:
         """The answer-writing call: the conversation as the client sent it, its last message
-        carrying what the run found."""
+        carrying what the run found, the proposed answer fenced as data like the notes (it is
+        model text that may quote a tool's output)."""
         messages: list[Message] = []
         if self.system:
             messages.append({"role": "system", "content": "\n\n".join(self.system)})
         messages += [{"role": role, "content": text} for role, text in self.turns]
         prompt = load_prompt(PROMPTS, "answer.md").format(
-            message=self.message, notes=_notes(result), answer=result.answer
+            message=self.message, notes=_notes(result), answer=delimit("proposed", result.answer)
         )
         if reminder:
             prompt = f"{prompt}\n\n{reminder}"

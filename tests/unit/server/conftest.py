@@ -30,7 +30,7 @@ def fake_reply(messages: Sequence[Message], settings: ModelSettings, schema: Any
     if "Standalone question:" in prompt:
         return REWRITTEN
     if "Proposed answer:" in prompt:
-        proposed = prompt.split("Proposed answer:", 1)[1].split("\n", 1)[0].strip()
+        proposed = prompt.split('<result id="proposed">\n', 1)[1].split("\n</result>", 1)[0]
         return f"The answer is {proposed} as far as I can tell."
     markers = MARKER.findall(prompt)
     return f"Thinking about it.\nAnswer: Paris {' '.join(markers)}".strip()

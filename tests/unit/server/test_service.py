@@ -69,7 +69,7 @@ def test_the_rewrite_and_answer_calls_see_the_earlier_turns() -> None:
     assert [m["role"] for m in answer] == ["system", "user", "assistant", "user"]
     assert answer[0]["content"] == "Be brief."
     last = answer[-1]["content"]
-    assert last.startswith("Q?") and "Proposed answer: Rome" in last
+    assert last.startswith("Q?") and '<result id="proposed">\nRome\n</result>' in last
     assert last.endswith("Remember: be brief.")
 
 
