@@ -161,7 +161,7 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     ops.add_argument(
         "--keep-runs-mb", type=whole_number(1), default=ServerConfig.runs_kept_bytes // 2**20,
-        help="MB the kept runs may take (%(default)s); the oldest go first",
+        help="MB the kept runs may take (%(default)s); the oldest go first, the newest stays",
     )  # fmt: skip
     ops.add_argument(
         "--remind-after", type=whole_number(0), default=4, metavar="TURNS",

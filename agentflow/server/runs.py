@@ -81,7 +81,9 @@ R = TypeVar("R", bound=KeptRun)
 
 class RunStore(Generic[R]):
     """Runs by id: every live run, and the newest finished ones within `max_count` records,
-    `max_bytes` (their JSON) and `ttl` seconds."""
+    `max_bytes` (their JSON) and `ttl` seconds. The newest finished run is kept (for its TTL)
+    even when it alone is over `max_bytes`: its client may still read it right after its
+    answer, and a budget smaller than one run would otherwise keep none."""
 
     def __init__(self, *, ttl: float, max_count: int, max_bytes: int) -> None:
         self.ttl = ttl
@@ -129,11 +131,13 @@ class RunStore(Generic[R]):
         """Nothing to finish here; a replica's store waits for its last publications."""
 
     def _evict(self) -> None:
-        """Drop the oldest finished runs while over a bound or past the TTL."""
+        """Drop the oldest finished runs while over a bound or past the TTL (over the byte
+        budget, all but the newest)."""
         horizon = time.time() - self.ttl
         while self._done:
             record, size = next(iter(self._done.values()))
-            within = len(self._done) <= self.max_count and self.bytes <= self.max_bytes
+            fits = self.bytes <= self.max_bytes or len(self._done) == 1
+            within = len(self._done) <= self.max_count and fits
             if within and (record.finished or 0.0) >= horizon:
                 return
             self._done.popitem(last=False)
