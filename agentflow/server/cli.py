@@ -139,9 +139,9 @@ def _add_operating_options(serve: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     ops.add_argument(
         "--grace", type=seconds_or_zero, default=30.0,
-        help="seconds running answers may finish after SIGTERM (%(default)s); then they end "
-        "with an error their clients see (with --replicas, Ray Serve stops the replica: its "
-        "streams are cut)",
+        help="seconds running answers may finish after SIGTERM (%(default)s), while new chats "
+        "get 503; then they end with an error their clients see (with --replicas, on every "
+        "replica)",
     )  # fmt: skip
     ops.add_argument(
         "--keepalive", type=_keepalive, default=ServerConfig.keepalive,
@@ -236,8 +236,9 @@ def _serve_replicas(
     common: CommandContext, args: argparse.Namespace, config: ServerConfig, replicas: int
 ) -> int:
     """Serve from `replicas` Ray Serve replicas on a Ray of this process's own, until SIGINT
-    or SIGTERM; then Ray Serve drains (new chats go nowhere, running answers get --grace
-    seconds) and Ray stops with every process it started."""
+    or SIGTERM; then every replica drains as one process does (/ready and new chats 503,
+    running answers --grace seconds, then an error frame) before Serve and Ray stop with
+    every process they started."""
     ray_serve = _ray_serve(replicas)
     build = _ReplicaConfig.of(common, args)
     app = ray_serve.application(build, config, replicas=replicas, grace=args.grace)
@@ -247,6 +248,7 @@ def _serve_replicas(
         print(f"serving {ids} at {root}/v1 from {replicas} replicas (Ray Serve, Ray in {temp})",
               flush=True)  # fmt: skip
         _until_signalled()
+        ray_serve.drain(replicas, args.grace)
     return 0
 
 

@@ -12,9 +12,12 @@ models and search indexes are opened in the process that uses them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -38,7 +41,7 @@ from agentflow.server.shared_runs import (
     RunSnapshot,
 )
 
-__all__ = ["APP_NAME", "application", "local_ray", "run_locally"]
+__all__ = ["APP_NAME", "application", "drain", "local_ray", "run_locally"]
 
 APP_NAME = "agentflow"
 READS_PER_REPLICA = 256
@@ -48,13 +51,38 @@ DIRECTORY_REQUESTS = 100_000
 """The directory answers every replica's publications and reads, each a dict access."""
 SHUTDOWN_BACKSTOP = 5.0
 """Seconds past `grace` before Ray Serve stops a replica that is still answering."""
+FRAMES_SETTLE = 1.0
+"""Seconds the drained replicas' last frames have to cross the proxy before it stops."""
+logger = logging.getLogger("agentflow.server")
 
 
 class RunDirectoryServer:
-    """The one store of runs the replicas share."""
+    """The one store of runs the replicas share, and where they hear that they must drain:
+    each replica holds a `until_draining` call open, which `drain` answers."""
 
     def __init__(self, ttl: float, max_count: int, max_bytes: int) -> None:
         self.directory = RunDirectory(ttl=ttl, max_count=max_count, max_bytes=max_bytes)
+        self._draining = asyncio.Event()
+        self._drained = asyncio.Condition()
+        self._drained_count = 0
+
+    async def until_draining(self) -> None:
+        await self._draining.wait()
+
+    async def drained(self) -> None:
+        async with self._drained:
+            self._drained_count += 1
+            self._drained.notify_all()
+
+    async def drain(self, replicas: int, within: float) -> int:
+        """Tell every replica to drain; wait up to `within` seconds until `replicas` have
+        finished. Returns how many did."""
+        self._draining.set()
+        async with self._drained:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await self._drained.wait_for(lambda: self._drained_count >= replicas)
+            return self._drained_count
 
     async def put(self, snapshots: list[RunSnapshot]) -> None:
         for snapshot in snapshots:
@@ -73,12 +101,29 @@ class ChatReplica:
         self.build = build
         self.grace = grace
         self.directory = directory
+        self._draining: asyncio.Task[None] | None = None
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
         runs = MirroredRunStore(self._publish, self._lookup)
-        app = create_app(self.build(), grace=self.grace, service=partial(ChatService, runs=runs))
+        app = create_app(self.build(), grace=self.grace, service=partial(self._service, runs))
         replica = serve.get_replica_context().replica_id.unique_id
         return PublishBarrier(app, runs, replica)
+
+    def _service(self, runs: MirroredRunStore, config: ServerConfig) -> ChatService:
+        """The app's service (built in its lifespan), drained when the directory says so."""
+        service = ChatService(config, runs=runs)
+        self._draining = asyncio.create_task(self._drain_when_told(service))
+        return service
+
+    async def _drain_when_told(self, service: ChatService) -> None:
+        """Ray Serve's own shutdown would kill the HTTP proxy at once, cutting every stream:
+        `agentflow serve --replicas` drains each replica first, through the directory (new
+        chats and /ready say 503, running answers have `grace` seconds, then an error)."""
+        await self.directory.until_draining.remote()
+        try:
+            await service.drain(self.grace)
+        finally:
+            await self.directory.drained.remote()
 
     async def _publish(self, snapshots: list[RunSnapshot]) -> None:
         await self.directory.put.remote(snapshots)
@@ -119,6 +164,23 @@ def application(
     )
     app: Application = replica.bind(build, grace, directory)
     return app
+
+
+def drain(replicas: int, grace: float) -> None:
+    """Drain every replica of the running app (see `ChatReplica._drain_when_told`) and wait
+    until they are done (at most `grace` and a backstop), before Serve's shutdown stops the
+    proxy."""
+    directory = serve.get_deployment_handle(RunDirectoryServer.__name__, app_name=APP_NAME)
+    try:
+        drained = directory.drain.remote(replicas, grace + SHUTDOWN_BACKSTOP).result(
+            timeout_s=grace + 2 * SHUTDOWN_BACKSTOP
+        )
+    except Exception:  # Serve's shutdown comes next whatever happened here
+        logger.exception("draining the replicas failed")
+        return
+    if drained < replicas:
+        logger.warning("%d of %d replicas drained in time", drained, replicas)
+    time.sleep(FRAMES_SETTLE)
 
 
 @contextlib.contextmanager

@@ -33,16 +33,31 @@ KEYS = ("key-one", "key-two")
 MARKER = re.compile(r"marker-\d+")
 STARTUP = 180.0
 """Seconds the command may take to start Ray, Serve and both replicas on a busy 2-core box."""
+GRACE = 2.0
 
 
 HELD = {marker: (threading.Event(), threading.Event()) for marker in ("marker-300", "marker-301")}
 """Chats whose answer call, once it has arrived (the first event set), waits for the second."""
 
 
+TRICKLING = "marker-400"
+TRICKLE_ARRIVED = threading.Event()
+
+
+def trickle() -> Iterator[bytes]:
+    """An answer a word every 0.25 s for 10 s: still running when the grace is over."""
+    TRICKLE_ARRIVED.set()
+    for piece in answer_events([" word"] * 40):
+        yield piece
+        time.sleep(0.25)
+
+
 def reply(path: str, body: dict[str, Any]) -> Reply:
     """The direct planner's step and the answer call, each naming the question's marker, so
     an answer that reached the wrong chat shows it."""
     markers = " ".join(sorted(set(MARKER.findall(json.dumps(body["messages"])))))
+    if is_answer_call(body) and markers == TRICKLING:
+        return reply_sse(trickle())
     if is_answer_call(body):
         if markers in HELD:
             arrived, release = HELD[markers]
@@ -71,7 +86,7 @@ def _start(model_url: str, log: Path) -> Served:
     port = _free_port()
     command = [sys.executable, "-m", "agentflow.cli", "serve", "--replicas", "2",
                "--port", str(port), "--base-url", model_url, "--planner", "direct",
-               "--api-key", KEYS[0], "--api-key", KEYS[1], "--grace", "1"]  # fmt: skip
+               "--api-key", KEYS[0], "--api-key", KEYS[1], "--grace", str(GRACE)]  # fmt: skip
     with log.open("w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True,
                                    start_new_session=True)  # fmt: skip
@@ -295,10 +310,46 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
-def test_sigterm_stops_ray_and_every_process_it_started(served: Served) -> None:
+def _stream_lines(root: str, lines: list[str]) -> None:
+    body = {**_question(400), "stream": True}
+    with httpx2.Client(base_url=root, timeout=60) as client:
+        with client.stream("POST", "/v1/chat/completions", json=body,
+                           headers=_headers(KEYS[0])) as response:  # fmt: skip
+            lines.extend(line for line in response.iter_lines() if line)
+
+
+def _while_draining(root: str) -> tuple[int, int]:
+    """/ready and a new chat's statuses once /ready stops saying 200 (a refused connection
+    fails the test: the listener must stay open while the replicas drain)."""
+    with httpx2.Client(base_url=root, timeout=30) as client:
+        for _ in range(200):
+            ready = client.get("/ready").status_code
+            if ready != 200:
+                chat = client.post("/v1/chat/completions", json=_question(401),
+                                   headers=_headers(KEYS[0]))  # fmt: skip
+                return ready, chat.status_code
+            time.sleep(0.05)
+    raise AssertionError("/ready said 200 for 10 s after SIGTERM")
+
+
+def test_sigterm_drains_the_replicas_then_stops_ray_and_every_process(served: Served) -> None:
+    """A stream still running at SIGTERM gets --grace seconds, then the error frame; the
+    replicas say 503 meanwhile; then Ray and everything it started is gone."""
     started = _descendants(served.process.pid) | _using(served.ray_dir)
     assert len(started) >= 4  # Ray's own processes and the replicas' workers
+    lines: list[str] = []
+    streaming = threading.Thread(target=_stream_lines, args=(served.root, lines))
+    streaming.start()
+    assert TRICKLE_ARRIVED.wait(60)
     served.process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    ready, chat = _while_draining(served.root)
+    streaming.join(timeout=60)
+    cut = time.monotonic() - signalled
+    assert (ready, chat) == (503, 503)
+    assert any("the server is shutting down" in line for line in lines[-2:]), lines[-3:]
+    assert sum("word" in line for line in lines) > 1  # it answered until the grace...
+    assert GRACE <= cut < GRACE + 10  # ...and was stopped then, not at once
     assert served.process.wait(timeout=90) == 0
     deadline = time.monotonic() + 20
     while _alive(started | _using(served.ray_dir)) and time.monotonic() < deadline:
