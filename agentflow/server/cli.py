@@ -325,7 +325,8 @@ class _DrainingServer(uvicorn.Server):
     connection error, the log a traceback) and only then tell the app, which waited its grace
     again. Here the first signal drains the service while still listening: `/ready` says 503,
     new chats get 503, running answers have `grace` seconds, the rest end with an error frame;
-    then uvicorn stops. A second signal stops at once."""
+    then uvicorn stops. A second signal stops at once: the grace ends, the answers still
+    running get the error frame, then uvicorn stops (a third is uvicorn's own)."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, grace: float) -> None:
         super().__init__(config)
@@ -333,6 +334,7 @@ class _DrainingServer(uvicorn.Server):
         self.grace = grace
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining: asyncio.Task[None] | None = None
+        self._signals = 0
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -340,8 +342,12 @@ class _DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         service = getattr(self.app.state, "service", None)
-        if self._loop is None or service is None or self._draining is not None:
+        if self._loop is None or service is None or self._signals >= 2:
             super().handle_exit(sig, frame)
+            return
+        self._signals += 1
+        if self._signals == 2:  # no more grace
+            self._loop.call_soon_threadsafe(service.hurry)
             return
         self._captured_signals.append(sig)  # re-raised by uvicorn once it has stopped
         self._loop.call_soon_threadsafe(self._start_draining, service)

@@ -131,6 +131,8 @@ class ChatService:
         self.waiting = 0
         self._slots = asyncio.Semaphore(config.max_runs)
         self._active: dict[asyncio.Task[None], ChatRun] = {}
+        self._hurry = asyncio.Event()
+        """Set by `hurry`: the drain's grace is over now."""
         self._planners: dict[str, Planner] = {}
         self.metrics = ServerMetrics(lambda: self.in_flight, lambda: self.waiting)
         self.probe = ModelProbe(spec.model for spec in config.agents)
@@ -222,12 +224,29 @@ class ChatService:
         self.accepting = False
         if not self._active:
             return
-        _, late = await asyncio.wait(set(self._active), timeout=grace)
+        await self._grace(grace)
+        late = [task for task in self._active if not task.done()]
         for task in late:
             run = self._active.get(task)
             if run is not None:
                 run.stop(SHUTTING_DOWN)
         await asyncio.gather(*late, return_exceptions=True)
+
+    def hurry(self) -> None:
+        """End the drain's grace now (a second SIGTERM): the runs still going stop with the
+        shutting-down error at once."""
+        self._hurry.set()
+
+    async def _grace(self, grace: float) -> None:
+        """Until the running runs have ended, `grace` seconds have passed or `hurry`."""
+        ended = asyncio.ensure_future(asyncio.wait(set(self._active), timeout=grace))
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait({ended, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # the runs themselves are not cancelled by this: `drain` stops them
+            for waiter in (ended, hurried):
+                waiter.cancel()
+            await asyncio.gather(ended, hurried, return_exceptions=True)
 
     async def aclose(self, grace: float) -> None:
         """Drain (see `drain`), then close the models' connections."""

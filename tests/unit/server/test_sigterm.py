@@ -155,3 +155,41 @@ def _first_status(url: str, until: int) -> int:
         time.sleep(0.05)
         status = httpx2.get(url, timeout=5).status_code
     return status
+
+
+def test_a_second_sigterm_stops_at_once_with_the_error_frame(tmp_path: Path) -> None:
+    """The first SIGTERM drains with the default grace (30 s); a second ends the grace now:
+    the running answer gets the shutting-down error frame, the process exits in moments and
+    the log has no traceback (uvicorn's backstop did not have to cancel anything)."""
+    answering_started = threading.Event()
+
+    def trickling(body: dict[str, Any]) -> Reply:
+        answering_started.set()
+        return reply_sse(b": ping\n\n" for _ in iter(lambda: time.sleep(0.05), 1))
+
+    with scripted_server(answering(trickling)) as model:
+        port = _free_port()
+        command = [sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port)]
+        command += ["--base-url", model.base_url, "--model", "m", "--planner", "direct"]
+        log = tmp_path / "serve.log"
+        with log.open("w") as sink:
+            server = subprocess.Popen(command, stdout=sink, stderr=sink)
+        try:
+            base_url = _wait_healthy(port, server, log)
+            api = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0)
+            stream = api.chat.completions.create(**BODY, stream=True)
+            assert answering_started.wait(timeout=10)
+            server.send_signal(signal.SIGTERM)
+            time.sleep(1)
+            server.send_signal(signal.SIGTERM)
+            again = time.monotonic()
+            with pytest.raises(openai.APIError, match="the server is shutting down"):
+                for _ in stream:
+                    pass
+            code = server.wait(timeout=15)
+            took = time.monotonic() - again
+        finally:
+            server.kill()
+            server.wait()
+    assert code == -signal.SIGTERM and took < 2, (code, took, log.read_text())
+    assert "Traceback" not in log.read_text()
