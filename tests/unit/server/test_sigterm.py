@@ -10,7 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -104,43 +105,52 @@ def _wait_healthy(port: int, server: subprocess.Popen[bytes], log: Path) -> str:
             time.sleep(0.1)
 
 
-def test_sigterm_past_the_grace_drains_then_ends_streams_with_an_error(tmp_path: Path) -> None:
-    """While draining the server still listens: /ready is 503 (a load balancer moves on),
-    /health 200, a new chat 503; an answer still running at the grace's end gets an error
-    frame the openai client raises, not a cut connection; the process is gone soon after."""
+@contextmanager
+def _streaming_a_trickle(
+    tmp_path: Path, *options: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str, openai.Stream[Any], Path]]:
+    """`agentflow serve OPTIONS` (its own process) with one streamed chat whose answer
+    trickles forever: (the server, its base URL, the chat's stream, the server's log)."""
     answering_started = threading.Event()
 
-    def endless(body: dict[str, Any]) -> Reply:
+    def trickling(body: dict[str, Any]) -> Reply:
         answering_started.set()
         return reply_sse(b": ping\n\n" for _ in iter(lambda: time.sleep(0.05), 1))
 
-    with scripted_server(answering(endless)) as model:
+    with scripted_server(answering(trickling)) as model:
         port = _free_port()
         command = [sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port)]
         command += ["--base-url", model.base_url, "--model", "m", "--planner", "direct"]
-        command += ["--grace", "2"]
         log = tmp_path / "serve.log"
         with log.open("w") as sink:
-            server = subprocess.Popen(command, stdout=sink, stderr=sink)
+            server = subprocess.Popen([*command, *options], stdout=sink, stderr=sink)
         try:
             base_url = _wait_healthy(port, server, log)
             api = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0)
             stream = api.chat.completions.create(**BODY, stream=True)
             assert answering_started.wait(timeout=10)
-            server.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            root = base_url.removesuffix("/v1")
-            ready = _first_status(f"{root}/ready", until=503)
-            health = httpx2.get(f"{root}/health", timeout=5)
-            refused = httpx2.post(f"{base_url}/chat/completions", json=BODY, timeout=5)
-            with pytest.raises(openai.APIError, match="the server is shutting down"):
-                for _ in stream:
-                    pass
-            code = server.wait(timeout=15)
-            took = time.monotonic() - signalled
+            yield server, base_url, stream, log
         finally:
             server.kill()
             server.wait()
+
+
+def test_sigterm_past_the_grace_drains_then_ends_streams_with_an_error(tmp_path: Path) -> None:
+    """While draining the server still listens: /ready is 503 (a load balancer moves on),
+    /health 200, a new chat 503; an answer still running at the grace's end gets an error
+    frame the openai client raises, not a cut connection; the process is gone soon after."""
+    with _streaming_a_trickle(tmp_path, "--grace", "2") as (server, base_url, stream, log):
+        server.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        root = base_url.removesuffix("/v1")
+        ready = _first_status(f"{root}/ready", until=503)
+        health = httpx2.get(f"{root}/health", timeout=5)
+        refused = httpx2.post(f"{base_url}/chat/completions", json=BODY, timeout=5)
+        with pytest.raises(openai.APIError, match="the server is shutting down"):
+            for _ in stream:
+                pass
+        code = server.wait(timeout=15)
+        took = time.monotonic() - signalled
     assert ready == 503 and health.status_code == 200 and health.json()["status"] == "draining"
     assert refused.status_code == 503
     assert code == -signal.SIGTERM and took < 2 + 4, (code, took)
@@ -161,35 +171,15 @@ def test_a_second_sigterm_stops_at_once_with_the_error_frame(tmp_path: Path) -> 
     """The first SIGTERM drains with the default grace (30 s); a second ends the grace now:
     the running answer gets the shutting-down error frame, the process exits in moments and
     the log has no traceback (uvicorn's backstop did not have to cancel anything)."""
-    answering_started = threading.Event()
-
-    def trickling(body: dict[str, Any]) -> Reply:
-        answering_started.set()
-        return reply_sse(b": ping\n\n" for _ in iter(lambda: time.sleep(0.05), 1))
-
-    with scripted_server(answering(trickling)) as model:
-        port = _free_port()
-        command = [sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port)]
-        command += ["--base-url", model.base_url, "--model", "m", "--planner", "direct"]
-        log = tmp_path / "serve.log"
-        with log.open("w") as sink:
-            server = subprocess.Popen(command, stdout=sink, stderr=sink)
-        try:
-            base_url = _wait_healthy(port, server, log)
-            api = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0)
-            stream = api.chat.completions.create(**BODY, stream=True)
-            assert answering_started.wait(timeout=10)
-            server.send_signal(signal.SIGTERM)
-            time.sleep(1)
-            server.send_signal(signal.SIGTERM)
-            again = time.monotonic()
-            with pytest.raises(openai.APIError, match="the server is shutting down"):
-                for _ in stream:
-                    pass
-            code = server.wait(timeout=15)
-            took = time.monotonic() - again
-        finally:
-            server.kill()
-            server.wait()
+    with _streaming_a_trickle(tmp_path) as (server, _, stream, log):
+        server.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        server.send_signal(signal.SIGTERM)
+        again = time.monotonic()
+        with pytest.raises(openai.APIError, match="the server is shutting down"):
+            for _ in stream:
+                pass
+        code = server.wait(timeout=15)
+        took = time.monotonic() - again
     assert code == -signal.SIGTERM and took < 2, (code, took, log.read_text())
     assert "Traceback" not in log.read_text()
