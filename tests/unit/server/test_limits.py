@@ -108,15 +108,29 @@ def test_a_body_over_the_limit_is_a_413() -> None:
     assert not answer_calls(model.requests[:-2]), "a refused body reached a run"
 
 
+def _chat_run_ids(base_url: str, count: int) -> list[str]:
+    """The run ids of `count` chats answered one after another."""
+    return [
+        httpx2.post(f"{base_url}/chat/completions", json=BODY, timeout=30).json()["run_id"]
+        for _ in range(count)
+    ]
+
+
 def test_finished_runs_are_kept_within_a_count() -> None:
     with scripted_server(answering()) as model:
         with serving(server_config(model.base_url, runs_kept=2)) as base_url:
-            ids = [
-                httpx2.post(f"{base_url}/chat/completions", json=BODY, timeout=30).json()["run_id"]
-                for _ in range(3)
-            ]
+            ids = _chat_run_ids(base_url, 3)
             found = [httpx2.get(f"{base_url}/runs/{run_id}").status_code for run_id in ids]
     assert found == [404, 200, 200]
+
+
+def test_the_newest_run_is_kept_even_over_the_byte_budget() -> None:
+    """`--keep-runs-mb` below one run's size still keeps the newest finished run readable."""
+    with scripted_server(answering()) as model:
+        with serving(server_config(model.base_url, runs_kept_bytes=100)) as base_url:
+            older, newest = (httpx2.get(f"{base_url}/runs/{i}") for i in _chat_run_ids(base_url, 2))
+    assert newest.status_code == 200 and newest.json()["status"] == "ok"
+    assert older.status_code == 404  # over the budget: only the newest stays
 
 
 def record(index: int, *, answer: str = "") -> RunRecord:
