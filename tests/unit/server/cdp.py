@@ -15,6 +15,7 @@ import json
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,19 @@ async def chromium(profile: Path, width: int = 1200, height: int = 800) -> Async
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+PAGE = Path(str(resources.files("agentflow.server") / "static" / "index.html"))
+"""The chat page as packaged (opened from the file: its functions need no server)."""
+
+
+@asynccontextmanager
+async def packaged_page(profile: Path, ready: str) -> AsyncIterator[Page]:
+    """The packaged chat page in Chromium, once the JavaScript `ready` holds."""
+    async with chromium(profile) as page:
+        await page.goto(PAGE.as_uri())
+        await page.wait_for(ready)
+        yield page
 
 
 async def _devtools_port(profile: Path, process: asyncio.subprocess.Process) -> int:

@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import AsyncIterator
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from .cdp import CHROMIUM, Page, chromium
+from .cdp import CHROMIUM, Page, packaged_page
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
 
-PAGE = Path(str(resources.files("agentflow.server") / "static" / "index.html"))
 
 RENDERED = {
     "# Title\n\ntext": "<h1>Title</h1><p>text</p>",
@@ -87,9 +85,7 @@ SAFE = """(texts) => {
 
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Page]:
-    async with chromium(tmp_path / "profile") as page:
-        await page.goto(PAGE.as_uri())
-        await page.wait_for("typeof renderMarkdown === 'function'")
+    async with packaged_page(tmp_path / "profile", "typeof renderMarkdown === 'function'") as page:
         yield page
 
 

@@ -8,17 +8,15 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import AsyncIterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .cdp import CHROMIUM, Page, chromium
+from .cdp import CHROMIUM, Page, packaged_page
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
 
-PAGE = Path(str(resources.files("agentflow.server") / "static" / "index.html"))
 
 LABELS = {
     'llm("What is \\"x\\" worth?")': ("llm", 'What is "x" worth?'),
@@ -75,9 +73,7 @@ PLANS: dict[str, dict[str, list[str]]] = {
 
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Page]:
-    async with chromium(tmp_path / "profile") as page:
-        await page.goto(PAGE.as_uri())
-        await page.wait_for("typeof readProgress === 'function'")
+    async with packaged_page(tmp_path / "profile", "typeof readProgress === 'function'") as page:
         yield page
 
 
