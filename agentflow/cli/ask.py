@@ -23,7 +23,7 @@ from agentflow.registry import load_planner, load_tool, planner_names, tool_name
 from agentflow.settings import Settings
 from agentflow.tool import Tool
 
-__all__ = ["register"]
+__all__ = ["NODE_TIMEOUT_HELP", "add_limits", "add_tool_options", "agent_tools", "register"]
 
 
 def register(commands: Commands, common: CommandContext) -> None:
@@ -45,7 +45,16 @@ def register(commands: Commands, common: CommandContext) -> None:
         action="store_true",
         help="print the DAG and a timeline of the nodes (to stderr with --json)",
     )
-    ask.add_argument(
+    add_tool_options(ask)
+    add_limits(ask)
+    add_allocation_options(ask)
+    # a run that stops on an unusable model reply still prints the best answer it had
+    ask.set_defaults(handler=partial(_ask, common), prints_best_answer=True)
+
+
+def add_tool_options(parser: argparse.ArgumentParser) -> None:
+    """`--corpus` and `--tool`, which `agent_tools` reads (shared with `agentflow mcp`)."""
+    parser.add_argument(
         "--corpus",
         action="append",
         type=Path,
@@ -53,20 +62,22 @@ def register(commands: Commands, common: CommandContext) -> None:
         metavar="FILE.jsonl",
         help="give the agent a `search` tool over these passages (repeatable)",
     )
-    ask.add_argument(
+    parser.add_argument(
         "--tool",
         action="append",
         default=[],
         metavar="NAME",
         help=f"give the agent a registered tool (repeatable): {', '.join(tool_names())}",
     )
-    _add_limits(ask)
-    add_allocation_options(ask)
-    # a run that stops on an unusable model reply still prints the best answer it had
-    ask.set_defaults(handler=partial(_ask, common), prints_best_answer=True)
 
 
-def _add_limits(ask: argparse.ArgumentParser) -> None:
+def agent_tools(common: CommandContext, args: argparse.Namespace) -> list[Tool]:
+    """The tools the options of `add_tool_options` give the agent."""
+    return [*_corpus_tools(common, args.corpus), *(load_tool(name) for name in args.tool)]
+
+
+def add_limits(ask: argparse.ArgumentParser) -> None:
+    """The run's caps, `--concurrency` and `--node-timeout` (shared with `agentflow mcp`)."""
     ask.add_argument(
         "--max-model-calls",
         type=int,
@@ -106,7 +117,7 @@ def _ask(common: CommandContext, args: argparse.Namespace) -> int:
     limits = RunLimits(
         max_model_calls=args.max_model_calls, max_tokens=args.max_tokens, deadline=args.deadline
     )
-    tools = [*_corpus_tools(common, args.corpus), *(load_tool(name) for name in args.tool)]
+    tools = agent_tools(common, args)
     urls = common.base_urls(args, settings)
     result = asyncio.run(_ask_async(args, settings, urls, tools, limits))
     if args.show_plan:
