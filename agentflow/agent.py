@@ -25,7 +25,15 @@ from agentflow.model import Model, Usage
 from agentflow.plan import TaskNode
 from agentflow.planner import Answer, Continue, Planner, Replan, RunState
 from agentflow.registry import load_planner
-from agentflow.tool import Tool, Toolset, render_output
+from agentflow.tool import (
+    Tool,
+    ToolError,
+    Toolset,
+    ToolSource,
+    open_tools,
+    render_output,
+    split_tools,
+)
 from agentflow.trace import Trace, TraceEvent
 
 __all__ = ["Agent", "RunResult"]
@@ -70,7 +78,7 @@ class Agent:
         *,
         model: Model,
         planner: Planner | str = "direct",
-        tools: Toolset | Iterable[Tool | Callable[..., Any]] = (),
+        tools: Toolset | Iterable[Tool | Callable[..., Any] | ToolSource] = (),
         limits: RunLimits | None = None,
         max_concurrency: int = 16,
         node_timeout: float = 180.0,
@@ -78,10 +86,15 @@ class Agent:
     ) -> None:
         """`allocation`: an `Allocator`, an `--allocation` name (`"score"`, `"agreement"`, ...,
         with the calibrated tau from the allocation config), `"off"`, or None for the
-        planner's own default (`scale` allocates by `score`; the others run off)."""
+        planner's own default (`scale` allocates by `score`; the others run off).
+
+        `tools` may hold `ToolSource`s (`agentflow_tools.MCPServer`): each run opens them all
+        when it starts and closes them when it ends; `self.tools` holds the static ones."""
         self.model = model
         self.planner = load_planner(planner) if isinstance(planner, str) else planner
-        self.tools = tools if isinstance(tools, Toolset) else Toolset(tools)
+        self.tools, self.tool_sources = (
+            (tools, ()) if isinstance(tools, Toolset) else split_tools(tools)
+        )
         self.limits = limits or RunLimits()
         if max_concurrency < 1:
             raise UserError(f"max_concurrency must be at least 1, got {max_concurrency}")
@@ -138,7 +151,22 @@ class Agent:
         return Trace(question=question, planner=self.planner.name)
 
     async def _run(self, question: str, trace: Trace) -> RunResult:
-        ctx = RunContext(model=self.model, tools=self.tools, trace=trace, limits=self.limits)
+        """The run, with its tool sources open for its length (closed on cancel too)."""
+        if not self.tool_sources:
+            return await self._run_with(question, trace, self.tools)
+        opened = False
+        try:
+            async with open_tools(self.tools, self.tool_sources) as tools:
+                opened = True
+                return await self._run_with(question, trace, tools)
+        except ToolError as exc:
+            if opened:
+                raise
+            # a source that would not open: the run cannot have the tools it was given
+            raise ExecutionError(str(exc), trace=trace) from exc
+
+    async def _run_with(self, question: str, trace: Trace, tools: Toolset) -> RunResult:
+        ctx = RunContext(model=self.model, tools=tools, trace=trace, limits=self.limits)
         state = RunState(question=question)
         deadline = _Deadline.after(self.limits.deadline)
         try:

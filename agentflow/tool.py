@@ -1,13 +1,17 @@
-"""Tools: typed, docstringed functions the planner may call, and the `Toolset` that holds them."""
+"""Tools: typed, docstringed functions the planner may call, and the `Toolset` that holds them;
+`ToolSource`s (an MCP server) whose tools exist only while a run holds them open."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
+import logging
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -16,7 +20,22 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from agentflow.exceptions import UserError
 from agentflow.passages import is_passages, render_passages
 
-__all__ = ["RetryTask", "Tool", "ToolError", "Toolset", "delimit", "render_output", "tool"]
+__all__ = [
+    "OpenTools",
+    "PooledSource",
+    "RetryTask",
+    "Tool",
+    "ToolError",
+    "ToolSource",
+    "Toolset",
+    "delimit",
+    "open_tools",
+    "render_output",
+    "split_tools",
+    "tool",
+]
+
+logger = logging.getLogger("agentflow.tools")
 
 
 class ToolError(Exception):
@@ -140,6 +159,138 @@ class Toolset:
     def describe(self) -> str:
         """The tool list as prompts show it, a line per tool (empty without tools)."""
         return "\n".join(t.signature_line() for t in self)
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenTools:
+    """A `ToolSource`'s tools while it is open, and how to close it."""
+
+    tools: tuple[Tool, ...]
+    close: Callable[[], Awaitable[None]] = field(default=_nothing, repr=False)
+    """Closes what `open` opened (a session, a subprocess); never raises."""
+    alive: Callable[[], bool] = field(default=lambda: True, repr=False)
+    """False once the tools cannot work any more (the server went away): a pool opens anew."""
+
+    async def aclose(self) -> None:
+        await self.close()
+
+
+class ToolSource(ABC):
+    """Tools that exist only while something is open, such as an MCP server's session.
+
+    An `Agent` given a source among its tools opens it when a run starts (every source at
+    once), runs with its tools beside the static ones, and closes it when the run ends or is
+    cancelled: one session per source per run. Wrap a source in `PooledSource` to keep one
+    session across runs (a server's)."""
+
+    label: str = "tool source"
+    """Names the source in messages (the command line, the URL)."""
+
+    @abstractmethod
+    async def open(self) -> OpenTools:
+        """Connect and list the tools. Raises `ToolError`, naming the source, if it cannot;
+        a cancelled `open` leaves nothing behind."""
+
+
+class PooledSource(ToolSource):
+    """One open session of `source` shared by every run: opened by the first run that needs
+    it, kept open across runs (opened anew if it died), closed by `aclose` (at shutdown)."""
+
+    def __init__(self, source: ToolSource) -> None:
+        self.source = source
+        self.label = source.label
+        self._lock = asyncio.Lock()
+        self._open: OpenTools | None = None
+
+    async def open(self) -> OpenTools:
+        async with self._lock:
+            if self._open is not None and not self._open.alive():
+                stale, self._open = self._open, None
+                await stale.aclose()
+            if self._open is None:
+                self._open = await self.source.open()
+            return OpenTools(tools=self._open.tools, alive=self._open.alive)
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            opened, self._open = self._open, None
+        if opened is not None:
+            await opened.aclose()
+
+
+def split_tools(
+    items: Iterable[Tool | Callable[..., Any] | ToolSource],
+) -> tuple[Toolset, tuple[ToolSource, ...]]:
+    """The static tools (functions made `Tool`s) apart from the sources, each in order."""
+    static: list[Tool | Callable[..., Any]] = []
+    sources: list[ToolSource] = []
+    for item in items:
+        if isinstance(item, ToolSource):
+            sources.append(item)
+        else:
+            static.append(item)
+    return Toolset(static), tuple(sources)
+
+
+@contextlib.asynccontextmanager
+async def open_tools(static: Toolset, sources: Iterable[ToolSource]) -> AsyncIterator[Toolset]:
+    """`static` and the tools of every source, opened at once; all closed on the way out
+    (also when cancelled). A source that cannot open raises its `ToolError` once the others
+    are closed; a tool name met twice is a `UserError` naming both owners."""
+    opened = await _open_all(tuple(sources))
+    try:
+        yield _combined(static, opened)
+    finally:
+        await _close_all([tools for _, tools in opened])
+
+
+async def _open_all(sources: tuple[ToolSource, ...]) -> list[tuple[ToolSource, OpenTools]]:
+    results: list[OpenTools | Exception | None] = [None] * len(sources)
+
+    async def open_one(index: int) -> None:
+        try:
+            results[index] = await sources[index].open()
+        except Exception as exc:  # kept to raise after the others are closed
+            results[index] = exc
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for index in range(len(sources)):
+                group.create_task(open_one(index))
+    finally:  # on cancellation too: what did open is closed
+        opened = [(s, r) for s, r in zip(sources, results, strict=True) if isinstance(r, OpenTools)]
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed or any(r is None for r in results):
+            await _close_all([tools for _, tools in opened])
+    if failed:
+        raise failed[0]
+    return opened
+
+
+def _combined(static: Toolset, opened: list[tuple[ToolSource, OpenTools]]) -> Toolset:
+    tools = Toolset(static)
+    owner = dict.fromkeys(static.names, "the agent's own tools")
+    for source, open_ in opened:
+        for item in open_.tools:
+            if item.name in owner:
+                raise UserError(
+                    f"two tools are named {item.name!r} ({owner[item.name]} and "
+                    f"{source.label}); tool names must be unique"
+                )
+            owner[item.name] = source.label
+            tools.add(item)
+    return tools
+
+
+async def _close_all(opened: list[OpenTools]) -> None:
+    results = await asyncio.gather(*(o.aclose() for o in opened), return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            logger.warning("closing a tool source failed: %s", result)
 
 
 def render_output(value: Any, budget: int = 4000) -> str:
