@@ -25,6 +25,7 @@ from agentflow.model import Model, Usage
 from agentflow.plan import TaskNode
 from agentflow.planner import Answer, Continue, Planner, Replan, RunState
 from agentflow.registry import load_planner
+from agentflow.telemetry import run_span
 from agentflow.tool import (
     Tool,
     ToolError,
@@ -170,7 +171,8 @@ class Agent:
         state = RunState(question=question)
         deadline = _Deadline.after(self.limits.deadline)
         try:
-            return await self._rounds(state, ctx, deadline)
+            with run_span(trace, self.model.name):  # an OpenTelemetry trace, if configured
+                return await self._rounds(state, ctx, deadline)
         except ModelOutputError as exc:  # the model's own failure: offer what it did write
             best = _structured.best_effort_text(exc.body, "answer")
             raise ExecutionError(str(exc), trace=trace, best_answer=best) from exc

@@ -17,7 +17,14 @@ from typing import TypeAlias
 from agentflow.settings import Settings
 from agentflow.tool import Tool
 
-__all__ = ["CommandContext", "Commands", "CorpusSearch", "Register", "whole_number"]
+__all__ = [
+    "CommandContext",
+    "Commands",
+    "CorpusSearch",
+    "Register",
+    "add_otel_option",
+    "whole_number",
+]
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """The `add_subparsers()` action a group adds its parsers to (a string: argparse's class is not
@@ -94,6 +101,29 @@ class CommandContext:
     def base_urls(self, args: argparse.Namespace, settings: Settings) -> list[str]:
         """Every `--base-url` given, or the one the settings name."""
         return list(args.base_url or [settings.base_url])
+
+
+def add_otel_option(parser: argparse.ArgumentParser) -> None:
+    """`--otel [ENDPOINT]`: send each run as an OpenTelemetry trace (`agentflow.telemetry`)."""
+    parser.add_argument(
+        "--otel",
+        nargs="?",
+        const="",
+        type=_otel_endpoint,
+        metavar="ENDPOINT",
+        help="send every run as an OpenTelemetry trace over OTLP/HTTP to ENDPOINT (e.g. "
+        "http://localhost:4318; alone: OTEL_EXPORTER_OTLP_ENDPOINT or localhost:4318). Also on "
+        "when OTEL_EXPORTER_OTLP_ENDPOINT is set. No question or answer text unless "
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true (needs the `otel` extra)",
+    )
+
+
+def _otel_endpoint(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http(s) URL (give --otel after the question, or its endpoint)"
+        )
+    return text
 
 
 def whole_number(low: int = 1, high: int | None = None) -> Callable[[str], int]:

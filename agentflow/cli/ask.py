@@ -15,12 +15,13 @@ from agentflow.allocation import (
     allocation_settings,
     allocator_from_settings,
 )
-from agentflow.cli._common import CommandContext, Commands, seconds
+from agentflow.cli._common import CommandContext, Commands, add_otel_option, seconds
 from agentflow.context import RunLimits
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
 from agentflow.registry import load_planner, load_tool, planner_names, tool_names
 from agentflow.settings import Settings
+from agentflow.telemetry import exporting
 from agentflow.tool import Tool
 
 __all__ = ["NODE_TIMEOUT_HELP", "add_limits", "add_tool_options", "agent_tools", "register"]
@@ -48,6 +49,7 @@ def register(commands: Commands, common: CommandContext) -> None:
     add_tool_options(ask)
     add_limits(ask)
     add_allocation_options(ask)
+    add_otel_option(ask)
     # a run that stops on an unusable model reply still prints the best answer it had
     ask.set_defaults(handler=partial(_ask, common), prints_best_answer=True)
 
@@ -119,7 +121,8 @@ def _ask(common: CommandContext, args: argparse.Namespace) -> int:
     )
     tools = agent_tools(common, args)
     urls = common.base_urls(args, settings)
-    result = asyncio.run(_ask_async(args, settings, urls, tools, limits))
+    with exporting(args.otel):
+        result = asyncio.run(_ask_async(args, settings, urls, tools, limits))
     if args.show_plan:
         print(result.trace.render(), file=sys.stderr if args.json else sys.stdout)
     if args.json:

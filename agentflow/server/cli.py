@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from agentflow.cli._common import (
     CommandContext,
     Commands,
+    add_otel_option,
     seconds,
     seconds_or_zero,
     whole_number,
@@ -36,6 +37,7 @@ from agentflow.server.app import create_app
 from agentflow.server.config import AgentSpec, ServerConfig
 from agentflow.server.config_file import load_agents, load_replicas
 from agentflow.server.service import ChatService
+from agentflow.telemetry import exporting
 from agentflow.tool import Tool
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ def register_serve(commands: Commands, common: CommandContext) -> None:
     _add_admission_options(serve)
     _add_operating_options(serve)
     _add_replica_options(serve)
+    add_otel_option(serve)
     serve.set_defaults(handler=partial(_serve, common), context=common)
 
 
@@ -206,6 +209,8 @@ def _serve(common: CommandContext, args: argparse.Namespace) -> int:
     ids = ", ".join(spec.id for spec in config.agents)
     replicas = _replicas(args)
     if replicas > 1:
+        if args.otel is not None:
+            raise UserError("--otel traces a single process: it cannot be used with --replicas")
         return _serve_replicas(common, args, config, replicas)
     _log_to_stderr()
     app = create_app(config, grace=args.grace)
@@ -217,7 +222,8 @@ def _serve(common: CommandContext, args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=SHUTDOWN_BACKSTOP,
         log_level="warning",
     )
-    _DrainingServer(uvicorn_config, app, args.grace).run()
+    with exporting(args.otel):
+        _DrainingServer(uvicorn_config, app, args.grace).run()
     return 0
 
 

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from agentflow.server.protocol import ChatCompletionRequest, RequestError
 from agentflow.server.service import ChatService, RunId
 from agentflow.server.streaming import collect, sse
+from agentflow.telemetry import remote_parent
 
 __all__ = ["RUN_ID_HEADER", "router"]
 
@@ -109,7 +110,8 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, key: Annotated[str | None, Depends(_authorize)]
 ) -> Response:
     service = _service(request)
-    run = service.start(body, owner=key)
+    with remote_parent(request.headers):  # a `traceparent`: the run's trace is the caller's
+        run = service.start(body, owner=key)
     headers: dict[str, str] = {RUN_ID_HEADER: run.id}
     request.state.run_id = run.id
     if body.stream:

@@ -21,12 +21,13 @@ from agentflow.allocation import (
     allocation_settings,
     allocator_from_settings,
 )
-from agentflow.cli import CommandContext, Commands, seconds, whole_number
+from agentflow.cli import CommandContext, Commands, add_otel_option, seconds, whole_number
 from agentflow.cli.ask import NODE_TIMEOUT_HELP
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
 from agentflow.registry import load_planner
 from agentflow.settings import Settings, agentflow_home
+from agentflow.telemetry import exporting
 
 if TYPE_CHECKING:
     from agentflow_evals.config import EvalConfig
@@ -113,6 +114,7 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
     add_allocation_options(run)
+    add_otel_option(run)
     run.add_argument(
         "dataset",
         nargs="?",
@@ -207,7 +209,8 @@ def _eval(common: CommandContext, args: argparse.Namespace) -> int:
         corpus=[str(Path(c).resolve()) for c in args.corpus], judge_cache=_judge_cache(args),
         max_failures=args.max_failures, allocation=_allocation(args),
     )  # fmt: skip
-    summary = asyncio.run(_eval_async(config, settings, urls, _judge_spec(args, urls)))
+    with exporting(args.otel):  # Ray workers' runs are not traced
+        summary = asyncio.run(_eval_async(config, settings, urls, _judge_spec(args, urls)))
     print(json.dumps(summary, indent=2))
     print(f"results in {out}", file=sys.stderr)
     return 0
