@@ -14,14 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
+from agentflow.exceptions import UserError
 from agentflow.settings import Settings
-from agentflow.tool import Tool
+from agentflow.tool import Tool, ToolSource
 
 __all__ = [
     "CommandContext",
     "Commands",
     "CorpusSearch",
+    "McpServers",
     "Register",
+    "add_mcp_options",
     "add_otel_option",
     "whole_number",
 ]
@@ -32,6 +35,9 @@ subscriptable at run time)."""
 
 CorpusSearch: TypeAlias = Callable[[Sequence[Path]], Tool]
 """Builds the `search` tool over JSONL corpora that `ask --corpus` gives the agent."""
+
+McpServers: TypeAlias = Callable[[Sequence[str], "float | None"], list[ToolSource]]
+"""Builds the MCP servers of `--mcp` (each a URL or a command line), given `--mcp-timeout`."""
 
 Register: TypeAlias = Callable[[Commands, "CommandContext"], None]
 """What an `agentflow.commands` entry point names: adds its group's parsers to `commands`."""
@@ -48,6 +54,20 @@ class CommandContext:
     corpus_search: CorpusSearch | None = None
     """Set by the group that owns local search (agentflow_tools): the core's `ask --corpus`
     uses it without importing that package. None until a group provides it."""
+
+    mcp_servers: McpServers | None = None
+    """Set by agentflow_tools' `tools` group: what `--mcp` (`add_mcp_options`) builds."""
+
+    def mcp_sources(self, args: argparse.Namespace) -> list[ToolSource]:
+        """The MCP servers `add_mcp_options`' options name (a `ToolSource` each)."""
+        if not args.mcp:
+            return []
+        if self.mcp_servers is None:
+            raise UserError(
+                "--mcp needs the MCP client of agentflow_tools, whose commands did not load "
+                "(see `agentflow tools --help`)"
+            )
+        return self.mcp_servers(args.mcp, args.mcp_timeout)
 
     def connection_options(self) -> argparse.ArgumentParser:
         """A parent parser (`parents=[...]`) with `--base-url`, `--model`, `--timeout` and
@@ -101,6 +121,26 @@ class CommandContext:
     def base_urls(self, args: argparse.Namespace, settings: Settings) -> list[str]:
         """Every `--base-url` given, or the one the settings name."""
         return list(args.base_url or [settings.base_url])
+
+
+def add_mcp_options(parser: argparse.ArgumentParser) -> None:
+    """`--mcp` (repeatable) and `--mcp-timeout`, which `CommandContext.mcp_sources` reads."""
+    group = parser.add_argument_group("MCP servers (needs the `mcp` extra)")
+    group.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        metavar="CMD_OR_URL",
+        help="give the agent the tools of an MCP server (repeatable): a command line such as "
+        '"python server.py" (started for each run, over stdio) or an http(s):// URL '
+        "(streamable HTTP)",
+    )
+    group.add_argument(
+        "--mcp-timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="seconds an MCP tool call, or starting a server, may take (default 30)",
+    )
 
 
 def add_otel_option(parser: argparse.ArgumentParser) -> None:

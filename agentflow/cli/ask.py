@@ -15,14 +15,20 @@ from agentflow.allocation import (
     allocation_settings,
     allocator_from_settings,
 )
-from agentflow.cli._common import CommandContext, Commands, add_otel_option, seconds
+from agentflow.cli._common import (
+    CommandContext,
+    Commands,
+    add_mcp_options,
+    add_otel_option,
+    seconds,
+)
 from agentflow.context import RunLimits
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
 from agentflow.registry import load_planner, load_tool, planner_names, tool_names
 from agentflow.settings import Settings
 from agentflow.telemetry import exporting
-from agentflow.tool import Tool
+from agentflow.tool import Tool, ToolSource
 
 __all__ = ["NODE_TIMEOUT_HELP", "add_limits", "add_tool_options", "agent_tools", "register"]
 
@@ -47,6 +53,7 @@ def register(commands: Commands, common: CommandContext) -> None:
         help="print the DAG and a timeline of the nodes (to stderr with --json)",
     )
     add_tool_options(ask)
+    add_mcp_options(ask)
     add_limits(ask)
     add_allocation_options(ask)
     add_otel_option(ask)
@@ -119,7 +126,7 @@ def _ask(common: CommandContext, args: argparse.Namespace) -> int:
     limits = RunLimits(
         max_model_calls=args.max_model_calls, max_tokens=args.max_tokens, deadline=args.deadline
     )
-    tools = agent_tools(common, args)
+    tools: list[Tool | ToolSource] = [*agent_tools(common, args), *common.mcp_sources(args)]
     urls = common.base_urls(args, settings)
     with exporting(args.otel):
         result = asyncio.run(_ask_async(args, settings, urls, tools, limits))
@@ -142,7 +149,7 @@ async def _ask_async(
     args: argparse.Namespace,
     settings: Settings,
     urls: list[str],
-    tools: list[Tool],
+    tools: list[Tool | ToolSource],
     limits: RunLimits,
 ) -> RunResult:
     planner = load_planner(args.planner)

@@ -1,25 +1,31 @@
-"""`agentflow search` and `agentflow index`: the local BM25 search from the command line.
+"""`agentflow search`, `agentflow index` and `agentflow tools`: the local BM25 search from the
+command line, and what tools an agent can be given (the built-in ones, an MCP server's).
 
-Registered under the `agentflow.commands` entry points (`search`, `index`); `register_search`
-also lends the core's `ask --corpus` its search tool.
+Registered under the `agentflow.commands` entry points (`search`, `index`, `tools`);
+`register_search` also lends the core's `ask --corpus` its search tool, and `register_tools`
+lends `--mcp` (ask, eval, serve) its MCP client.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, cast
 
-from agentflow.cli import CommandContext, Commands, whole_number
+from agentflow.cli import CommandContext, Commands, add_mcp_options, whole_number
 from agentflow.exceptions import UserError
-from agentflow.tool import Tool, ToolError
+from agentflow.registry import load_tool, tool_names
+from agentflow.tool import Tool, ToolError, ToolSource
+from agentflow_tools.mcp_client import DEFAULT_TIMEOUT, MCPServer
 from agentflow_tools.search import LocalIndex, cached_indexes, make_search_tool
 from agentflow_tools.search.hit import MAX_K
 
-__all__ = ["corpus_search", "register_index", "register_search"]
+__all__ = ["corpus_search", "mcp_servers", "register_index", "register_search", "register_tools"]
 
 
 def register_search(commands: Commands, common: CommandContext) -> None:
@@ -110,3 +116,74 @@ def _index_info(args: argparse.Namespace) -> int:
     for info in infos:
         print(json.dumps(asdict(info), indent=2))
     return 0
+
+
+def register_tools(commands: Commands, common: CommandContext) -> None:
+    common.mcp_servers = mcp_servers
+    tools = commands.add_parser("tools", help="list the tools an agent can be given")
+    actions = tools.add_subparsers(title="actions", metavar="ACTION", required=True)
+    listing = actions.add_parser(
+        "list",
+        help="the built-in tools, and those of the MCP servers named with --mcp",
+        description="Print each tool's name, description and arguments: the built-in tools "
+        "(--tool NAME, and search with --corpus), then those each --mcp server offers.",
+    )
+    add_mcp_options(listing)
+    listing.add_argument("--json", action="store_true", help="print a JSON list of tools")
+    listing.set_defaults(handler=_tools_list)
+
+
+def mcp_servers(specs: Sequence[str], timeout: float | None = None) -> list[ToolSource]:
+    """The MCP servers of `--mcp`: each a URL (streamable HTTP) or a command line (stdio)."""
+    return [MCPServer.from_spec(spec, timeout=timeout or DEFAULT_TIMEOUT) for spec in specs]
+
+
+def _tools_list(args: argparse.Namespace) -> int:
+    servers = mcp_servers(args.mcp, args.mcp_timeout)  # bad specs fail before anything runs
+    groups: list[tuple[str, list[Tool]]] = [("built in", _builtin_tools())]
+    for server in servers:
+        assert isinstance(server, MCPServer)
+        try:
+            groups.append((f"MCP server {server.label}", asyncio.run(server.list_tools())))
+        except ToolError as exc:
+            raise UserError(str(exc)) from None
+    if args.json:
+        rows = [_tool_row(item) | {"source": source} for source, items in groups for item in items]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for source, items in groups:
+        print(f"{source}:" if items else f"{source}: (no tools)")
+        for item in items:
+            print(f"  {item.name}\n    {item.description}")
+            print(f"    arguments: {_arguments(item.parameters)}")
+    return 0
+
+
+def _builtin_tools() -> list[Tool]:
+    """The registered tools, and `search` (built over the corpora of `--corpus`)."""
+    tools = []
+    for name in tool_names():
+        try:
+            tools.append(load_tool(name))
+        except UserError as exc:  # its extra is not installed
+            print(f"warning: {exc}", file=sys.stderr)
+    # Described, never called: the index is only given with --corpus.
+    return [*tools, make_search_tool(cast(LocalIndex, None))]
+
+
+def _tool_row(item: Tool) -> dict[str, Any]:
+    return {"name": item.name, "description": item.description, "parameters": item.parameters}
+
+
+def _arguments(schema: dict[str, Any]) -> str:
+    """`name (type, required): description, ...` from a JSON schema's properties."""
+    properties = schema.get("properties") or {}
+    required = set(schema.get("required") or ())
+    parts = []
+    for name, spec in properties.items():
+        spec = spec if isinstance(spec, dict) else {}
+        kind = spec.get("type") or ("|".join(str(s.get("type")) for s in spec.get("anyOf", [])))
+        flags = ", ".join(str(f) for f in (kind or "any", "required" if name in required else ""))
+        about = f": {spec['description']}" if spec.get("description") else ""
+        parts.append(f"{name} ({flags.rstrip(', ')}){about}")
+    return ", ".join(parts) or "(none)"
