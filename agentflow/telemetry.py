@@ -447,18 +447,25 @@ class _Export(logging.Handler):
             print(f"warning: {text}", file=sys.stderr)
 
     def close(self) -> None:
-        """Send what is left, for `FLUSH_SECONDS` at most: past that, the exporter is stopped
-        and its thread (a daemon) left to end by itself, this handler still catching its logs."""
-        flushing = threading.Thread(target=self.provider.shutdown, daemon=True)
+        """Send what is left, for `FLUSH_SECONDS` at most, and not after the collector has
+        failed once (the warning given): then the exporter is stopped and the flushing thread
+        (a daemon) left to end by itself, this handler catching the exporter's logs till then."""
+        flushing = threading.Thread(target=self._shut_down, daemon=True)
         flushing.start()
-        flushing.join(FLUSH_SECONDS)
+        deadline = time.monotonic() + FLUSH_SECONDS
+        while flushing.is_alive() and not self.warned and time.monotonic() < deadline:
+            flushing.join(0.05)  # a collector that refused once is not waited for
         if flushing.is_alive():
             self.warn(f"traces not sent to {self.where} within {FLUSH_SECONDS:g} s: given up")
-            self.exporter.shutdown()  # ends the exporter's retries
-            return
-        self.logger.removeHandler(self)
-        self.logger.propagate = self.propagated
-        super().close()
+            self.exporter.shutdown()  # ends the exporter's retries; a hung request, its timeout
+
+    def _shut_down(self) -> None:
+        try:
+            self.provider.shutdown()
+        finally:
+            self.logger.removeHandler(self)
+            self.logger.propagate = self.propagated
+            super().close()
 
 
 def _traces_url(endpoint: str | None) -> str | None:
