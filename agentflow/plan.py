@@ -136,6 +136,8 @@ def resolve_args(value: Any, outputs: Mapping[TaskId, Any], *, fence: bool = Fal
     With `fence`, an output written into a `$template` string is fenced as data (`delimit`):
     the string is a prompt (an `llm` node's question), and a search result pasted raw into a
     prompt could carry instructions. Tool inputs (a search query) take the output as it is.
+    A prompt that names the same node twice (`{l1} {l2} {l2}`, as small models write) gets its
+    output once and `[result l2 above]` after: the same passages again cost prefill, add nothing.
     """
 
     def on_ref(marker: Mapping[str, Any]) -> Any:
@@ -143,14 +145,20 @@ def resolve_args(value: Any, outputs: Mapping[TaskId, Any], *, fence: bool = Fal
         output = outputs.get(TaskId(node_id))
         return output.get(path) if path and isinstance(output, Mapping) else output
 
-    def fill(match: re.Match[str]) -> str:
-        node_id = TaskId(match.group(1))
-        if node_id not in outputs:
-            return match.group(0)
-        text = _as_text(outputs[node_id])
-        return delimit(node_id, text) if fence else text
-
     def on_template(marker: Mapping[str, Any]) -> str:
+        fenced: set[TaskId] = set()
+
+        def fill(match: re.Match[str]) -> str:
+            node_id = TaskId(match.group(1))
+            if node_id not in outputs:
+                return match.group(0)
+            if not fence:
+                return _as_text(outputs[node_id])
+            if node_id in fenced:
+                return f"[result {node_id} above]"
+            fenced.add(node_id)
+            return delimit(node_id, _as_text(outputs[node_id]))
+
         return _PLACEHOLDER.sub(fill, marker["$template"])
 
     return _rewrite(value, on_ref, on_template)

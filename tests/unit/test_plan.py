@@ -54,6 +54,17 @@ def test_search_hits_in_a_template_read_as_one_line_each() -> None:
     }
 
 
+def test_a_prompt_naming_a_node_twice_gets_its_output_once() -> None:
+    outputs = {TaskId("l1"): "Oxford 1096", TaskId("l3"): "Cambridge 1209"}
+    prompt = {"$template": "Which is older? {l1} {l3} {l3} {l3}"}
+    fenced = resolve_args(prompt, outputs, fence=True)
+    assert fenced.count("Cambridge 1209") == 1
+    assert fenced.count("[result l3 above]") == 2
+    assert fenced.index('<result id="l3">') < fenced.index("[result l3 above]")
+    # a tool input takes each output where it is named: a query may mean the repeat
+    assert resolve_args({"$template": "{l3} {l3}"}, outputs) == "Cambridge 1209 Cambridge 1209"
+
+
 def test_cycle_is_broken_at_the_back_edge() -> None:
     plan = validate_plan([node("a", "c"), node("b", "a"), node("c", "b")], tools=TOOLS)
     assert [n.id for n in plan.nodes] == ["a", "b", "c"]
