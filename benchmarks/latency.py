@@ -15,6 +15,10 @@ seconds per question: the planner's plan, replan and join requests, node request
 rest; `_time_spent.py` says how an instant is assigned), and how the planner's own requests
 split into queue-and-prefill and decode, with their prompt tokens and the share the server's
 prefix cache held.
+
+A/B variants run beside the planners as names of their own (`VARIANTS`): `dag-answer-steps` is
+the dag planner that also plans and runs a final reasoning step answering the question (the
+default before issue 24), so one run measures both with the same drift.
 """
 
 from __future__ import annotations
@@ -32,17 +36,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import table, write_result
 from _time_spent import ORDER, time_spent
 
-from agentflow import Agent, ExecutionError, OpenAIModel, PlanError, Trace
+from agentflow import Agent, ExecutionError, OpenAIModel, PlanError, Planner, Trace
 from agentflow.settings import Settings
 from agentflow_evals.datasets import EvalItem, load_dataset
 from agentflow_evals.qa import exact_match, f1
 from agentflow_evals.scoring import score_sample
+from agentflow_planners.dag import DagPlanner
 from agentflow_tools.search import LocalIndex, make_search_tool
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 
 
 SETS = ("comparison", "bridge", "fanout")
+VARIANTS: dict[str, Planner] = {"dag-answer-steps": DagPlanner(answer_steps=True)}
+"""Planner variants an A/B compares with the shipped planners, by the name `--planners` takes."""
 
 
 def question_set(name: str, count: int) -> list[EvalItem]:
@@ -111,7 +118,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     model = OpenAIModel(settings.model, settings.base_url, timeout=args.timeout)
     search = make_search_tool(LocalIndex.open(sorted((DATA / "corpus").glob("*.jsonl"))))
     agents = {
-        p: Agent(model=model, planner=p, tools=[search], max_concurrency=args.concurrency)
+        p: Agent(
+            model=model,
+            planner=VARIANTS.get(p, p),
+            tools=[search],
+            max_concurrency=args.concurrency,
+        )
         for p in args.planners
     }
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {}

@@ -6,6 +6,12 @@ the look-up block is handed to the executor the moment its JSON array closes, al
 (siblings start together, however fast the tool), and then each step the moment its own JSON
 object closes, so look-ups run while the model is still writing the steps. The joiner answers
 or asks for a replan; a replan sees every finding and never reruns a node.
+
+The joiner writes the answer from every finding, so by default a plan does not end in a
+reasoning step that answers the question: the prompt's examples have none, and a reasoning step
+that no other step uses is held until the plan closes and then left to the joiner (on the 1.5B
+such a step cost its question 15-90 s of decoding the join then repeated: issue 24).
+`DagPlanner(answer_steps=True)` plans and runs them as before (benchmarks/latency.py's A/B).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 from agentflow.context import RunContext
 from agentflow.model import ModelSettings
-from agentflow.plan import PlanBuilder, PlanLimits, TaskNode
+from agentflow.plan import LLM_KIND, PlanBuilder, PlanLimits, TaskNode
 from agentflow.planner import Answer, Continue, Planner, Replan, RunState
 from agentflow_planners._common import (
     findings,
@@ -42,6 +48,10 @@ class DagPlanner(Planner):
     plan_settings = ModelSettings(temperature=0.0, max_tokens=768)
     limits = PlanLimits(max_nodes=16, max_depth=6)
 
+    def __init__(self, *, answer_steps: bool = False) -> None:
+        self.answer_steps = answer_steps
+        """Run reasoning steps nothing else uses (the joiner answers anyway); off by default."""
+
     async def plan(self, state: RunState, ctx: RunContext) -> AsyncIterator[TaskNode]:
         await summarize_if_long(state, ctx)
         messages = [{"role": "user", "content": self._prompt(state, ctx)}]
@@ -50,10 +60,12 @@ class DagPlanner(Planner):
         lookups, items = ArrayItemStream("lookups"), ArrayItemStream("steps")
         schema = plan_schema([*ctx.tools.names, "llm"])
         block: list[TaskNode] = []
+        held = _HeldSteps(enabled=not self.answer_steps)
         async for piece in ctx.stream(messages, self.plan_settings, json_schema=schema):
             block += [steps.lookup(q, ctx) for q in lookups.feed(piece)]
             ready = block if lookups.closed else []
-            ready += [n for item in items.feed(piece) for n in steps.expand(item, ctx, builder)]
+            step_nodes = [n for item in items.feed(piece) for n in steps.expand(item, ctx, builder)]
+            ready += [n for n in step_nodes if not held.take(n)]
             if lookups.closed:
                 block = []
             for node in ready:
@@ -61,6 +73,9 @@ class DagPlanner(Planner):
                 if added is not None:
                     yield added
         for node in block:  # the look-up block never closed (output cut off): run what came
+            if (added := builder.add(node)) is not None:
+                yield added
+        for node in held.release(builder):
             if (added := builder.add(node)) is not None:
                 yield added
         builder.raw = items.text
@@ -83,10 +98,54 @@ class DagPlanner(Planner):
             question=state.question,
             previous=previous,
             example_tool=(search_like or ctx.tools.names or ["llm"])[0],
+            steps_rule=ANSWER_STEPS_RULE if self.answer_steps else JOIN_ANSWERS_RULE,
+            example_steps=ANSWER_STEP_EXAMPLE if self.answer_steps else "[]",
         )
 
     async def join(self, state: RunState, ctx: RunContext) -> Answer | Replan | Continue:
         return await join(state, ctx, allow_replan=not state.final_round)
+
+
+ANSWER_STEPS_RULE = "Then list the steps that use their results, in order."
+JOIN_ANSWERS_RULE = (
+    "Then list the steps that need a result first (a look-up that names an earlier result), in"
+    " order. The answer is written from all results afterwards: add no step that only answers"
+    " the question."
+)
+ANSWER_STEP_EXAMPLE = (
+    '[{"id":"s1","tool":"llm","inputs":["Is the Danube longer than the Rhine? {l1} {l2}"]}]'
+)
+
+
+class _HeldSteps:
+    """Reasoning steps held back while the plan streams, and the steps that use them.
+
+    When the plan closes, a reasoning step that no other step uses (the plan's "answer the
+    question from {l1} {l2}") is dropped, as a repair: the joiner reads every finding and writes
+    the answer itself. Every other held step runs, in plan order; so does a plan of reasoning
+    steps alone (e.g. without tools), which would otherwise have nothing to run."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.nodes: list[TaskNode] = []
+
+    def take(self, node: TaskNode) -> bool:
+        """Hold `node` if it is a reasoning step or uses one held; False lets it run now."""
+        held_ids = {n.id for n in self.nodes}
+        if self.enabled and (node.kind == LLM_KIND or node.deps & held_ids):
+            self.nodes.append(node)
+            return True
+        return False
+
+    def release(self, builder: PlanBuilder) -> list[TaskNode]:
+        """The held steps worth running, in plan order; the others noted as repairs."""
+        used = {dep for node in self.nodes for dep in node.deps}
+        unused = {n.id for n in self.nodes if n.kind == LLM_KIND and n.id not in used}
+        if len(unused) == len(self.nodes) and not builder.nodes:
+            return self.nodes
+        for node_id in sorted(unused):
+            builder.repairs.append(f"{node_id}: a reasoning step nothing uses, left to the join")
+        return [n for n in self.nodes if n.id not in unused]
 
 
 class _StepExpander:

@@ -13,6 +13,7 @@ from agentflow import Agent, PlanError
 from agentflow.model import Message, ModelSettings
 from agentflow.testing import FunctionModel, ScriptedModel
 from agentflow.tool import tool
+from agentflow_planners.dag import DagPlanner
 
 FACTS = {"oxford founded": "Oxford: founded 1096", "cambridge founded": "Cambridge: founded 1209"}
 
@@ -49,7 +50,8 @@ async def test_dag_runs_a_steps_inputs_together_and_feeds_them_forward() -> None
             json.dumps({"enough": True, "answer": "University of Oxford", "missing": ""}),
         ]
     )
-    agent = Agent(model=model, planner="dag", tools=[lookup_tool(asyncio.Barrier(2))])
+    planner = DagPlanner(answer_steps=True)
+    agent = Agent(model=model, planner=planner, tools=[lookup_tool(asyncio.Barrier(2))])
     result = await agent.run("Which was founded first, Oxford or Cambridge?")
 
     assert result.answer == "University of Oxford"
@@ -73,13 +75,51 @@ async def test_dag_lookups_run_at_once_and_steps_refer_to_them() -> None:
             json.dumps({"enough": True, "answer": "Oxford", "missing": ""}),
         ]
     )
-    agent = Agent(model=model, planner="dag", tools=[lookup_tool(asyncio.Barrier(2))])
+    planner = DagPlanner(answer_steps=True)
+    agent = Agent(model=model, planner=planner, tools=[lookup_tool(asyncio.Barrier(2))])
     result = await agent.run("Which was founded first, Oxford or Cambridge?")
     nodes = result.trace.nodes
     assert list(nodes) == ["l1", "l2", "s1"]
     assert nodes["l1"].tool == nodes["l2"].tool == "lookup"
     assert nodes["s1"].deps == ["l1", "l2"]
     assert result.answer == "Oxford"
+
+
+async def test_dag_leaves_the_answering_step_to_the_join_and_runs_steps_others_need() -> None:
+    model = ScriptedModel(
+        [
+            plan(
+                ("s1", "llm", ["Which name comes first? {l1}"]),
+                ("s2", "lookup", ["{s1} founded"]),
+                ("s3", "llm", ["Which was founded first? {l1} {l2} {s2}"]),
+                lookups=("Oxford founded", "Cambridge founded"),
+            ),
+            "Answer: Oxford",  # s1, which the look-up s2 needs
+            json.dumps({"enough": True, "answer": "Oxford", "missing": ""}),
+        ]
+    )
+    agent = Agent(model=model, planner="dag", tools=[lookup_tool(asyncio.Barrier(2))])
+    result = await agent.run("Which was founded first, Oxford or Cambridge?")
+
+    assert list(result.trace.nodes) == ["l1", "l2", "s1", "s2"]
+    assert result.trace.nodes["s2"].deps == ["s1"]
+    assert result.answer == "Oxford" and result.usage.calls == 3  # plan, s1, join: no s3
+    join_prompt = str(model.calls[2][0]["content"])
+    assert "founded 1096" in join_prompt and "founded 1209" in join_prompt
+    plan_prompt = str(model.calls[0][0]["content"])
+    assert '"tool":"llm"' not in plan_prompt  # its examples end with look-ups, not an answer
+
+
+async def test_dag_runs_a_plan_of_reasoning_steps_alone() -> None:
+    model = ScriptedModel(
+        [
+            plan(("s1", "llm", ["What is 17 * 23?"])),
+            "17 * 23 = 391\nAnswer: 391",
+            json.dumps({"enough": True, "answer": "391", "missing": ""}),
+        ]
+    )
+    result = await Agent(model=model, planner="dag").run("What is 17 * 23?")
+    assert list(result.trace.nodes) == ["s1"] and result.answer == "391"
 
 
 async def test_dag_replans_with_what_it_found_and_answers_in_the_final_round() -> None:

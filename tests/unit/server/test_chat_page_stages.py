@@ -41,7 +41,8 @@ STEPS = [
     ("s1", ["Compare the founding dates in {l1} and {l2}", "What does {l3} say about origins?"]),
     ("s2", ["Weigh the two findings {s1} against each other: which claim holds up?"]),
     ("s3", ["Check {s2} for any dates on which the sources disagree"]),
-    ("s4", ["Write the short answer to the question from {s3}"]),
+    ("s4", ["Say which of the dates in {s3} the answer rests on"]),
+    ("s5", ["Write the short answer to the question from {s4}"]),  # left to the join: not shown
 ]
 SUB_QUESTIONS = {f"l{k}": text for k, text in enumerate(LOOKUPS, 1)} | {
     "s1_1": STEPS[0][1][0],
