@@ -242,3 +242,34 @@ def test_an_unknown_default_planner_or_no_run_slot_fails_at_start() -> None:
         AskConfig(model=ScriptedModel([]), planner="oracle")
     with pytest.raises(Exception, match="max_runs must be at least 1"):
         AskConfig(model=ScriptedModel([]), max_runs=0)
+
+
+async def test_a_failed_step_a_cancelled_one_and_the_deadline_show_in_progress() -> None:
+    async def reply(
+        messages: Sequence[Message], settings: ModelSettings, schema: Mapping[str, Any] | None
+    ) -> str:
+        properties = (schema or {}).get("properties", {})
+        if "lookups" in properties:
+            return json.dumps(PLAN)
+        if "answer" in properties:
+            return json.dumps({"answer": "Oxford", "enough": True, "missing": ""})
+        if "Oxford founded" in str(messages[-1]["content"]):
+            raise ValueError("no such page")
+        await asyncio.sleep(3600)  # Cambridge: still running at the deadline
+        raise AssertionError("not cancelled")
+
+    progress = Progress()
+    async with Client(server(FunctionModel(reply), planner="dag")) as client:
+        result = await client.call_tool(
+            "ask", {"question": QUESTION, "deadline": 1.0}, progress_callback=progress
+        )
+    assert not result.is_error, result.content
+    content = result.structured_content or {}
+    assert content["status"] == "deadline" and content["answer"] == "Oxford"
+    assert [s["status"] for s in content["steps"]] == ["failed", "cancelled"]
+    (text,) = [c.text for c in result.content if c.type == "text"]
+    assert text.startswith("Oxford\n") and "reached the deadline" in text
+    messages = progress.messages
+    assert 'llm("Oxford founded") failed: ValueError: no such page (1 of 2 steps done)' in messages
+    assert 'llm("Cambridge founded") cancelled (2 of 2 steps done)' in messages
+    assert messages[-1] == "answered at the deadline"
