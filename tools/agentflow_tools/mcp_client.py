@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import importlib.util
 import json
 import math
@@ -41,7 +42,10 @@ __all__ = ["MCPServer", "render_result"]
 
 INSTALL_HINT = "MCP servers need the mcp package: pip install 'agentflow[mcp]'"
 DEFAULT_TIMEOUT = 30.0
-"""Seconds an MCP tool call, or the start of a session, may take by default."""
+"""Seconds an MCP tool call may take by default."""
+MIN_STARTUP_TIMEOUT = 30.0
+"""Seconds starting a session may take at least (a server run by `npx` or `uvx` may install
+itself first), unless told otherwise."""
 _STDERR_TAIL = 1200
 """Characters of a stdio server's stderr quoted when it fails."""
 _CLOSING: set[asyncio.Task[None]] = set()
@@ -72,7 +76,10 @@ class MCPServer(ToolSource):
     url: str | None = None
     headers: Mapping[str, str] | None = field(default=None, repr=False)
     timeout: float = DEFAULT_TIMEOUT
-    """Seconds a tool call may take before it fails; also bounds starting the session."""
+    """Seconds a tool call may take before it fails."""
+    startup_timeout: float | None = None
+    """Seconds starting a session (the server, the handshake, the tool list) may take; None:
+    `timeout`, but at least `MIN_STARTUP_TIMEOUT`."""
     prefix: str = ""
     """Put before every tool name (`fs_` makes `read` into `fs_read`): two servers may then
     offer tools of the same name."""
@@ -80,11 +87,15 @@ class MCPServer(ToolSource):
     """Calls of one of its tools allowed at once in a run."""
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise UserError(
-                f"the MCP timeout must be a number of seconds above 0, not {self.timeout}"
-            )
+        for value in (self.timeout, self.startup_timeout or 1):
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"an MCP timeout must be a number of seconds above 0, not {value}")
         require_mcp()
+
+    @property
+    def start_within(self) -> float:
+        """Seconds starting a session may take."""
+        return self.startup_timeout or max(self.timeout, MIN_STARTUP_TIMEOUT)
 
     @classmethod
     def stdio(
@@ -95,6 +106,7 @@ class MCPServer(ToolSource):
         env: Mapping[str, str] | None = None,
         cwd: str | Path | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        startup_timeout: float | None = None,
         prefix: str = "",
     ) -> MCPServer:
         """A server the session starts as a subprocess, talking over its stdin and stdout."""
@@ -107,6 +119,7 @@ class MCPServer(ToolSource):
             env=dict(env) if env is not None else None,
             cwd=Path(cwd) if cwd is not None else None,
             timeout=timeout,
+            startup_timeout=startup_timeout,
             prefix=prefix,
         )
 
@@ -117,12 +130,20 @@ class MCPServer(ToolSource):
         *,
         headers: Mapping[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        startup_timeout: float | None = None,
         prefix: str = "",
     ) -> MCPServer:
         """A server reached over streamable HTTP at `url` (e.g. `http://127.0.0.1:8000/mcp`)."""
         if not url.startswith(("http://", "https://")):
             raise UserError(f"an MCP server URL starts with http:// or https://, not {url!r}")
-        return cls(label=url, url=url, headers=headers, timeout=timeout, prefix=prefix)
+        return cls(
+            label=url,
+            url=url,
+            headers=headers,
+            timeout=timeout,
+            startup_timeout=startup_timeout,
+            prefix=prefix,
+        )
 
     @classmethod
     def from_spec(cls, spec: str, *, timeout: float = DEFAULT_TIMEOUT) -> MCPServer:
@@ -139,7 +160,7 @@ class MCPServer(ToolSource):
 
     async def open(self) -> OpenTools:
         """Start a session and list the server's tools (`ToolError` naming the server if the
-        server does not start, or not within `timeout`)."""
+        server does not start, or not within `start_within` seconds)."""
         session = _Session(self)
         listing = await session.start()
         tools = tuple(_tool(self, session, item) for item in listing)
@@ -173,7 +194,11 @@ class _Session:
         return not self.dead and self._task is not None and not self._task.done()
 
     async def start(self) -> list[mcp_types.Tool]:
-        self._task = asyncio.create_task(self._own(), name=f"mcp session {self.server.label}")
+        # A context of its own: a pooled session outlives the run that opened it, whose
+        # context variables (its trace span, its executor slot) must not follow it.
+        self._task = asyncio.create_task(
+            self._own(), name=f"mcp session {self.server.label}", context=contextvars.Context()
+        )
         try:
             return await asyncio.shield(self._ready)
         except BaseException:
@@ -186,7 +211,7 @@ class _Session:
         import anyio
         from mcp import Client
 
-        self._scope.deadline = anyio.current_time() + self.server.timeout
+        self._scope.deadline = anyio.current_time() + self.server.start_within
         try:
             with self._scope:
                 async with contextlib.AsyncExitStack() as stack:
@@ -205,7 +230,7 @@ class _Session:
             if not self._ready.done():  # the deadline, or closed while starting
                 self._ready.set_exception(
                     ToolError(f"MCP server {self.server.label} did not start within "
-                              f"{self.server.timeout:g} s{self.stderr_tail()}")
+                              f"{self.server.start_within:g} s{self.stderr_tail()}")
                 )  # fmt: skip
 
     async def _target(self, stack: contextlib.AsyncExitStack) -> Any:
@@ -234,9 +259,15 @@ class _Session:
         return stdio_client(params, errlog=self._stderr)
 
     def _start_error(self, exc: Exception) -> ToolError:
+        from mcp import MCPError
+        from mcp_types import CONNECTION_CLOSED
+
+        exc = _innermost(exc)
         why = _describe(exc)
         if isinstance(exc, OSError) and self.server.command is not None:
             why = f"cannot run {self.server.command!r}: {exc.strerror or exc}"
+        elif isinstance(exc, MCPError) and exc.error.code == CONNECTION_CLOSED:
+            why = "it closed the connection (it exited, or does not speak MCP on stdio)"
         return ToolError(f"MCP server {self.server.label} did not start: {why}{self.stderr_tail()}")
 
     def stderr_tail(self) -> str:
@@ -316,10 +347,16 @@ async def _list_all(client: Client) -> list[mcp_types.Tool]:
     return tools
 
 
-def _describe(exc: BaseException) -> str:
-    """An exception as a short line, through exception groups (anyio's task groups)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+def _innermost(exc: Exception) -> Exception:
+    """The first exception inside exception groups (anyio's task groups raise them)."""
+    while isinstance(exc, ExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: Exception) -> str:
+    """An exception as a short line."""
+    exc = _innermost(exc)
     from mcp import MCPError
 
     if isinstance(exc, MCPError):

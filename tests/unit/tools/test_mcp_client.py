@@ -1,0 +1,265 @@
+"""`MCPServer`: an MCP server's tools as agentflow tools, over stdio and streamable HTTP, and
+every way a server can fail turned into a `ToolError` (never a crash, a hang or an orphan)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mcp_types as types
+import pytest
+
+from agentflow.exceptions import UserError
+from agentflow.tool import OpenTools, PooledSource, RetryTask, Tool, ToolError
+from agentflow_tools import MCPServer
+from agentflow_tools.mcp_client import render_result
+
+from .mcp_helpers import (
+    assert_gone,
+    assert_no_tasks_left,
+    http_server,
+    pid_in,
+    stdio_server,
+)
+
+
+def by_name(opened: OpenTools) -> dict[str, Tool]:
+    return {tool.name: tool for tool in opened.tools}
+
+
+def overlap(first: str, second: str) -> bool:
+    """Two `nap` results ("started ended") share a moment."""
+    (a0, a1), (b0, b1) = (map(float, first.split()), map(float, second.split()))
+    return max(a0, b0) < min(a1, b1)
+
+
+@pytest.fixture(scope="module")
+def http_url() -> Iterator[str]:
+    with http_server() as url:
+        yield url
+
+
+async def test_a_stdio_servers_tools_come_with_name_description_and_schema(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    opened = await stdio_server(pidfile).open()
+    tools = by_name(opened)
+    add = tools["add"]
+    assert add.description == "Add two whole numbers."
+    assert add.parameters["properties"]["a"]["type"] == "integer"
+    assert sorted(add.parameters["required"]) == ["a", "b"]
+    assert add.signature_line() == "add(a: integer, b: integer) - Add two whole numbers."
+    assert {"search_facts", "nap", "pid", "exit_now", "hang", "fail"} <= set(tools)
+    assert await tools["add"].call({"a": "2", "b": 5}) == "7"  # text, as planners write it
+    assert await tools["search_facts"].call({"query": "Oxford founded"}) == "Oxford: founded 1096"
+    pid = pid_in(pidfile)
+    assert await tools["pid"].call({}) == str(pid)
+    await opened.aclose()
+    assert_gone(pid)
+    assert_no_tasks_left()
+
+
+async def test_arguments_off_the_input_schema_go_back_to_the_model() -> None:
+    opened = await stdio_server().open()
+    try:
+        with pytest.raises(RetryTask, match="invalid arguments for add: a: 'x' is not of type"):
+            await by_name(opened)["add"].call({"a": "x", "b": 1})
+        with pytest.raises(RetryTask, match="'b' is a required property"):
+            await by_name(opened)["add"].call({"a": 1})
+    finally:
+        await opened.aclose()
+
+
+async def test_calls_over_one_session_run_at_once(tmp_path: Path) -> None:
+    opened = await stdio_server().open()
+    try:
+        nap = by_name(opened)["nap"]
+        first, second = await asyncio.gather(nap.call({"seconds": 0.5}), nap.call({"seconds": 0.5}))
+    finally:
+        await opened.aclose()
+    assert overlap(first, second), (first, second)
+
+
+async def test_a_server_that_exits_mid_call_fails_that_call_and_the_next(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    opened = await stdio_server(pidfile).open()
+    tools = by_name(opened)
+    with pytest.raises(ToolError, match=r"exit_now: MCP server .* closed the connection"):
+        await tools["exit_now"].call({})
+    assert not opened.alive()
+    with pytest.raises(ToolError, match="is gone"):
+        await tools["add"].call({"a": 1, "b": 2})
+    await opened.aclose()
+    assert_gone(pid_in(pidfile))
+    assert_no_tasks_left()
+
+
+async def test_a_call_that_hangs_fails_after_the_timeout_and_the_session_goes_on(
+    tmp_path: Path,
+) -> None:
+    pidfile = tmp_path / "pid"
+    opened = await stdio_server(pidfile, timeout=1).open()
+    tools = by_name(opened)
+    assert tools["hang"].timeout > 1  # the executor's limit is the backstop, not the message
+    with pytest.raises(ToolError, match=r"hang: MCP server .* did not answer within 1 s"):
+        await tools["hang"].call({})
+    assert await tools["add"].call({"a": 1, "b": 2}) == "3"
+    await opened.aclose()  # the hung handler does not keep the server alive
+    assert_gone(pid_in(pidfile))
+    assert_no_tasks_left()
+
+
+async def test_an_is_error_result_is_a_tool_error_with_the_servers_message() -> None:
+    opened = await stdio_server().open()
+    try:
+        with pytest.raises(ToolError, match="fail failed: .*the disk is full"):
+            await by_name(opened)["fail"].call({"reason": "the disk is full"})
+    finally:
+        await opened.aclose()
+
+
+async def test_results_off_their_schema_or_malformed_are_tool_errors(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    opened = await stdio_server(pidfile, "--broken").open()
+    tools = by_name(opened)
+    with pytest.raises(ToolError, match="off_schema: .*'many' is not of type 'integer'"):
+        await tools["off_schema"].call({})
+    with pytest.raises(ToolError, match="malformed: MCP server .* sent a malformed result"):
+        await tools["malformed"].call({})
+    assert opened.alive()
+    await opened.aclose()
+    assert_gone(pid_in(pidfile))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (None, "did not start: cannot run 'no-such-mcp-server': No such file or directory"),
+        (
+            ["-c", "import sys; print('bad config', file=sys.stderr); sys.exit(2)"],
+            "did not start: it closed the connection .*its stderr ends:\nbad config",
+        ),
+        (["-c", "import time; time.sleep(60)"], "did not start within 2 s"),
+    ],
+    ids=["missing", "exits", "silent"],
+)
+async def test_a_server_that_does_not_start_is_a_tool_error_naming_it(
+    args: list[str] | None, message: str
+) -> None:
+    server = (
+        MCPServer.stdio("no-such-mcp-server")
+        if args is None
+        else MCPServer.stdio(sys.executable, args, timeout=1, startup_timeout=2)
+    )
+    with pytest.raises(ToolError, match=message) as caught:
+        await server.open()
+    assert server.label in str(caught.value)
+    assert_no_tasks_left()
+
+
+async def test_a_pool_keeps_one_session_across_runs_and_opens_anew_when_it_died(
+    tmp_path: Path,
+) -> None:
+    pidfile = tmp_path / "pid"
+    pool = PooledSource(stdio_server(pidfile))
+    first = await pool.open()
+    pid = pid_in(pidfile)
+    await first.aclose()  # a run's close leaves the pooled session open
+    second = await pool.open()
+    assert await by_name(second)["pid"].call({}) == str(pid)
+    with pytest.raises(ToolError):
+        await by_name(second)["exit_now"].call({})
+    third = await pool.open()  # the server died: a new session
+    new_pid = pid_in(pidfile)
+    assert new_pid != pid and await by_name(third)["pid"].call({}) == str(new_pid)
+    assert_gone(pid)
+    await pool.aclose()
+    assert_gone(new_pid)
+    assert_no_tasks_left()
+
+
+async def test_streamable_http_lists_and_calls_at_once(http_url: str) -> None:
+    server = MCPServer.http(http_url, headers={"X-Test": "1"}, timeout=10)
+    assert [tool.name for tool in await server.list_tools()][:2] == ["search_facts", "add"]
+    opened = await server.open()
+    try:
+        tools = by_name(opened)
+        assert await tools["add"].call({"a": 40, "b": 2}) == "42"
+        first, second = await asyncio.gather(
+            tools["nap"].call({"seconds": 0.5}), tools["nap"].call({"seconds": 0.5})
+        )
+        assert overlap(first, second), (first, second)
+        with pytest.raises(ToolError, match="fail failed: .*no"):
+            await tools["fail"].call({"reason": "no"})
+    finally:
+        await opened.aclose()
+    assert_no_tasks_left()
+
+
+async def test_an_http_server_that_is_not_there_does_not_start() -> None:
+    server = MCPServer.http("http://127.0.0.1:9/mcp", timeout=5)
+    with pytest.raises(ToolError, match=r"MCP server http://127.0.0.1:9/mcp did not start: "):
+        await server.open()
+    assert_no_tasks_left()
+
+
+def test_a_spec_is_a_url_or_a_command_line() -> None:
+    http = MCPServer.from_spec("https://example.org/mcp", timeout=5)
+    assert (http.url, http.command, http.timeout) == ("https://example.org/mcp", None, 5)
+    stdio = MCPServer.from_spec("npx -y '@scope/server files' /tmp")
+    assert stdio.command == "npx" and stdio.args == ("-y", "@scope/server files", "/tmp")
+    assert stdio.label == "npx -y '@scope/server files' /tmp"
+    for bad in ("", "  ", "'unclosed"):
+        with pytest.raises(UserError):
+            MCPServer.from_spec(bad)
+    with pytest.raises(UserError, match="above 0"):
+        MCPServer.stdio("python", timeout=0)
+    with pytest.raises(UserError, match="starts with http"):
+        MCPServer.http("ftp://example.org")
+
+
+def test_without_the_mcp_package_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name == "mcp" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(UserError, match=r"pip install 'agentflow\[mcp\]'"):
+        MCPServer.stdio("python", ["server.py"])
+
+
+def text(value: str) -> types.TextContent:
+    return types.TextContent(type="text", text=value)
+
+
+def test_results_render_as_text_and_nothing_is_dropped_silently() -> None:
+    both = types.CallToolResult(content=[text("a"), text("b")], structured_content={"x": 1})
+    assert render_result(both) == "a\nb"  # the text already says what the structure does
+    structured = types.CallToolResult(content=[], structured_content={"x": [1, "é"]})
+    assert render_result(structured) == '{"x": [1, "é"]}'
+    image = types.ImageContent(type="image", data="AAAA", mime_type="image/png")
+    link = types.ResourceLink(type="resource_link", name="notes", uri="file:///notes.md")
+    page = types.EmbeddedResource(
+        type="resource",
+        resource=types.TextResourceContents(uri="file:///a.txt", text="hello"),
+    )
+    blob = types.EmbeddedResource(
+        type="resource",
+        resource=types.BlobResourceContents(uri="file:///b", blob="AAAAAAAA", mime_type=None),
+    )
+    mixed = types.CallToolResult(content=[text("see:"), image, link, page, blob])
+    assert render_result(mixed).splitlines() == [
+        "see:",
+        "[image: image/png, 3 bytes]",
+        "[resource link: notes file:///notes.md]",
+        "[resource file:///a.txt]",
+        "hello",
+        "[resource file:///b: binary, 6 bytes]",
+    ]
+    assert render_result(types.CallToolResult(content=[])) == "(no output)"
