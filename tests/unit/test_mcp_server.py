@@ -273,3 +273,29 @@ async def test_a_failed_step_a_cancelled_one_and_the_deadline_show_in_progress()
     assert 'llm("Oxford founded") failed: ValueError: no such page (1 of 2 steps done)' in messages
     assert 'llm("Cambridge founded") cancelled (2 of 2 steps done)' in messages
     assert messages[-1] == "answered at the deadline"
+
+
+async def _unusable_plan(*_: Any) -> str:
+    return "not a plan at all"
+
+
+async def _hung(*_: Any) -> str:
+    await asyncio.sleep(3600)
+    raise AssertionError("not cancelled")
+
+
+@pytest.mark.parametrize(
+    ("reply", "arguments", "says"),
+    [
+        (_unusable_plan, {"planner": "dag"}, "the plan has no usable nodes"),
+        (_hung, {"deadline": 0.5}, "the run reached its deadline of 0.5 s"),
+    ],
+)
+async def test_an_unusable_plan_or_a_passed_deadline_is_a_tool_error(
+    reply: Any, arguments: dict[str, Any], says: str
+) -> None:
+    async with Client(server(FunctionModel(reply))) as client:
+        result = await client.call_tool("ask", {"question": QUESTION, **arguments})
+    assert result.is_error
+    assert says in " ".join(c.text for c in result.content if c.type == "text")
+    assert (result.structured_content or {})["status"] == "failed"
