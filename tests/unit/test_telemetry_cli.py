@@ -7,86 +7,22 @@ from __future__ import annotations
 import json
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from agentflow import telemetry
 from agentflow.cli import main
 
+from .otlp_receiver import attributes, otlp_receiver
 from .scripted_server import Reply, reply_chat, scripted_server
 from .test_planners import plan
 
 QUESTION = "Which was founded first, Oxford or Cambridge?"
 EXPORTER_MODULE = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
-
-
-@dataclass
-class Received:
-    url: str
-    """The receiver's root (the exporter posts to `{url}/v1/traces`)."""
-    requests: list[ExportTraceServiceRequest] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
-
-    def spans(self) -> list[Span]:
-        return [
-            span
-            for request in self.requests
-            for resource in request.resource_spans
-            for scope in resource.scope_spans
-            for span in scope.spans
-        ]
-
-    def resource(self) -> dict[str, str]:
-        (first, *_) = self.requests
-        attributes = first.resource_spans[0].resource.attributes
-        return {a.key: a.value.string_value for a in attributes}
-
-
-@contextmanager
-def otlp_receiver() -> Iterator[Received]:
-    """An OTLP/HTTP collector on loopback keeping every trace export it is sent."""
-    received = Received(url="")
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            request = ExportTraceServiceRequest()
-            request.ParseFromString(body)
-            with lock:
-                received.paths.append(self.path)
-                received.requests.append(request)
-            payload = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    received.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
-        yield received
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def dag_reply(path: str, body: dict[str, Any]) -> Reply:
@@ -102,16 +38,6 @@ def dag_reply(path: str, body: dict[str, Any]) -> Reply:
 
 def ask(base_url: str, *options: str) -> list[str]:
     return ["ask", "--base-url", base_url, "--planner", "dag", "--json", *options, QUESTION]
-
-
-def attributes(span: Span) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for a in span.attributes:
-        kind = a.value.WhichOneof("value")
-        values[a.key] = (
-            getattr(a.value, kind) if kind != "array_value" else list(a.value.array_value.values)
-        )
-    return values
 
 
 @pytest.fixture(autouse=True)
