@@ -22,6 +22,11 @@ from agentflow.tool import Tool
 __all__ = ["register_mcp"]
 
 DEFAULT_PORT = 8765
+DEADLINE_HELP = (
+    "seconds for each question (default: none). At three quarters of it the work still "
+    "running is cancelled and the findings so far are joined into an answer (status "
+    "`deadline`); if that join cannot answer by the deadline, the call is a tool error"
+)
 DESCRIPTION = """\
 Serve agentflow as an MCP server with one tool, `ask` (a question, a planner, limits),
 which answers with a research agent and sends each step of its plan as a progress
@@ -73,6 +78,9 @@ def register_mcp(commands: Commands, common: CommandContext) -> None:
     )
     add_tool_options(mcp)
     add_limits(mcp)  # the caps of every call: a call may lower them, never raise them
+    for action in mcp._actions:
+        if action.dest == "deadline":  # ask's own help speaks of what it prints
+            action.help = DEADLINE_HELP
     mcp.set_defaults(handler=partial(_mcp, common))
 
 
