@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,6 +71,20 @@ def test_ask_with_otel_sends_the_runs_span_tree(capsys: pytest.CaptureFixture[st
     assert inputs == printed["usage"]["prompt_tokens"] > 0
     assert outputs == printed["usage"]["completion_tokens"] > 0
     assert all(attributes(s)["server.address"] == "127.0.0.1" for s in requests)
+
+
+def test_eval_with_otel_sends_a_trace_per_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    questions = tmp_path / "q.jsonl"
+    items = [{"id": str(i), "question": f"{QUESTION} ({i})", "answer": "Oxford"} for i in range(2)]
+    questions.write_text("".join(json.dumps(item) + "\n" for item in items))
+    with scripted_server(dag_reply) as model, otlp_receiver() as receiver:
+        argv = ["eval", str(questions), "--planner", "dag", "--out", str(tmp_path / "run")]
+        assert main([*argv, "--base-url", model.base_url, "--otel", receiver.url]) == 0
+    roots = [s for s in receiver.spans() if not s.parent_span_id]
+    assert len(roots) == 2 and len({s.trace_id for s in roots}) == 2
+    assert all(attributes(s)["agentflow.run.status"] == "ok" for s in roots)
 
 
 def test_the_otlp_environment_variable_alone_turns_export_on(
