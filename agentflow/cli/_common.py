@@ -58,16 +58,17 @@ class CommandContext:
     mcp_servers: McpServers | None = None
     """Set by agentflow_tools' `tools` group: what `--mcp` (`add_mcp_options`) builds."""
 
-    def mcp_sources(self, args: argparse.Namespace) -> list[ToolSource]:
-        """The MCP servers `add_mcp_options`' options name (a `ToolSource` each)."""
-        if not args.mcp:
+    def mcp_sources(self, specs: Sequence[str], timeout: float | None = None) -> list[ToolSource]:
+        """The MCP servers of `add_mcp_options`' `--mcp` (a `ToolSource` each), with
+        `--mcp-timeout`."""
+        if not specs:
             return []
         if self.mcp_servers is None:
             raise UserError(
                 "--mcp needs the MCP client of agentflow_tools, whose commands did not load "
                 "(see `agentflow tools --help`)"
             )
-        return self.mcp_servers(args.mcp, args.mcp_timeout)
+        return self.mcp_servers(specs, timeout)
 
     def connection_options(self) -> argparse.ArgumentParser:
         """A parent parser (`parents=[...]`) with `--base-url`, `--model`, `--timeout` and

@@ -126,7 +126,10 @@ def _ask(common: CommandContext, args: argparse.Namespace) -> int:
     limits = RunLimits(
         max_model_calls=args.max_model_calls, max_tokens=args.max_tokens, deadline=args.deadline
     )
-    tools: list[Tool | ToolSource] = [*agent_tools(common, args), *common.mcp_sources(args)]
+    tools: list[Tool | ToolSource] = [
+        *agent_tools(common, args),
+        *common.mcp_sources(args.mcp, args.mcp_timeout),
+    ]
     urls = common.base_urls(args, settings)
     with exporting(args.otel):
         result = asyncio.run(_ask_async(args, settings, urls, tools, limits))

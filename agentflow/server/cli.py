@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from agentflow.cli._common import (
     CommandContext,
     Commands,
+    add_mcp_options,
     add_otel_option,
     seconds,
     seconds_or_zero,
@@ -38,7 +39,7 @@ from agentflow.server.config import AgentSpec, ServerConfig
 from agentflow.server.config_file import load_agents, load_replicas
 from agentflow.server.service import ChatService
 from agentflow.telemetry import exporting
-from agentflow.tool import Tool
+from agentflow.tool import PooledSource, Tool, ToolSource
 
 if TYPE_CHECKING:
     from ray.serve import Application
@@ -63,6 +64,7 @@ def register_serve(commands: Commands, common: CommandContext) -> None:
         "--port", type=whole_number(1, 65535), default=8000, help="port, 1-65535 (%(default)s)"
     )
     _add_agent_options(serve)
+    add_mcp_options(serve)
     _add_admission_options(serve)
     _add_operating_options(serve)
     _add_replica_options(serve)
@@ -374,7 +376,9 @@ def build_config(common: CommandContext, args: argparse.Namespace) -> ServerConf
     settings = common.settings(args)
     model = OpenAIModel.from_settings(settings, common.base_urls(args, settings))
     if args.config:
-        agents = load_agents(args.config, model, partial(_tools, common), settings)
+        agents = load_agents(
+            args.config, model, partial(_tools, common), settings, partial(_mcp_pools, common)
+        )
     else:
         agents = (_single_agent(common, args, model),)
     return ServerConfig(
@@ -421,9 +425,18 @@ def _single_agent(
         model=model,
         planner=args.planner,
         tools=_tools(common, args.corpus, args.tool),
+        tool_sources=_mcp_pools(common, args.mcp, args.mcp_timeout),
         limits=RunLimits(max_model_calls=args.max_model_calls, max_tokens=args.max_tokens),
         max_concurrency=args.concurrency,
     )
+
+
+def _mcp_pools(
+    common: CommandContext, specs: list[str], timeout: float | None
+) -> tuple[ToolSource, ...]:
+    """The MCP servers of `--mcp` (or a config file's `mcp`): one session each, opened by the
+    first run that needs it and kept for the agent's runs until the server shuts down."""
+    return tuple(PooledSource(source) for source in common.mcp_sources(specs, timeout))
 
 
 def _tools(common: CommandContext, corpora: list[Path], names: list[str]) -> tuple[Tool, ...]:

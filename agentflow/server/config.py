@@ -9,7 +9,7 @@ from agentflow.context import RunLimits
 from agentflow.exceptions import UserError
 from agentflow.model import Model
 from agentflow.planner import Planner
-from agentflow.tool import Tool
+from agentflow.tool import Tool, ToolSource
 
 __all__ = ["AgentSpec", "ServerConfig"]
 
@@ -25,6 +25,9 @@ class AgentSpec:
     planner: str | Planner = "direct"
     """A registered planner's name, or a planner object (shared by every run of the agent)."""
     tools: tuple[Tool, ...] = ()
+    tool_sources: tuple[ToolSource, ...] = ()
+    """Tools from MCP servers (`--mcp`): pooled, one session each kept across the agent's runs
+    (`agentflow.tool.PooledSource`), closed when the server shuts down."""
     limits: RunLimits = RunLimits()
     max_concurrency: int = 16
     """Nodes of one run that may run at once."""

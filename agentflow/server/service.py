@@ -40,6 +40,7 @@ from agentflow.server.progress import describe
 from agentflow.server.protocol import ChatCompletionRequest, RequestError
 from agentflow.server.readiness import ModelProbe
 from agentflow.server.runs import RunId, RunRecord, RunStore
+from agentflow.tool import PooledSource
 from agentflow.trace import Trace
 
 __all__ = [
@@ -249,11 +250,15 @@ class ChatService:
             await asyncio.gather(ended, hurried, return_exceptions=True)
 
     async def aclose(self, grace: float) -> None:
-        """Drain (see `drain`), then close the models' connections."""
+        """Drain (see `drain`), then close the models' connections and the pooled MCP
+        sessions (their servers stop)."""
         await self.drain(grace)
         await self.runs.aclose()
         for spec in self.config.agents:
             await spec.model.aclose()
+            for source in spec.tool_sources:
+                if isinstance(source, PooledSource):
+                    await source.aclose()
 
 
 class ChatRun:
@@ -412,7 +417,7 @@ class ChatRun:
         agent = _ObservedAgent(
             model=self.spec.model,
             planner=self.planner,
-            tools=self.spec.tools,
+            tools=[*self.spec.tools, *self.spec.tool_sources],
             limits=self._research_limits(used),
             max_concurrency=self.spec.max_concurrency,
         )

@@ -21,7 +21,14 @@ from agentflow.allocation import (
     allocation_settings,
     allocator_from_settings,
 )
-from agentflow.cli import CommandContext, Commands, add_otel_option, seconds, whole_number
+from agentflow.cli import (
+    CommandContext,
+    Commands,
+    add_mcp_options,
+    add_otel_option,
+    seconds,
+    whole_number,
+)
 from agentflow.cli.ask import NODE_TIMEOUT_HELP
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
@@ -115,6 +122,7 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
 def _add_run_options(run: argparse.ArgumentParser) -> None:
     add_allocation_options(run)
     add_otel_option(run)
+    add_mcp_options(run)
     run.add_argument(
         "dataset",
         nargs="?",
@@ -196,6 +204,9 @@ def _eval(common: CommandContext, args: argparse.Namespace) -> int:
     if not args.dataset:
         raise UserError("name a dataset (agentflow eval --list-datasets) or a JSONL file")
     settings = common.settings(args)
+    common.mcp_sources(
+        args.mcp, args.mcp_timeout
+    )  # a bad --mcp, or no `mcp` package, fails before the run
     urls = [*common.base_urls(args, settings), *args.extra_base_url]
     out = args.out or Path("runs") / _slug(
         f"{Path(args.dataset).stem}-{args.planner}-{settings.model}"
@@ -208,6 +219,7 @@ def _eval(common: CommandContext, args: argparse.Namespace) -> int:
         command=" ".join(["agentflow", *sys.argv[1:]]), base_urls=urls, ray=args.ray,
         corpus=[str(Path(c).resolve()) for c in args.corpus], judge_cache=_judge_cache(args),
         max_failures=args.max_failures, allocation=_allocation(args),
+        mcp=tuple(args.mcp), mcp_timeout=args.mcp_timeout,
     )  # fmt: skip
     with exporting(args.otel):  # Ray workers' runs are not traced
         summary = asyncio.run(_eval_async(config, settings, urls, _judge_spec(args, urls)))

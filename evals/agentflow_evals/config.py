@@ -43,3 +43,8 @@ class EvalConfig:
     allocation: Mapping[str, Any] | None = None
     """The `--allocation` options (`agentflow.allocation.allocation_settings`); None runs each
     planner with its own default."""
+    mcp: Sequence[str] = ()
+    """MCP servers (`--mcp`: a command line or a URL each) whose tools every sample gets, in
+    a session of its own."""
+    mcp_timeout: float | None = None
+    """Seconds an MCP tool call may take (`--mcp-timeout`); None: the client's default."""

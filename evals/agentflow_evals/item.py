@@ -12,7 +12,7 @@ from typing import Any
 from agentflow import Agent, ExecutionError, Model, ModelSettings, PlanError, RunLimits, Trace
 from agentflow.allocation import Allocator, allocator_from_settings
 from agentflow.exceptions import DeadlineExceededError, ModelError
-from agentflow.tool import Tool
+from agentflow.tool import Tool, ToolSource
 from agentflow_evals.browsecomp import encrypt
 from agentflow_evals.config import EvalConfig
 from agentflow_evals.datasets import EvalItem
@@ -78,7 +78,7 @@ async def _run_sample(
     agent = Agent(
         model=model,
         planner=config.planner,
-        tools=tools,
+        tools=[*tools, *_mcp_servers(config)],
         limits=RunLimits(max_model_calls=config.max_model_calls, deadline=config.deadline),
         node_timeout=config.node_timeout,
         allocation=_allocation(config),
@@ -190,6 +190,15 @@ def _sample_model(model: Model, config: EvalConfig, index: int) -> Model:
         seed=None if config.seed is None else config.seed + index,
     )
     return model.with_overrides(overrides) if overrides != ModelSettings() else model
+
+
+def _mcp_servers(config: EvalConfig) -> list[ToolSource]:
+    """The `--mcp` servers: each sample's run opens its own session with each."""
+    if not config.mcp:
+        return []
+    from agentflow_tools.cli import mcp_servers
+
+    return mcp_servers(config.mcp, config.mcp_timeout)
 
 
 class ToolCache:

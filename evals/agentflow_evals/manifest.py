@@ -22,7 +22,7 @@ __all__ = ["build_manifest", "check_resumable", "now", "prompts_sha256"]
 
 _MUST_MATCH = (
     "dataset_sha256", "planner", "model", "samples", "temperature", "max_tokens", "seed", "corpus",
-    "max_model_calls", "allocation", "judge_model", "deadline",
+    "max_model_calls", "allocation", "judge_model", "deadline", "mcp",
 )  # fmt: skip
 """What makes two runs different runs: a resume must not mix their rows in one directory."""
 _PROMPT_PACKAGES = ("agentflow", "agentflow_planners", "agentflow_evals")
@@ -56,6 +56,8 @@ def build_manifest(
         "finished_at": None,
         "agentflow_version": __version__,
         "command": config.command,
+        # Only when given: a manifest written before `--mcp` existed still matches a rerun.
+        **({"mcp": list(config.mcp)} if config.mcp else {}),
     }
 
 
