@@ -29,7 +29,7 @@ from agentflow.context import RunLimits
 from agentflow.exceptions import AgentflowError, ExecutionError, UserError
 from agentflow.model import Model, Usage
 from agentflow.registry import load_planner, planner_names
-from agentflow.tool import Tool
+from agentflow.tool import Tool, ToolError, ToolSource
 from agentflow.trace import Trace, TraceEvent
 
 try:
@@ -53,7 +53,9 @@ class AskConfig:
 
     model: Model
     """Shared by all calls; the caller closes it when the server is done."""
-    tools: Sequence[Tool] = ()
+    tools: Sequence[Tool | ToolSource] = ()
+    """Given to every run; a `ToolSource` (an MCP server's tools) is opened per run unless
+    wrapped in a `PooledSource`, which the caller closes."""
     planner: str = "direct"
     """The planner of a call that names none."""
     limits: RunLimits = field(default_factory=RunLimits)
@@ -224,7 +226,7 @@ class _Runs:
             async with self.slots:
                 started = time.monotonic()
                 result = await _run(agent, question, _Progress(report))
-        except AgentflowError as exc:
+        except (AgentflowError, ToolError) as exc:  # ToolError: a tool source did not open
             trace = exc.trace if isinstance(exc, ExecutionError) else None
             best = exc.best_answer if isinstance(exc, ExecutionError) else ""
             failed = _result(planner, trace, started, answer=best, error=str(exc))

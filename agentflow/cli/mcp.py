@@ -10,23 +10,33 @@ import logging
 import sys
 from functools import partial
 
-from agentflow.cli._common import CommandContext, Commands, whole_number
+from agentflow.cli._common import (
+    CommandContext,
+    Commands,
+    add_mcp_options,
+    add_otel_option,
+    whole_number,
+)
 from agentflow.cli.ask import add_limits, add_tool_options, agent_tools
 from agentflow.context import RunLimits
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
 from agentflow.registry import planner_names
 from agentflow.settings import Settings
-from agentflow.tool import Tool
+from agentflow.telemetry import exporting
+from agentflow.tool import PooledSource, Tool, ToolSource
 
 __all__ = ["register_mcp"]
 
 DEFAULT_PORT = 8765
-DEADLINE_HELP = (
-    "seconds for each question (default: none). At three quarters of it the work still "
-    "running is cancelled and the findings so far are joined into an answer (status "
-    "`deadline`); if that join cannot answer by the deadline, the call is a tool error"
-)
+REWORDED = {
+    "deadline": "seconds for each question (default: none). At three quarters of it the work "
+    "still running is cancelled and the findings so far are joined into an answer (status "
+    "`deadline`); if that join cannot answer by the deadline, the call is a tool error",
+    "mcp": "give the agent the tools of an MCP server (repeatable): a command line such as "
+    '"python server.py" (over stdio) or an http(s):// URL (streamable HTTP); its session is '
+    "opened by the first call that needs it and kept open for the next ones",
+}
 DESCRIPTION = """\
 Serve agentflow as an MCP server with one tool, `ask` (a question, a planner, limits),
 which answers with a research agent and sends each step of its plan as a progress
@@ -77,10 +87,11 @@ def register_mcp(commands: Commands, common: CommandContext) -> None:
         help="calls running at once; more wait for a slot (default %(default)s)",
     )
     add_tool_options(mcp)
+    add_mcp_options(mcp)  # their sessions are kept open across calls, closed at exit
+    add_otel_option(mcp)
     add_limits(mcp)  # the caps of every call: a call may lower them, never raise them
-    for action in mcp._actions:
-        if action.dest == "deadline":  # ask's own help speaks of what it prints
-            action.help = DEADLINE_HELP
+    for action in mcp._actions:  # ask's own words for these speak of one run and its output
+        action.help = REWORDED.get(action.dest, action.help)
     mcp.set_defaults(handler=partial(_mcp, common))
 
 
@@ -91,19 +102,22 @@ def _mcp(common: CommandContext, args: argparse.Namespace) -> int:
     _require_mcp()
     settings = common.settings(args)
     urls = common.base_urls(args, settings)
-    tools = agent_tools(common, args)
+    specs, timeout = args.mcp, args.mcp_timeout
+    sources = [PooledSource(source) for source in common.mcp_sources(specs, timeout)]
+    tools: list[Tool | ToolSource] = [*agent_tools(common, args), *sources]
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
     if args.transport == "http":
         host, port = args.host or "127.0.0.1", args.port or DEFAULT_PORT
         print(f"serving MCP (tool `ask`) at http://{host}:{port}/mcp", file=sys.stderr, flush=True)
-    asyncio.run(_serve(args, settings, urls, tools))
+    with exporting(args.otel):
+        asyncio.run(_serve(args, settings, urls, tools))
     return 0
 
 
 async def _serve(
-    args: argparse.Namespace, settings: Settings, urls: list[str], tools: list[Tool]
+    args: argparse.Namespace, settings: Settings, urls: list[str], tools: list[Tool | ToolSource]
 ) -> None:
     from agentflow.mcp_server import AskConfig, create_mcp_server
 
@@ -128,6 +142,9 @@ async def _serve(
             host, port = args.host or "127.0.0.1", args.port or DEFAULT_PORT
             await server.run_streamable_http_async(host=host, port=port)
     finally:
+        for pooled in tools:
+            if isinstance(pooled, PooledSource):
+                await pooled.aclose()
         await model.aclose()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from tests.unit.scripted_server import (
 )
 
 QUESTION = "Oxford or Cambridge: which is older?"
+MCP_TOOLS = Path(__file__).parent / "tools" / "mcp_server_for_tests.py"
+"""An MCP server with a `search_facts` tool (the MCP client's tests' own)."""
 PLAN = json.dumps({"lookups": ["Oxford founded", "Cambridge founded"], "steps": []})
 CLI = [sys.executable, "-m", "agentflow.cli", "mcp"]
 
@@ -48,9 +51,9 @@ class Progress:
         return [m for _, _, m in sorted(self.updates)]
 
 
-def dag_server(lookups_at_once: threading.Barrier) -> Any:
+def dag_server(lookups_at_once: threading.Barrier | None = None) -> Any:
     """The dag planner's requests: the plan (streamed), two look-ups that must be in flight at
-    once (each waits at the barrier), and the join."""
+    once (each waits at the barrier; with no tools, a look-up is a model call), and the join."""
 
     def answer(path: str, body: dict[str, Any]) -> Reply:
         schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema", {})
@@ -60,6 +63,7 @@ def dag_server(lookups_at_once: threading.Barrier) -> Any:
         elif "answer" in properties:
             text = json.dumps({"enough": True, "answer": "Oxford", "missing": ""})
         else:
+            assert lookups_at_once is not None, "a look-up went to the model"
             try:
                 lookups_at_once.wait(timeout=20)
             except threading.BrokenBarrierError:
@@ -248,3 +252,48 @@ def test_help_names_the_transports_and_a_client_configuration() -> None:
     assert process.returncode == 0
     assert "--transport {stdio,http}" in process.stdout
     assert '"command": "agentflow"' in process.stdout
+
+
+def _processes_running(script: Path) -> list[int]:
+    """Pids of the processes running `script` (`python SCRIPT`; not `agentflow mcp --mcp ...`,
+    whose command line names it too)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if entry.name.isdigit() and argv[1:2] == [str(script).encode()]:
+            found.append(int(entry.name))
+    return found
+
+
+async def _gone(script: Path) -> bool:
+    for _ in range(100):
+        if not _processes_running(script):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
+async def test_mcp_tool_servers_behind_it_are_kept_open_across_calls(tmp_path: Path) -> None:
+    script = tmp_path / "facts_server.py"  # a path of this test's own, to find its process
+    shutil.copy(MCP_TOOLS, script)
+    progress = Progress()
+    with scripted_server(dag_server()) as model:
+        tool_server = f"{sys.executable} {script}"
+        async with stdio_client(model.base_url, "--planner", "dag", "--mcp", tool_server) as client:
+            first = await client.call_tool(
+                "ask", {"question": QUESTION}, progress_callback=progress
+            )
+            after_first = _processes_running(script)
+            second = await client.call_tool("ask", {"question": QUESTION})
+            after_second = _processes_running(script)
+        assert await _gone(script), "the MCP server outlived agentflow mcp"
+    for result in (first, second):
+        assert not result.is_error, text_of(result)
+        assert (result.structured_content or {})["usage"]["model_calls"] == 2  # plan, join
+    finished = [m for m in progress.messages() if m.startswith('search_facts("Oxford founded")')]
+    assert finished and finished[0].startswith('search_facts("Oxford founded") finished (')
+    assert len(after_first) == 1 and after_second == after_first  # one session, kept
