@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
+from agentflow import Agent
 from agentflow.model import Message, ModelSettings
 from agentflow.testing import FunctionModel
+from agentflow_tools import MCPServer
 
-from ..examples import example_names, load_example
+from ..examples import EXAMPLES, example_names, load_example
 
 
 def plan_then_answers(
@@ -39,7 +42,13 @@ def plan_then_answers(
 
 
 def test_every_example_is_covered() -> None:
-    assert example_names() == ["ask", "custom_planner", "custom_tool", "stream_events"]
+    assert example_names() == [
+        "ask",
+        "custom_planner",
+        "custom_tool",
+        "mcp_server",
+        "stream_events",
+    ]
 
 
 def test_ask(capsys: pytest.CaptureFixture[str]) -> None:
@@ -60,3 +69,17 @@ def test_custom_planner() -> None:
 def test_stream_events(capsys: pytest.CaptureFixture[str]) -> None:
     assert load_example("stream_events").main(model=FunctionModel(plan_then_answers)) == "Germany"
     assert "started" in capsys.readouterr().out
+
+
+def test_mcp_server() -> None:
+    """Run as `--mcp` runs it (a subprocess over stdio): the dag planner looks up with its
+    search tool. Not imported here: building the SDK's server sets up the root logger."""
+    server = MCPServer.stdio(sys.executable, [str(EXAMPLES / "mcp_server.py")])
+    agent = Agent(model=FunctionModel(plan_then_answers), planner="dag", tools=[server])
+    result = agent.run_sync("Which has more people, France or Germany?")
+    assert result.answer == "Germany"
+    found = [(n.tool, n.output) for n in result.trace.nodes.values()]
+    assert found == [
+        ("search_countries", "France: 68.4 million people"),
+        ("search_countries", "Germany: 84.5 million people"),
+    ]
