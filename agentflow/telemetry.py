@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -369,27 +369,35 @@ def remote_parent(headers: Mapping[str, str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def exporting(endpoint: str | None) -> Iterator[None]:
+def exporting(endpoint: str | None) -> Iterator[Callable[[], None]]:
     """The CLI's `--otel [ENDPOINT]`: inside the block, runs are sent as traces over OTLP/HTTP
     (service `agentflow` unless `OTEL_SERVICE_NAME`) to `endpoint` (its `/v1/traces`); "" (the
     flag alone) to the one the OTLP environment variables name, or localhost:4318; None (no
     flag) only if `OTEL_EXPORTER_OTLP_ENDPOINT` is set. At the end the spans are sent, waiting
     `FLUSH_SECONDS` at most: a collector that is down or hangs costs one warning, never the
-    command. `UserError` if `--otel` was given without the `otel` extra."""
+    command. `UserError` if `--otel` was given without the `otel` extra.
+
+    Yields the function that sends what is left (at the block's end, or earlier when called:
+    `serve` calls it before uvicorn re-raises the signal that stopped it, which ends the
+    process without running the block's end)."""
     if endpoint is None and (not any(os.environ.get(k) for k in _ENDPOINT_ENVS) or _global_sdk()):
-        yield  # nothing asked, or `opentelemetry-instrument` already set a provider up
+        yield _nothing  # nothing asked, or `opentelemetry-instrument` already set a provider up
         return
     export = _Export.start(endpoint)
     if export is None:
-        yield
+        yield _nothing
         return
     previous = _settings
     configure(export.provider, capture_content=previous.capture_content)
     try:
-        yield
+        yield export.close
     finally:
         configure(previous.tracer_provider, capture_content=previous.capture_content)
         export.close()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _global_sdk() -> bool:
@@ -410,7 +418,7 @@ class _Export(logging.Handler):
     ) -> None:
         super().__init__(logging.WARNING)
         self.provider, self.exporter, self.where = provider, exporter, where
-        self.warned = False
+        self.warned = self.closed = False
         self.logger = logging.getLogger(logger)
         self.propagated = self.logger.propagate
 
@@ -450,6 +458,9 @@ class _Export(logging.Handler):
         """Send what is left, for `FLUSH_SECONDS` at most, and not after the collector has
         failed once (the warning given): then the exporter is stopped and the flushing thread
         (a daemon) left to end by itself, this handler catching the exporter's logs till then."""
+        if self.closed:
+            return
+        self.closed = True
         flushing = threading.Thread(target=self._shut_down, daemon=True)
         flushing.start()
         deadline = time.monotonic() + FLUSH_SECONDS

@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -224,8 +225,8 @@ def _serve(common: CommandContext, args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=SHUTDOWN_BACKSTOP,
         log_level="warning",
     )
-    with exporting(args.otel):
-        _DrainingServer(uvicorn_config, app, args.grace).run()
+    with exporting(args.otel) as send_traces:
+        _DrainingServer(uvicorn_config, app, args.grace, on_stop=send_traces).run()
     return 0
 
 
@@ -336,10 +337,18 @@ class _DrainingServer(uvicorn.Server):
     then uvicorn stops. A second signal stops at once: the grace ends, the answers still
     running get the error frame, then uvicorn stops (a third is uvicorn's own)."""
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, grace: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        app: FastAPI,
+        grace: float,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.app = app
         self.grace = grace
+        self.on_stop = on_stop
+        """Called once the server has shut down, before a signal it caught is re-raised."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._draining: asyncio.Task[None] | None = None
         self._signals = 0
@@ -347,6 +356,13 @@ class _DrainingServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().shutdown(sockets)
+        finally:  # inside `serve`: uvicorn re-raises a captured signal once `serve` ends
+            if self.on_stop is not None:
+                await asyncio.to_thread(self.on_stop)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         service = getattr(self.app.state, "service", None)

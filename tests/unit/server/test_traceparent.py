@@ -4,7 +4,11 @@ provider (`telemetry.configure`, taken back after each test); over loopback."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -14,7 +18,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from agentflow import telemetry
 
+from ..otlp_receiver import otlp_receiver
+from ..scripted_server import scripted_server
 from .conftest import config, serving
+from .model_server import answering
+from .test_sigterm import _free_port, _wait_healthy
 
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 PARENT_ID = 0x00F067AA0BA902B7
@@ -74,3 +82,32 @@ def test_a_malformed_traceparent_is_ignored(spans: InMemorySpanExporter) -> None
         )
         assert reply.status_code == 200, reply.text
     assert run_root(spans).parent is None
+
+
+def test_serve_with_otel_sends_the_callers_trace_and_flushes_at_exit(tmp_path: Path) -> None:
+    """The whole chain, as a process: `serve --otel URL`, a chat with a `traceparent`, SIGTERM;
+    the collector has the run's spans, in the caller's trace, once the server has stopped."""
+    with scripted_server(answering()) as model, otlp_receiver() as receiver:
+        port = _free_port()
+        command = [sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port)]
+        command += ["--base-url", model.base_url, "--model", "m", "--planner", "direct"]
+        log = tmp_path / "serve.log"
+        with log.open("w") as sink:
+            server = subprocess.Popen([*command, "--otel", receiver.url], stdout=sink, stderr=sink)
+        try:
+            base_url = _wait_healthy(port, server, log)
+            headers = {"traceparent": TRACEPARENT}
+            reply = httpx2.post(f"{base_url}/chat/completions", json=BODY, headers=headers)
+            assert reply.status_code == 200, reply.text
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=15) == -signal.SIGTERM, log.read_text()
+        finally:
+            server.kill()
+            server.wait()
+        spans = receiver.spans()
+    assert receiver.resource()["service.name"] == "agentflow"
+    (root,) = [s for s in spans if s.name == "invoke_agent agentflow"]
+    assert int.from_bytes(root.trace_id, "big") == TRACE_ID
+    assert int.from_bytes(root.parent_span_id, "big") == PARENT_ID
+    assert any(s.name.startswith("chat ") for s in spans)
+    assert "warning" not in log.read_text()
