@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -353,3 +356,23 @@ async def test_a_library_users_global_provider_and_current_span_are_used(
     assert root.context is not None
     assert root.context.trace_id == outer.get_span_context().trace_id
     assert len(finished) == 1 + 1 + 3 + 1  # outer, root, three nodes, one request
+
+
+def test_the_core_runs_without_opentelemetry() -> None:
+    """OpenTelemetry absent (every `import opentelemetry...` fails): a run, the CLI's
+    `exporting` without a flag and a `traceparent` header work, and nothing imports it."""
+    script = """
+import asyncio, sys
+sys.modules["opentelemetry"] = None
+from agentflow import Agent, telemetry
+from agentflow.testing import ScriptedModel
+with telemetry.exporting(None), telemetry.remote_parent({"traceparent": "00-ab-cd-01"}):
+    print(asyncio.run(Agent(model=ScriptedModel(["Answer: x"])).run("q")).answer)
+print(sorted(m for m in sys.modules if m.startswith("opentelemetry.")))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["x", "[]"]
