@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -213,3 +215,26 @@ async def test_tools_of_the_same_name_are_a_user_error_unless_prefixed(tmp_path:
     model = ScriptedModel(["Answer: x"])
     result = await Agent(model=model, planner="direct", tools=[stdio_server(), second]).run("q")
     assert result.answer == "x"
+
+
+async def test_a_run_cancelled_while_its_server_starts_leaves_nothing(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    os.mkfifo(started)  # the server says its pid through it, then never answers the handshake
+    silent = f"import os, time; open({str(started)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    agent = Agent(
+        model=ScriptedModel(["Answer: x"]),
+        planner="direct",
+        tools=[MCPServer.stdio(sys.executable, ["-c", silent]), stdio_server()],
+    )
+    running = asyncio.create_task(agent.run("q"))
+    try:
+        async with asyncio.timeout(30):
+            pid = int(await asyncio.to_thread(started.read_text))
+    except TimeoutError:
+        os.close(os.open(started, os.O_WRONLY | os.O_NONBLOCK))  # frees the reading thread
+        raise
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert_gone(pid)
+    assert_no_tasks_left()
