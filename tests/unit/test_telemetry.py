@@ -26,9 +26,10 @@ from opentelemetry.trace import StatusCode
 from agentflow import Agent, ExecutionError, TaskId, TaskNode, telemetry
 from agentflow.exceptions import ModelConnectionError
 from agentflow.model import Choice, Message, ModelResponse, ModelSettings, RequestTiming, Usage
+from agentflow.telemetry import run_span
 from agentflow.testing import FunctionModel, StaticPlanner
 from agentflow.tool import ToolError, tool
-from agentflow.trace import Trace
+from agentflow.trace import NodeRecord, Trace
 
 from .test_planners import FACTS, plan
 
@@ -376,3 +377,50 @@ print(sorted(m for m in sys.modules if m.startswith("opentelemetry.")))
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["x", "[]"]
+
+
+def test_threads_allocation_and_unfinished_nodes_from_a_trace(
+    spans: InMemorySpanExporter,
+) -> None:
+    """Straight from a `Trace`: a thread forked inside a node is a child of that node's span;
+    an allocated node carries its decision (not its votes, whose keys are answers); a node
+    still running when the run ended is an error ending with the run."""
+    trace = Trace(question="q", planner="static")
+    allocation = {
+        "mode": "think", "difficulty": 0.72, "estimator": "score", "samples": 3,
+        "stopped_early": True, "budget": {"max_tokens": 512, "vote": "majority"},
+        "tokens": {"think": 300}, "votes": {"Oxford": 2}, "notes": ["a note"],
+    }  # fmt: skip
+    with run_span(trace, "m"):
+        trace.nodes["n"] = NodeRecord(
+            id="n", kind="llm", deps=[], tool=None, round=0, status="ok",
+            started_at=0.0, finished_at=0.03, allocation=allocation,
+        )  # fmt: skip
+        trace.nodes["n.t1"] = NodeRecord(
+            id="n.t1", kind="thread", deps=[], tool=None, round=0, status="ok",
+            started_at=0.01, finished_at=0.02, parent="n",
+        )  # fmt: skip
+        trace.nodes["late"] = NodeRecord(
+            id="late", kind="tool", deps=["n"], tool="search", round=0, status="running",
+            started_at=0.025,
+        )  # fmt: skip
+        time.sleep(0.05)  # the run's clock past every time above
+    root, children = tree(spans)
+    nodes = by_node(children)
+    assert nodes["n.t1"].parent is not None
+    assert nodes["n.t1"].parent.span_id == span_id(nodes["n"])
+    assert attrs(nodes["n.t1"])["agentflow.node.parent"] == "n"
+    decided = attrs(nodes["n"])
+    assert decided["agentflow.allocation.mode"] == "think"
+    assert decided["agentflow.allocation.difficulty"] == 0.72
+    assert decided["agentflow.allocation.samples"] == 3
+    assert decided["agentflow.allocation.stopped_early"] is True
+    assert decided["agentflow.allocation.budget.max_tokens"] == 512
+    assert decided["agentflow.allocation.tokens.think"] == 300
+    assert list(decided["agentflow.allocation.notes"]) == ["a note"]
+    assert not [key for key in decided if "votes" in key or "Oxford" in key]
+    late = nodes["late"]
+    assert late.status.status_code == StatusCode.ERROR
+    assert attrs(late)["error.type"] == "unfinished"
+    assert late.end_time == root.end_time
+    assert [link.context.span_id for link in late.links] == [span_id(nodes["n"])]
