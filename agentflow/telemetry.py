@@ -56,6 +56,7 @@ opt-in)."""
 INSTALL_HINT = "pip install 'agentflow-dag[otel]'"
 FLUSH_SECONDS = 5.0
 """How long the CLI waits at exit for its spans to reach the collector."""
+_log = logging.getLogger(__name__)
 _ENDPOINT_ENVS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _ALLOCATION_DICTS = ("budget", "tokens")
 """Allocation record fields that are dicts of numbers, flattened into attributes (`votes` is
@@ -131,7 +132,10 @@ def run_span(trace: Trace, model: str) -> Iterator[None]:
         root.set_attribute("error.type", type(exc).__name__)
         raise
     finally:
-        spans.finish(root, status)
+        try:
+            spans.finish(root, status)
+        except Exception:  # the run's own outcome stands whatever its spans did
+            _log.exception("could not record the run's spans")
 
 
 class _Spans:
