@@ -40,6 +40,18 @@ def assert_gone(pid: int) -> None:
     raise AssertionError(f"the MCP server {pid} is still there (state {state})")
 
 
+async def wait_gone(pid: int, within: float = 10.0) -> None:
+    """`assert_gone`, allowing `within` seconds: a server killed while it was being spawned is
+    reaped by the event loop's child watcher a moment later, not by the session's shutdown."""
+    await asyncio.to_thread(_poll_gone, pid, time.monotonic() + within)
+    assert_gone(pid)
+
+
+def _poll_gone(pid: int, deadline: float) -> None:
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.02)
+
+
 def assert_no_tasks_left() -> None:
     """Only the test's own task runs: no session owner, pipe reader or task group outlived it."""
     others = asyncio.all_tasks() - {asyncio.current_task()}
