@@ -85,10 +85,6 @@ Explanation / Exact Answer / Confidence lines), while a model stuck repeating it
 off inside the string and the JSON still closes."""
 
 
-class FinalAnswer(BaseModel):
-    answer: str = Field(max_length=MAX_REPLY_CHARS, description="the final answer")
-
-
 class JoinDecision(BaseModel):
     enough: bool = Field(description="true if the findings answer the question")
     answer: str = Field(max_length=MAX_REPLY_CHARS, description="the final answer, or a guess")
@@ -102,20 +98,29 @@ class JoinDecision(BaseModel):
 JOIN_SETTINGS = ModelSettings(temperature=0.0, max_tokens=400)
 
 
+FINAL_INSTRUCTIONS = (
+    "First think it through in one or two sentences, then give the answer on its own line as"
+    ' "Answer: <answer>".'
+)
+"""The last join writes plain text, not JSON: forced to open with `{"answer":"`, the 1.5B wrote
+"Yes" or "No" to 26 of 26 HotpotQA questions whatever the findings said (issue 20's react run);
+the "Answer:" line is the form `extract_answer` reads from every planner."""
+
+
 async def join(state: RunState, ctx: RunContext, *, allow_replan: bool) -> Answer | Replan:
     """The joiner: answer from the findings, or (when allowed) ask for a replan."""
     instructions = (
         'Reply as JSON: "enough" (true or false), "answer", and "missing" (what is still unknown).'
         if allow_replan
-        else 'Reply as JSON with "answer".'
+        else FINAL_INSTRUCTIONS
     )
     text = prompt(
         "join.md", question=state.question, findings=findings(state), instructions=instructions
     )
     messages = [{"role": "user", "content": text}]
     if not allow_replan:
-        final, _ = await ctx.complete_structured(messages, FinalAnswer, JOIN_SETTINGS)
-        return final_answer(final.answer)
+        response = await ctx.complete(messages, JOIN_SETTINGS)
+        return final_answer(response.text)
     decision, _ = await ctx.complete_structured(messages, JoinDecision, JOIN_SETTINGS)
     if decision.enough or not decision.missing.strip():
         return final_answer(decision.answer)

@@ -178,6 +178,34 @@ async def test_react_takes_one_step_at_a_time_until_it_finishes() -> None:
     assert result.trace.replans == 0
 
 
+@pytest.mark.parametrize("planner", ["react", "hybrid"])
+async def test_the_forced_last_answer_is_plain_text_with_an_answer_line(planner: str) -> None:
+    """Out of steps (react) or rounds (hybrid), the join answers from the findings in plain text:
+    no JSON schema, whose forced `{"answer":"` made the 1.5B write "Yes" or "No"."""
+    schemas: list[Mapping[str, Any] | None] = []
+    prompts: list[str] = []
+
+    def model_fn(
+        messages: Sequence[Message], settings: ModelSettings, schema: Mapping[str, Any] | None
+    ) -> str:
+        schemas.append(schema)
+        prompts.append(str(messages[-1]["content"]))
+        if "Findings:" in prompts[-1]:
+            return "The findings name her as Chief of Protocol.\nAnswer: Chief of Protocol"
+        if planner == "react":
+            return json.dumps({"thought": "again", "tool": "lookup", "input": "Oxford founded"})
+        return json.dumps({"queries": ["Oxford founded"], "answer": ""})
+
+    agent = Agent(model=FunctionModel(model_fn), planner=planner, tools=[lookup_tool()])
+    result = await agent.run("Which position did she hold?")
+
+    assert "Findings:" in prompts[-1] and "founded 1096" in prompts[-1]
+    assert schemas[-1] is None and '"Answer: <answer>"' in prompts[-1]
+    assert result.answer == "Chief of Protocol"
+    assert result.reply.startswith("The findings name her")  # whole, for format scorers
+    assert result.usage.calls == len(prompts)
+
+
 async def test_hybrid_runs_rounds_of_parallel_queries() -> None:
     model = ScriptedModel(
         [
