@@ -38,7 +38,10 @@ def scripted(replies: list[str]) -> Any:
 def test_the_plan_and_each_nodes_progress_stream_as_reasoning() -> None:
     plan = {
         "lookups": ["Oxford founded", "Cambridge founded"],
-        "steps": [{"id": "s1", "tool": "llm", "inputs": ["Which was founded first? {l1} {l2}"]}],
+        "steps": [
+            {"id": "s1", "tool": "llm", "inputs": ["Which was founded first? {l1} {l2}"]},
+            {"id": "s2", "tool": "lookup", "inputs": ["{s1} founded"]},  # s1 runs: s2 needs it
+        ],
     }
     replies = [
         json.dumps(plan),
@@ -59,6 +62,7 @@ def test_the_plan_and_each_nodes_progress_stream_as_reasoning() -> None:
     assert "- planned s1: llm(" in reasoning and "(after l1, l2)" in reasoning
     assert "- done l1: Oxford: founded 1096" in reasoning
     assert "- done s1: Oxford" in reasoning and "Answer found: Oxford" in reasoning
+    assert "- planned s2: lookup(" in reasoning and "(after s1)" in reasoning
     assert content == "The answer is Oxford as far as I can tell."
 
 
