@@ -263,3 +263,16 @@ def test_results_render_as_text_and_nothing_is_dropped_silently() -> None:
         "[resource file:///b: binary, 6 bytes]",
     ]
     assert render_result(types.CallToolResult(content=[])) == "(no output)"
+
+
+async def test_an_http_server_that_dies_mid_call_fails_the_calls_at_once() -> None:
+    with http_server() as url:  # a server of its own: this one is killed
+        opened = await MCPServer.http(url, timeout=20).open()
+        tools = by_name(opened)
+        with pytest.raises(ToolError, match="exit_now: MCP server .* closed the connection"):
+            await tools["exit_now"].call({})
+        assert not opened.alive()  # a pool opens a new session for the next run
+        with pytest.raises(ToolError, match="is gone"):
+            await tools["add"].call({"a": 1, "b": 2})
+        await opened.aclose()
+    assert_no_tasks_left()
