@@ -1,5 +1,5 @@
 """An MCP server whose tools an agent can use, written with the `mcp` SDK (shaped like its
-quickstart). Give its tools to an agent with `--mcp` (needs `pip install 'agentflow[mcp]'`):
+quickstart). Give its tools to an agent with `--mcp` (needs `pip install 'agentflow-dag[mcp]'`):
 
     agentflow tools list --mcp "python examples/mcp_server.py"
     agentflow ask --planner dag --mcp "python examples/mcp_server.py" \\

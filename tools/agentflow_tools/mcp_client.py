@@ -7,7 +7,7 @@ a stdio server is reaped then). Every MCP tool call is an ordinary `Tool` call: 
 them at once over the one session, and whatever goes wrong (the server exits, hangs past
 `timeout`, answers `isError`, or answers off its schema) is a `ToolError` the joiner reads.
 
-The protocol is the official `mcp` SDK's (the `mcp` extra: `pip install 'agentflow[mcp]'`),
+The protocol is the official `mcp` SDK's (the `mcp` extra: `pip install 'agentflow-dag[mcp]'`),
 imported only when a session opens. Its sessions hold anyio task groups, whose cancel scopes
 must be entered and left by one task: each session is owned by a task of its own, which enters
 the SDK's `Client`, lists the tools, and waits until it is told to close; calls go through the
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MCPServer", "render_result"]
 
-INSTALL_HINT = "MCP servers need the mcp package: pip install 'agentflow[mcp]'"
+INSTALL_HINT = "MCP servers need the mcp package: pip install 'agentflow-dag[mcp]'"
 DEFAULT_TIMEOUT = 30.0
 """Seconds an MCP tool call may take by default."""
 MIN_STARTUP_TIMEOUT = 30.0
