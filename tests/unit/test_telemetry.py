@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -66,17 +66,6 @@ class TimedModel(FunctionModel):
         )
         choice = Choice(text=text, finish_reason="stop")
         return ModelResponse(choices=(choice,), usage=usage, model=self.name, timing=timing)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry.configure(provider)
-    yield exporter
-    telemetry.configure()
-    provider.shutdown()
 
 
 @tool

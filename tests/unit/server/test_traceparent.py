@@ -7,16 +7,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from agentflow import telemetry
 
 from ..otlp_receiver import otlp_receiver
 from ..scripted_server import scripted_server
@@ -28,17 +24,6 @@ TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 PARENT_ID = 0x00F067AA0BA902B7
 TRACEPARENT = f"00-{TRACE_ID:032x}-{PARENT_ID:016x}-01"
 BODY = {"model": "agentflow-direct", "messages": [{"role": "user", "content": "Capital?"}]}
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry.configure(provider)
-    yield exporter
-    telemetry.configure()
-    provider.shutdown()
 
 
 def run_root(exporter: InMemorySpanExporter) -> ReadableSpan:
