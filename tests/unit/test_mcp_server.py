@@ -253,6 +253,8 @@ async def test_a_failed_step_a_cancelled_one_and_the_deadline_show_in_progress()
             return json.dumps(PLAN)
         if "answer" in properties:
             return json.dumps({"answer": "Oxford", "enough": True, "missing": ""})
+        if "Findings:" in str(messages[-1]["content"]):  # the last join, at the deadline
+            return "Answer: Oxford"
         if "Oxford founded" in str(messages[-1]["content"]):
             raise ValueError("no such page")
         await asyncio.sleep(3600)  # Cambridge: still running at the deadline

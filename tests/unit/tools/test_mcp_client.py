@@ -230,7 +230,7 @@ def test_without_the_mcp_package_the_error_says_what_to_install(
         return None if name == "mcp" else real(name, *args)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    with pytest.raises(UserError, match=r"pip install 'agentflow\[mcp\]'"):
+    with pytest.raises(UserError, match=r"pip install 'agentflow-dag\[mcp\]'"):
         MCPServer.stdio("python", ["server.py"])
 
 
