@@ -44,6 +44,8 @@ class Loopback:
     def __init__(self, scripts: Sequence[Script]) -> None:
         self.scripts = list(scripts)
         self.bodies: list[dict[str, Any]] = []
+        self.received = asyncio.Event()
+        """Set once a request's body has been read."""
         self._handlers: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self.base_url = ""
@@ -87,6 +89,7 @@ class Loopback:
             if line.startswith("content-length:"):
                 length = int(line.split(":", 1)[1])
         self.bodies.append(json.loads(await reader.readexactly(length)) if length else {})
+        self.received.set()
         script = self.scripts.pop(0)
         for pause, piece in script:
             if callable(pause):
