@@ -22,12 +22,13 @@ import contextvars
 import importlib.util
 import json
 import math
+import os
 import shlex
-import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel, ConfigDict
 
@@ -46,6 +47,9 @@ DEFAULT_TIMEOUT = 30.0
 MIN_STARTUP_TIMEOUT = 30.0
 """Seconds starting a session may take at least (a server run by `npx` or `uvx` may install
 itself first), unless told otherwise."""
+MAX_RESULT_CHARS = 50_000
+"""Characters of a tool result kept (as `fetch_page` keeps of a page): a result is pasted into
+later prompts whole, and a server may answer megabytes."""
 _STDERR_TAIL = 1200
 """Characters of a stdio server's stderr quoted when it fails."""
 _CLOSING: set[asyncio.Task[None]] = set()
@@ -188,7 +192,7 @@ class _Session:
             asyncio.get_running_loop().create_future()
         )
         self._task: asyncio.Task[None] | None = None
-        self._stderr: IO[str] | None = None
+        self._stderr: _StderrTail | None = None
 
     def alive(self) -> bool:
         return not self.dead and self._task is not None and not self._task.done()
@@ -216,7 +220,11 @@ class _Session:
             with self._scope:
                 async with contextlib.AsyncExitStack() as stack:
                     target = await self._target(stack)
-                    client = await stack.enter_async_context(Client(target, cache=None))
+                    try:
+                        client = await stack.enter_async_context(Client(target, cache=None))
+                    finally:  # spawned (or not): the child holds its own end of the pipe
+                        if self._stderr is not None:
+                            self._stderr.spawned()
                     listing = await _list_all(client)
                     self._scope.deadline = math.inf  # started: the session lasts until closed
                     self.client = client
@@ -247,16 +255,16 @@ class _Session:
         from mcp.client.stdio import stdio_client
 
         assert server.command is not None
-        # The server's log, kept out of the terminal and quoted when the server fails; closed
-        # (and so deleted) by `aclose`, after the last message that quotes it.
-        self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+        # The server's log, kept out of the terminal (its end quoted when the server fails).
+        self._stderr = stderr = _StderrTail(server.label)
+        assert stderr.writer is not None
         params = StdioServerParameters(
             command=server.command,
             args=list(server.args),
             env=dict(server.env) if server.env is not None else None,
             cwd=server.cwd,
         )
-        return stdio_client(params, errlog=self._stderr)
+        return stdio_client(params, errlog=stderr.writer)
 
     def _start_error(self, exc: Exception) -> ToolError:
         from mcp import MCPError
@@ -272,14 +280,7 @@ class _Session:
 
     def stderr_tail(self) -> str:
         """The end of a stdio server's stderr, as a suffix for a message ("" if none)."""
-        if self._stderr is None or self._stderr.closed:
-            return ""
-        try:
-            self._stderr.flush()
-            self._stderr.seek(0)
-            text = self._stderr.read()[-_STDERR_TAIL:].strip()
-        except (OSError, ValueError):
-            return ""
+        text = self._stderr.text() if self._stderr is not None else ""
         return f"; its stderr ends:\n{text}" if text else ""
 
     async def aclose(self) -> None:
@@ -294,7 +295,7 @@ class _Session:
         if self._ready.done() and not self._ready.cancelled():
             self._ready.exception()  # seen: a start nobody waited for is no loop warning
         if self._stderr is not None:
-            self._stderr.close()
+            self._stderr.spawned()  # never spawned: the reader is told the pipe's end
 
     async def call(self, tool: str, name: str, arguments: dict[str, Any]) -> str:
         """Call `name` on the server: its result as text, or a `ToolError` saying what failed."""
@@ -332,6 +333,48 @@ class _Session:
             return ToolError(f"{tool}: MCP server {label} sent a malformed result ({where}: "
                              f"{first['msg']})")  # fmt: skip
         return ToolError(f"{tool}: MCP server {label} failed: {_describe(exc)}")
+
+
+class _StderrTail:
+    """A stdio server's stderr: a pipe that a thread of its own reads to the end, keeping only
+    the last bytes (a server may log gigabytes over a long session: nothing is written to disk,
+    and a chatty server is never blocked on a full pipe)."""
+
+    KEEP = 4 * _STDERR_TAIL
+
+    def __init__(self, label: str) -> None:
+        read_end, write_end = os.pipe()
+        self.writer: TextIO | None = os.fdopen(write_end, "w", encoding="utf-8")
+        """Given to the server as its stderr; ours is closed once it is spawned."""
+        self._kept = bytearray()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._drain, args=(read_end,), name=f"mcp stderr {label}", daemon=True
+        )
+        self._thread.start()
+
+    def _drain(self, read_end: int) -> None:
+        try:
+            while chunk := os.read(read_end, 65536):
+                with self._lock:
+                    self._kept += chunk
+                    del self._kept[: -self.KEEP]
+        finally:
+            os.close(read_end)
+
+    def spawned(self) -> None:
+        """Close our copy of the write end: the reader ends when the server does."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def text(self) -> str:
+        """The end of what the server wrote (all of it once it exited: waited for, briefly)."""
+        if self.writer is None:
+            self._thread.join(timeout=0.2)
+        with self._lock:
+            kept = bytes(self._kept)
+        return kept.decode("utf-8", errors="replace")[-_STDERR_TAIL:].strip()
 
 
 async def _list_all(client: Client) -> list[mcp_types.Tool]:
@@ -451,16 +494,19 @@ def _coerce(args: dict[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
-def render_result(result: mcp_types.CallToolResult) -> str:
+def render_result(result: mcp_types.CallToolResult, limit: int = MAX_RESULT_CHARS) -> str:
     """A tool result as text for the model: text blocks as they are, other content described
     (an image by its type and size, never dropped silently), `structuredContent` as JSON when
-    no text says it."""
+    no text says it; cut to `limit` characters, saying how many were left out."""
     parts = [_render_block(block) for block in result.content]
     if result.structured_content is not None and not any(
         getattr(block, "type", "") == "text" for block in result.content
     ):
         parts.append(json.dumps(result.structured_content, ensure_ascii=False, default=str))
-    return "\n".join(parts) if parts else "(no output)"
+    text = "\n".join(parts) if parts else "(no output)"
+    if len(text) > limit:
+        text = text[:limit] + f"... [cut: {len(text) - limit} more characters]"
+    return text
 
 
 def _render_block(block: Any) -> str:

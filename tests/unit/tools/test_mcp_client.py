@@ -4,7 +4,9 @@ every way a server can fail turned into a `ToolError` (never a crash, a hang or 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +18,10 @@ import pytest
 from agentflow.exceptions import UserError
 from agentflow.tool import OpenTools, PooledSource, RetryTask, Tool, ToolError
 from agentflow_tools import MCPServer
-from agentflow_tools.mcp_client import render_result
+from agentflow_tools.mcp_client import MAX_RESULT_CHARS, render_result
 
 from .mcp_helpers import (
+    SERVER,
     assert_gone,
     assert_no_tasks_left,
     http_server,
@@ -275,4 +278,73 @@ async def test_an_http_server_that_dies_mid_call_fails_the_calls_at_once() -> No
         with pytest.raises(ToolError, match="is gone"):
             await tools["add"].call({"a": 1, "b": 2})
         await opened.aclose()
+    assert_no_tasks_left()
+
+
+def test_a_huge_result_is_cut_to_what_a_prompt_can_hold() -> None:
+    huge = types.CallToolResult(content=[text("A" * 10_000_000)])
+    rendered = render_result(huge)
+    assert len(rendered) < MAX_RESULT_CHARS + 100
+    assert rendered.startswith("A" * 1000)
+    assert rendered.endswith(f"[cut: {10_000_000 - MAX_RESULT_CHARS} more characters]")
+
+
+async def test_a_huge_result_from_a_server_reaches_the_run_cut() -> None:
+    script = (
+        "import sys, runpy; from mcp.server.mcpserver import MCPServer\n"
+        "mcp = MCPServer('big', log_level='WARNING')\n"
+        "@mcp.tool()\n"
+        "def big() -> str:\n"
+        "    '''Ten megabytes.'''\n"
+        "    return 'A' * 10_000_000\n"
+        "mcp.run()\n"
+    )
+    opened = await MCPServer.stdio(sys.executable, ["-c", script], timeout=20).open()
+    try:
+        output = await by_name(opened)["big"].call({})
+    finally:
+        await opened.aclose()
+    assert len(output) < MAX_RESULT_CHARS + 100
+
+
+FLOOD = 20_000_000
+"""Bytes of stderr the chatty servers below write."""
+
+
+def deleted_files_at_least(size: int) -> list[str]:
+    """Deleted regular files this process holds open that are `size` bytes or more (a stdio
+    server's stderr kept in an unlinked temporary file)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.endswith("(deleted)") and os.stat(fd).st_size >= size:
+                found.append(target)
+    return found
+
+
+async def test_a_chatty_servers_stderr_fills_no_file() -> None:
+    """A server that logs a lot (for days, in `serve`) keeps only the end of its stderr in
+    memory: nothing grows on disk while its session is open."""
+    flood_then_serve = (
+        f"import sys, runpy; sys.stderr.write('x' * {FLOOD}); sys.stderr.flush(); "
+        f"sys.argv = [{str(SERVER)!r}]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    opened = await MCPServer.stdio(sys.executable, ["-c", flood_then_serve], timeout=20).open()
+    try:
+        assert await by_name(opened)["add"].call({"a": 1, "b": 2}) == "3"
+        assert deleted_files_at_least(FLOOD // 2) == []
+    finally:
+        await opened.aclose()
+    assert_no_tasks_left()
+
+
+async def test_the_end_of_a_flood_of_stderr_is_quoted_when_the_server_fails() -> None:
+    flood_then_exit = (
+        f"import sys; sys.stderr.write('x' * {FLOOD} + '\\nthe last words\\n'); sys.exit(1)"
+    )
+    server = MCPServer.stdio(sys.executable, ["-c", flood_then_exit], timeout=20)
+    with pytest.raises(ToolError, match="its stderr ends:\nx+\nthe last words$") as caught:
+        await server.open()
+    assert len(str(caught.value)) < 2000
     assert_no_tasks_left()
