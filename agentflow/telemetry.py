@@ -9,8 +9,9 @@ is a child of the caller's current span (and of a `traceparent` that `serve` rec
 spans of its nodes and requests are made when the run ends, failed or cancelled runs included,
 with the start and end times the trace measured, so branches that ran at once overlap.
 
-No question, answer, label or output text is recorded unless asked for: `configure(
-capture_content=True)` or `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.
+No question, answer, label, output or error text is recorded unless asked for: `configure(
+capture_content=True)` or `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true` (an error's
+message quotes what failed; without text a failed span keeps its status and `error.type`).
 """
 
 from __future__ import annotations
@@ -127,8 +128,11 @@ def run_span(trace: Trace, model: str) -> Iterator[None]:
         root.set_status(StatusCode.ERROR, "the run was cancelled")
         raise
     except BaseException as exc:
-        root.record_exception(exc)
-        root.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+        # An error's message quotes what failed (a tool's input, the model's text): text.
+        if spans.content:
+            root.record_exception(exc)
+        why = f"{type(exc).__name__}: {exc}" if spans.content else type(exc).__name__
+        root.set_status(StatusCode.ERROR, why)
         root.set_attribute("error.type", type(exc).__name__)
         raise
     finally:
@@ -237,9 +241,9 @@ class _Spans:
             attributes[gen_ai.GEN_AI_TOOL_NAME] = record.tool
         if record.parent:
             attributes["agentflow.node.parent"] = record.parent
-        if record.error:
-            attributes["agentflow.node.error"] = record.error
-        if self.content:
+        if self.content:  # an error's message quotes what failed: text too
+            if record.error:
+                attributes["agentflow.node.error"] = record.error
             attributes["agentflow.node.label"] = record.label
             if record.output is not None:
                 attributes["agentflow.node.output"] = record.output
@@ -250,7 +254,8 @@ class _Spans:
         from opentelemetry.trace import StatusCode
 
         if record.status in ("failed", "cancelled"):
-            span.set_status(StatusCode.ERROR, record.error or record.status)
+            why = record.error if self.content and record.error else record.status
+            span.set_status(StatusCode.ERROR, why)
             span.set_attribute("error.type", record.status)
         elif record.status != "ok":  # the run ended before the node did
             span.set_status(StatusCode.ERROR, f"the run ended while the node was {record.status}")
@@ -297,7 +302,7 @@ class _Spans:
                 attributes["agentflow.node.id"] = event.node_id
             for key, value in event.data.items():
                 if isinstance(value, bool | int | float) or (
-                    isinstance(value, str) and (self.content or key == "error")
+                    self.content and isinstance(value, str)
                 ):
                     attributes[f"agentflow.{key}"] = value
             root.add_event(f"agentflow.{event.type}", attributes, timestamp=self.at(event.at))

@@ -210,7 +210,10 @@ async def test_a_dag_runs_plan_and_join_requests_are_the_runs_own(
     assert sum(s.parent.span_id == span_id(root) for s in under_root if s.parent) >= 2
 
 
-async def test_a_failed_node_has_an_error_status(spans: InMemorySpanExporter) -> None:
+async def test_a_failed_node_has_an_error_status(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(telemetry.CAPTURE_CONTENT_ENV, "true")  # the error's text is text
     nodes = [node("a", "lookup", query="Oxford founded"), node("bad", "broken", query="q")]
     planner = StaticPlanner([nodes], answer=lambda state: "Oxford")
     result = await Agent(model=TimedModel([]), planner=planner, tools=[lookup, broken]).run("q")
@@ -227,8 +230,10 @@ async def test_a_failed_node_has_an_error_status(spans: InMemorySpanExporter) ->
 
 
 async def test_a_run_that_fails_still_exports_what_happened(
-    spans: InMemorySpanExporter,
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(telemetry.CAPTURE_CONTENT_ENV, "true")  # the error's text is text
+
     def down(messages: Sequence[Message], settings: ModelSettings, schema: Any) -> str:
         raise ModelConnectionError("the model server went away", base_url="http://x/v1")
 
@@ -274,10 +279,11 @@ async def test_a_cancelled_run_still_exports_its_spans(spans: InMemorySpanExport
 
 
 def texts(exporter: InMemorySpanExporter) -> str:
-    """Every attribute value of every span and event, as one string."""
+    """Every attribute value and status description of every span and event, as one string."""
     values: list[Any] = []
     for span in exporter.get_finished_spans():
         values += list(attrs(span).values())
+        values.append(span.status.description or "")
         for event in span.events:
             values += list((event.attributes or {}).values())
     return json.dumps([v if isinstance(v, str | int | float) else list(v) for v in values])
@@ -297,6 +303,30 @@ async def test_no_text_is_recorded_by_default(
     for text in (QUESTION, "Oxford founded", "founded 1096", "Which was first?", "Oxford"):
         assert text not in recorded
     assert "gen_ai.input.messages" not in recorded
+
+
+async def test_no_error_text_is_recorded_by_default(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error's message quotes what failed (a tool's input, an MCP server's reply, the
+    model's text): like any text, it is recorded only when the user opts in."""
+    monkeypatch.delenv(telemetry.CAPTURE_CONTENT_ENV, raising=False)
+    secret = "zebrafish nationality"
+    failing = StaticPlanner([[node("bad", "broken", query=secret)]], answer=lambda state: "x")
+    await Agent(model=TimedModel([]), planner=failing, tools=[broken]).run("q")
+
+    def down(messages: Sequence[Message], settings: ModelSettings, schema: Any) -> str:
+        raise ModelConnectionError(f"no answer about {secret}", base_url="http://x/v1")
+
+    planner = StaticPlanner([[node("s", None, question="?")]])
+    with pytest.raises(ExecutionError):
+        await Agent(model=FunctionModel(down), planner=planner).run("q")
+    assert secret not in texts(spans)
+    for span in spans.get_finished_spans():
+        assert all(secret not in str(event.attributes) for event in span.events)
+    failed = [s for s in spans.get_finished_spans() if s.status.status_code == StatusCode.ERROR]
+    assert {str(attrs(s).get("agentflow.node.id")) for s in failed} >= {"bad", "s"}
+    assert all(attrs(s)["error.type"] for s in failed)
 
 
 async def test_text_is_recorded_when_the_user_opts_in(
