@@ -124,23 +124,25 @@ class CommandContext:
         return list(args.base_url or [settings.base_url])
 
 
-def add_mcp_options(parser: argparse.ArgumentParser) -> None:
-    """`--mcp` (repeatable) and `--mcp-timeout`, which `CommandContext.mcp_sources` reads."""
+def add_mcp_options(parser: argparse.ArgumentParser, *, pooled: bool = False) -> None:
+    """`--mcp` (repeatable) and `--mcp-timeout`, which `CommandContext.mcp_sources` reads;
+    `pooled`: the command keeps one session per server across its runs (`serve`, `mcp`)."""
     group = parser.add_argument_group("MCP servers (needs the `mcp` extra)")
+    started = "started once, its session kept across runs" if pooled else "started for each run"
     group.add_argument(
         "--mcp",
         action="append",
         default=[],
         metavar="CMD_OR_URL",
         help="give the agent the tools of an MCP server (repeatable): a command line such as "
-        '"python server.py" (started for each run, over stdio) or an http(s):// URL '
-        "(streamable HTTP)",
+        f'"python server.py" ({started}, over stdio) or an http(s):// URL (streamable HTTP)',
     )
     group.add_argument(
         "--mcp-timeout",
         type=seconds,
         metavar="SECONDS",
-        help="seconds an MCP tool call, or starting a server, may take (default 30)",
+        help="seconds an MCP tool call may take (default 30); starting a server may take this "
+        "too, but at least 30",
     )
 
 

@@ -65,7 +65,7 @@ def register_serve(commands: Commands, common: CommandContext) -> None:
         "--port", type=whole_number(1, 65535), default=8000, help="port, 1-65535 (%(default)s)"
     )
     _add_agent_options(serve)
-    add_mcp_options(serve)
+    add_mcp_options(serve, pooled=True)
     _add_admission_options(serve)
     _add_operating_options(serve)
     _add_replica_options(serve)

@@ -52,3 +52,16 @@ def test_python_dash_m_runs_the_same_main() -> None:
         check=True,
     )
     assert done.stdout.startswith("agentflow ")
+
+
+@pytest.mark.parametrize(
+    ("command", "started"),
+    [("ask", "started for each run"), ("serve", "kept across"), ("mcp", "kept open")],
+)
+def test_mcp_help_says_when_a_server_is_started(
+    capsys: pytest.CaptureFixture[str], command: str, started: str
+) -> None:
+    """`serve` and `mcp` keep one session per server across runs: their help says so."""
+    out = " ".join(_help(capsys, command).split())
+    assert started in out
+    assert "starting a server may take this too, but at least 30" in out
