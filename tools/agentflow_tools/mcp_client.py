@@ -21,6 +21,7 @@ import contextlib
 import contextvars
 import importlib.util
 import json
+import logging
 import math
 import os
 import shlex
@@ -255,6 +256,7 @@ class _Session:
         from mcp.client.stdio import stdio_client
 
         assert server.command is not None
+        _quiet_parse_errors()
         # The server's log, kept out of the terminal (its end quoted when the server fails).
         self._stderr = stderr = _StderrTail(server.label)
         assert stderr.writer is not None
@@ -333,6 +335,29 @@ class _Session:
             return ToolError(f"{tool}: MCP server {label} sent a malformed result ({where}: "
                              f"{first['msg']})")  # fmt: skip
         return ToolError(f"{tool}: MCP server {label} failed: {_describe(exc)}")
+
+
+class _NotMCPLines(logging.Filter):
+    """Lets through only the first of the SDK's tracebacks for lines a stdio server writes to
+    stdout that are not JSON-RPC (a banner, a print left in): a chatty server made thousands
+    on agentflow's stderr, and the session goes on without them. The first says what the
+    line was, for a server that speaks no MCP at all (it then does not start in time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Failed to parse JSONRPC message"):
+            return True
+        first, self.seen = not self.seen, True
+        return first
+
+
+def _quiet_parse_errors() -> None:
+    sdk = logging.getLogger("mcp.client.stdio")
+    if not any(isinstance(f, _NotMCPLines) for f in sdk.filters):
+        sdk.addFilter(_NotMCPLines())
 
 
 class _StderrTail:

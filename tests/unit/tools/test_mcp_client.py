@@ -348,3 +348,21 @@ async def test_the_end_of_a_flood_of_stderr_is_quoted_when_the_server_fails() ->
         await server.open()
     assert len(str(caught.value)) < 2000
     assert_no_tasks_left()
+
+
+async def test_lines_that_are_not_mcp_on_stdout_log_no_traceback_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server that prints (a banner, a print left in) still serves, and its lines are not
+    each a traceback on agentflow's stderr (2,000 lines made 22,000 lines of them): the
+    process's first one only."""
+    print_then_serve = (
+        "import sys, runpy; print('banner\\n' * 200, end='', flush=True); "
+        f"sys.argv = [{str(SERVER)!r}]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    opened = await MCPServer.stdio(sys.executable, ["-c", print_then_serve], timeout=20).open()
+    try:
+        assert await by_name(opened)["add"].call({"a": 1, "b": 2}) == "3"
+    finally:
+        await opened.aclose()
+    assert len([r for r in caplog.records if r.name.startswith("mcp")]) <= 1
