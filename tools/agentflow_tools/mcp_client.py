@@ -484,15 +484,29 @@ def _tool(server: MCPServer, session: _Session, item: mcp_types.Tool) -> MCPTool
 
 
 def _validator(schema: dict[str, Any]) -> Any:
+    """A validator of `schema` that runs none of its regular expressions: the check runs in
+    the event loop, and one that backtracks catastrophically (`^(a+)+$`) holds the GIL, which
+    froze the whole process. The server checks its own patterns."""
     from jsonschema import SchemaError  # type: ignore[import-untyped]
-    from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+    from jsonschema.validators import extend, validator_for  # type: ignore[import-untyped]
 
     cls = validator_for(schema)
     try:
         cls.check_schema(schema)
     except SchemaError:
         return None
-    return cls(schema)
+    additional = cls.VALIDATORS.get("additionalProperties")
+
+    def additional_unless_patterns(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        if additional is None or "patternProperties" in schema:  # matching names is regex too
+            return ()
+        return additional(validator, value, instance, schema)
+
+    def unchecked(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        return ()
+
+    checks = {"pattern": unchecked, "patternProperties": unchecked}
+    return extend(cls, {**checks, "additionalProperties": additional_unless_patterns})(schema)
 
 
 _SCALARS: dict[str, Any] = {"integer": int, "number": float}

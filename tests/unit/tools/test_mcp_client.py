@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -366,3 +367,31 @@ async def test_lines_that_are_not_mcp_on_stdout_log_no_traceback_each(
     finally:
         await opened.aclose()
     assert len([r for r in caplog.records if r.name.startswith("mcp")]) <= 1
+
+
+def test_a_servers_pattern_that_backtracks_forever_freezes_nothing() -> None:
+    """The arguments are checked against the server's input schema in the event loop, and a
+    regular expression holds the GIL: a `pattern` that backtracks catastrophically froze the
+    whole process (every run of a `serve`). Patterns are left to the server."""
+    script = """
+import asyncio
+from agentflow_tools.mcp_client import MCPTool, _JSONArgs, _validator
+
+schema = {
+    "type": "object",
+    "properties": {"q": {"type": "string", "pattern": "^(a+)+$"}},
+    "patternProperties": {"^(b+)+$": {"type": "string"}},
+}
+
+async def send(tool, name, arguments):
+    return "sent"
+
+tool = MCPTool(name="evil", description="d", parameters=schema, function=send,
+               args_model=_JSONArgs, server="evil", remote_name="evil",
+               validator=_validator(schema))
+print(asyncio.run(tool.call({"q": "a" * 40 + "!", "b" * 40 + "!": "x"})))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.stdout.strip() == "sent", done.stderr
