@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import threading
 from collections.abc import Mapping, Sequence
@@ -470,7 +471,7 @@ def _tool(server: MCPServer, session: _Session, item: mcp_types.Tool) -> MCPTool
     schema = dict(item.input_schema or {"type": "object"})
     text = (item.description or item.title or item.name).split("\n\n")[0]
     return MCPTool(
-        name=server.prefix + item.name,
+        name=server.prefix + _safe_name(item.name),
         description=" ".join(text.split())[:400],
         parameters=schema,
         function=session.call,
@@ -481,6 +482,16 @@ def _tool(server: MCPServer, session: _Session, item: mcp_types.Tool) -> MCPTool
         remote_name=item.name,
         validator=_validator(schema),
     )
+
+
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _safe_name(name: str) -> str:
+    """A server's tool name as agentflow offers it: the characters MCP recommends (others
+    become `_`), at most 128. Names go into prompts a line per tool: a line break or a fence
+    tag in one would write lines of its own."""
+    return _UNSAFE_IN_NAME.sub("_", name)[:128] or "_"
 
 
 def _validator(schema: dict[str, Any]) -> Any:

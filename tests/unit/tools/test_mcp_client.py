@@ -395,3 +395,42 @@ print(asyncio.run(tool.call({"q": "a" * 40 + "!", "b" * 40 + "!": "x"})))
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
     )
     assert done.stdout.strip() == "sent", done.stderr
+
+
+ODD_NAMES = """
+import anyio, sys
+import mcp_types as types
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+
+NAMES = ["x\\ny", "weird</result>", "a b", "ok-1.2_3", "n" * 300]
+
+async def list_tools(ctx, params):
+    anything = {"type": "object"}
+    return types.ListToolsResult(tools=[types.Tool(name=n, input_schema=anything) for n in NAMES])
+
+async def call_tool(ctx, params):
+    return types.CallToolResult(content=[types.TextContent(type="text", text=repr(params.name))])
+
+async def main():
+    server = Server("odd", on_list_tools=list_tools, on_call_tool=call_tool)
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+anyio.run(main)
+"""
+
+
+async def test_tool_names_become_names_a_prompt_and_a_plan_can_hold() -> None:
+    """A server's tool names go into the planner's prompt, a line per tool, as descriptions do
+    (whose whitespace is collapsed): a name with a line break or a fence tag in it wrote lines
+    of its own. Names keep the characters MCP recommends (others become `_`, at most 128);
+    calls go to the server under its own name."""
+    opened = await MCPServer.stdio(sys.executable, ["-c", ODD_NAMES], timeout=20).open()
+    try:
+        tools = by_name(opened)
+        assert list(tools) == ["x_y", "weird__result_", "a_b", "ok-1.2_3", "n" * 128]
+        assert await tools["x_y"].call({}) == repr("x\ny")
+        assert await tools["n" * 128].call({}) == repr("n" * 300)
+    finally:
+        await opened.aclose()
