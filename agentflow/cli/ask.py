@@ -21,6 +21,7 @@ from agentflow.cli._common import (
     add_mcp_options,
     add_otel_option,
     seconds,
+    whole_number,
 )
 from agentflow.context import RunLimits
 from agentflow.exceptions import UserError
@@ -89,18 +90,21 @@ def add_limits(ask: argparse.ArgumentParser) -> None:
     """The run's caps, `--concurrency` and `--node-timeout` (shared with `agentflow mcp`)."""
     ask.add_argument(
         "--max-model-calls",
-        type=int,
+        type=whole_number(1),
         default=RunLimits.max_model_calls,
         help="hard cap on model calls for the question (default %(default)s)",
     )
     ask.add_argument(
         "--max-tokens",
-        type=int,
+        type=whole_number(1),
         default=RunLimits.max_tokens,
         help="hard cap on prompt+completion tokens (default %(default)s)",
     )
     ask.add_argument(
-        "--concurrency", type=int, default=16, help="nodes running at once (default %(default)s)"
+        "--concurrency",
+        type=whole_number(1),
+        default=16,
+        help="nodes running at once (default %(default)s)",
     )
     ask.add_argument("--deadline", type=seconds, metavar="SECONDS", help=_DEADLINE_HELP)
     ask.add_argument(

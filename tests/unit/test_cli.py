@@ -65,3 +65,19 @@ def test_mcp_help_says_when_a_server_is_started(
     out = " ".join(_help(capsys, command).split())
     assert started in out
     assert "starting a server may take this too, but at least 30" in out
+
+
+@pytest.mark.parametrize("command", ["ask", "mcp"])
+@pytest.mark.parametrize(
+    "option", [["--max-model-calls", "-5"], ["--max-tokens", "0"], ["--concurrency", "0"]]
+)
+def test_a_cap_below_one_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], command: str, option: list[str]
+) -> None:
+    """`--max-model-calls -5` was taken: `ask` then failed with "the run reached its cap of -5
+    model calls", and `agentflow mcp` started a server whose every call failed so."""
+    argv = [command, *option] + (["a question"] if command == "ask" else [])
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert f"argument {option[0]}: " in capsys.readouterr().err
