@@ -205,14 +205,26 @@ class PooledSource(ToolSource):
         self.label = source.label
         self._lock = asyncio.Lock()
         self._open: OpenTools | None = None
+        self._failures = 0
+        self._failed: ToolError | None = None
 
     async def open(self) -> OpenTools:
+        """The open session (opened if none). Runs that waited while an open failed share its
+        `ToolError` rather than each wait for a new one (a server hanging until its startup
+        timeout would make the tenth run wait ten); a run that comes after tries again."""
+        failures = self._failures
         async with self._lock:
             if self._open is not None and not self._open.alive():
                 stale, self._open = self._open, None
                 await stale.aclose()
             if self._open is None:
-                self._open = await self.source.open()
+                if self._failures != failures and self._failed is not None:
+                    raise ToolError(str(self._failed))
+                try:
+                    self._open = await self.source.open()
+                except ToolError as exc:
+                    self._failures, self._failed = self._failures + 1, exc
+                    raise
             return OpenTools(tools=self._open.tools, alive=self._open.alive)
 
     async def aclose(self) -> None:

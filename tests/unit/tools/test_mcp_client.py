@@ -9,6 +9,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import mcp_types as types
 import pytest
 
 from agentflow.exceptions import UserError
-from agentflow.tool import OpenTools, PooledSource, RetryTask, Tool, ToolError
+from agentflow.tool import OpenTools, PooledSource, RetryTask, Tool, ToolError, ToolSource
 from agentflow_tools import MCPServer
 from agentflow_tools.mcp_client import MAX_RESULT_CHARS, render_result
 
@@ -434,3 +435,28 @@ async def test_tool_names_become_names_a_prompt_and_a_plan_can_hold() -> None:
         assert await tools["n" * 128].call({}) == repr("n" * 300)
     finally:
         await opened.aclose()
+
+
+async def test_runs_waiting_on_a_pool_share_its_failed_start_instead_of_each_waiting_anew() -> None:
+    """A pooled server that does not start (down, or hanging until its startup timeout) failed
+    the runs waiting for it one after another, each after a whole new wait: the tenth request
+    of a `serve` waited ten startup timeouts. Runs waiting share the start under way; a run
+    that comes after it tries again."""
+
+    class Failing(ToolSource):
+        label = "failing"
+        opens = 0
+
+        async def open(self) -> OpenTools:
+            Failing.opens += 1
+            await asyncio.sleep(0.3)
+            raise ToolError("MCP server failing did not start within 0.3 s")
+
+    pool = PooledSource(Failing())
+    started = time.monotonic()
+    results = await asyncio.gather(*(pool.open() for _ in range(5)), return_exceptions=True)
+    assert time.monotonic() - started < 1.0
+    assert all(isinstance(r, ToolError) for r in results) and Failing.opens == 1
+    with pytest.raises(ToolError):
+        await pool.open()
+    assert Failing.opens == 2
