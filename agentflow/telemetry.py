@@ -377,6 +377,14 @@ def remote_parent(headers: Mapping[str, str]) -> Iterator[None]:
         context.detach(token)
 
 
+def _env_asks_for_export() -> bool:
+    """An OTLP endpoint is set, and `OTEL_TRACES_EXPORTER` does not say `none` (the SDK's
+    standard way to turn trace export off while the endpoint stays set for metrics or logs)."""
+    if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return False
+    return any(os.environ.get(k) for k in _ENDPOINT_ENVS)
+
+
 @contextlib.contextmanager
 def exporting(endpoint: str | None) -> Iterator[Callable[[], None]]:
     """The CLI's `--otel [ENDPOINT]`: inside the block, runs are sent as traces over OTLP/HTTP
@@ -389,7 +397,7 @@ def exporting(endpoint: str | None) -> Iterator[Callable[[], None]]:
     Yields the function that sends what is left (at the block's end, or earlier when called:
     `serve` calls it before uvicorn re-raises the signal that stopped it, which ends the
     process without running the block's end)."""
-    if endpoint is None and (not any(os.environ.get(k) for k in _ENDPOINT_ENVS) or _global_sdk()):
+    if endpoint is None and (not _env_asks_for_export() or _global_sdk()):
         yield _nothing  # nothing asked, or `opentelemetry-instrument` already set a provider up
         return
     export = _Export.start(endpoint)

@@ -98,6 +98,17 @@ def test_the_otlp_environment_variable_alone_turns_export_on(
     assert any(s.name == "invoke_agent agentflow" for s in receiver.spans())
 
 
+def test_otel_traces_exporter_none_keeps_the_endpoint_from_turning_export_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with scripted_server(dag_reply) as model, otlp_receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+        assert main(ask(model.base_url)) == 0
+        time.sleep(0.2)
+    assert receiver.requests == []
+
+
 def test_without_otel_nothing_is_sent(capsys: pytest.CaptureFixture[str]) -> None:
     with scripted_server(dag_reply) as model, otlp_receiver() as receiver:
         assert main(ask(model.base_url)) == 0
