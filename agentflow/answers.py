@@ -13,8 +13,13 @@ _ANSWER_LINE = re.compile(
 )
 
 
+# "Answer:" after other words on its line ("Therefore, the answer is: Answer: 1999", as the 1.5B
+# writes): the word must be followed by its colon, so "the answer is 12" is not taken for one.
+_ANSWER_IN_LINE = re.compile(r"\b(?:final\s+|exact\s+)?answer\s*\**\s*[:：]\s*(.+)$", re.I | re.M)
+
+
 def extract_answer(text: str) -> str:
-    """The last `Answer: ...` line, or the last non-empty line when there is none.
+    """The last `Answer: ...` line; else the last non-empty line, past an `Answer:` inside it.
 
     Used for the short answer a person reads and EM/F1 compare. Scorers of an answer format
     (boxed math, BrowseComp's judge) read the whole reply instead, never this extraction.
@@ -23,4 +28,13 @@ def extract_answer(text: str) -> str:
     if found:
         return str(found[-1]).strip().strip("*").strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    return _after_last_label(lines[-1]) if lines else ""
+
+
+def _after_last_label(line: str) -> str:
+    """`line` past its last `Answer:` label, if it has one. Only the last line is read so: an
+    "answer:" earlier in the text ("the question asks for the answer: who ...") is not one."""
+    labelled = False
+    while (match := _ANSWER_IN_LINE.search(line)) is not None:
+        line, labelled = match.group(1), True
+    return line.strip().strip("*").strip() if labelled else line

@@ -208,6 +208,9 @@ async def test_short_answer_sets_through_every_planner(
         {"id": "p2", "question": "Q-p2 how many?", "answer": "3200", "branch": 2},
         {"id": "p3", "question": "Q-p3 which is faster?", "answer": "peregrine falcon"},
         {"id": "p4", "question": "Q-p4 how deep, in km?", "answer": "7.61", "branch": 2},
+        {"id": "p5", "question": "Q-p5 which year?", "answer": "1999"},
+        {"id": "p6", "question": "Q-p6 which year?", "answer": "1999"},
+        {"id": "p7", "question": "Q-p7 who directed it?", "answer": "Tim Burton"},
     ]
     write_jsonl(tmp_path / "data" / "planning" / "parallelqa.jsonl", parallel)
     replies = {
@@ -215,15 +218,22 @@ async def test_short_answer_sets_through_every_planner(
         "Q-p2": "**Answer:** 3,200",
         "Q-p3": "The falcon.\nFinal answer: Peregrine Falcon.",
         "Q-p4": "Answer: 7.62",  # a different number
+        # the 1.5B's forms: the label after other words on the last line, right once read past it
+        "Q-p5": "Step 4: in the format: Answer: 1999\nTherefore, the answer is: Answer: 1999",
+        "Q-p6": "The film came out in 1999, the answer is 2001",  # no label: the line as it is
+        # an "answer:" earlier in the text is not the label; the last line is the answer
+        "Q-p7": "The question asks for the answer: who directed Ed Wood?\nTim Burton",
     }
     summary, results = await evaluate(
         tmp_path, "parallelqa", planner, planner_playing_model(replies)
     )
     correct = {k: r["samples"][0]["correct"] for k, r in results.items()}
-    assert correct == {"p1": True, "p2": True, "p3": True, "p4": False}
-    # EM (SQuAD normalisation drops the comma of "3,200") holds for p2 and p3: 2/4; accuracy
-    # also compares numbers to gold's precision, which adds p1 (7.6133 -> 7.61): 3/4
-    assert summary["accuracy"] == 0.75 and summary["em"] == 0.5
+    assert correct == {
+        "p1": True, "p2": True, "p3": True, "p4": False, "p5": True, "p6": False, "p7": True
+    }  # fmt: skip
+    # EM (SQuAD normalisation drops the comma of "3,200") holds for p2, p3, p5 and p7: 4/7;
+    # accuracy also compares numbers to gold's precision, which adds p1 (7.6133 -> 7.61): 5/7
+    assert summary["accuracy"] == round(5 / 7, 4) and summary["em"] == round(4 / 7, 4)
 
 
 @pytest.mark.parametrize("planner", PLANNERS)
