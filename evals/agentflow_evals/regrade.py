@@ -2,11 +2,12 @@
 running the model again.
 
 Each sample is scored again from what the run kept: its whole final reply (decrypted with the
-item's canary for BrowseComp, whose replies are stored encrypted), its short answer, the
-dataset's gold answers. Runs written before replies were kept are scored from the short answer
-and say so. The results as this regrade found them are kept beside the new ones as
-`results.before-regrade.jsonl`;
-`summary.json` is rewritten and the manifest records when and with which judge.
+item's canary for BrowseComp, whose replies are stored encrypted) and the short answer read
+from it today (`extract_answer`: a run scored before the reading improved gains what it
+missed), and the dataset's gold answers. Runs written before replies were kept are scored
+from the short answer and say so. The results as this regrade found them are kept beside the
+new ones as `results.before-regrade.jsonl`; `summary.json` is rewritten and the manifest
+records when and with which judge.
 
 With `only_failed_judge` only the samples whose judge gave no readable verdict
 (`judge_parsed_with == "failed"`) are judged again; every other sample keeps its score.
@@ -119,7 +120,7 @@ async def _regrade_row(
         counts.from_short_answer += from_answer
         counts.rescored += 1
         score = await score_sample(item, answer=answer, reply=reply, judge=judge)
-        scored.append({**sample, **score_fields(score)})
+        scored.append({**sample, "answer": answer, **score_fields(score)})
     correct = [bool(s["correct"]) for s in scored]
     maj = await majority(item, scored) if len(scored) > 1 else None
     return {**row, "samples": scored, "correct": sum(correct) / len(correct), "maj_correct": maj}
@@ -140,7 +141,7 @@ def _texts(sample: dict[str, Any], item: EvalItem) -> tuple[str, str, int]:
         if answer is None:
             raise UserError(f"item {item.id!r}: the run kept neither its reply nor its answer")
         return str(answer), str(answer), 1
-    return str(reply), extract_answer(str(reply)) if answer is None else str(answer), 0
+    return str(reply), extract_answer(str(reply)), 0  # today's reading of the reply, too
 
 
 def _read_summary(run_dir: RunDirectory) -> dict[str, Any]:

@@ -120,6 +120,25 @@ async def test_regrade_of_a_run_that_kept_no_replies_uses_the_short_answer(
     assert result.gained == ["a"] and result.from_short_answer == 1
 
 
+async def test_regrade_reads_the_short_answer_from_the_reply_again(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "qa.jsonl", [{"id": "q", "question": "Which year?", "answer": "1999"}]
+    )
+    out = tmp_path / "run"
+    reply = "Step 2: it came out then.\nTherefore, the answer is: Answer: 1999"
+    assert (
+        await run_eval(EvalConfig(dataset=str(path), out=out), FunctionModel(lambda *_: reply))
+    )["accuracy"] == 1.0
+    # the row as a run before the label was read inside a line wrote it: the whole line, wrong
+    row = RunDirectory(out).read_results()[0][0]
+    old = {**row["samples"][0], "correct": False, "em": 0.0, "answer": reply.splitlines()[-1]}
+    (out / "results.jsonl").write_text(json.dumps({**row, "samples": [old], "correct": 0.0}))
+    result = await regrade(out, None)
+    assert result.gained == ["q"] and result.from_short_answer == 0
+    (sample,) = RunDirectory(out).read_results()[0][0]["samples"]
+    assert sample["answer"] == "1999" and sample["em"] == 1.0
+
+
 def test_eval_regrade_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_jsonl(
         tmp_path / "qa.jsonl", [{"id": "q", "question": "Capital?", "answer": "Paris"}]
