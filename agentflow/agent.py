@@ -155,16 +155,12 @@ class Agent:
         """The run, with its tool sources open for its length (closed on cancel too)."""
         if not self.tool_sources:
             return await self._run_with(question, trace, self.tools)
-        opened = False
-        try:
-            async with open_tools(self.tools, self.tool_sources) as tools:
-                opened = True
-                return await self._run_with(question, trace, tools)
-        except ToolError as exc:
-            if opened:
-                raise
-            # a source that would not open: the run cannot have the tools it was given
-            raise ExecutionError(str(exc), trace=trace) from exc
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                tools = await stack.enter_async_context(open_tools(self.tools, self.tool_sources))
+            except ToolError as exc:  # a source that would not open: not the tools it was given
+                raise ExecutionError(str(exc), trace=trace) from exc
+            return await self._run_with(question, trace, tools)
 
     async def _run_with(self, question: str, trace: Trace, tools: Toolset) -> RunResult:
         ctx = RunContext(model=self.model, tools=tools, trace=trace, limits=self.limits)
