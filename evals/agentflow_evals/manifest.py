@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentflow import Model, __version__
 from agentflow.exceptions import UserError
+from agentflow.redaction import redact_secrets
 
 if TYPE_CHECKING:
     from agentflow_evals.config import EvalConfig
@@ -55,9 +56,10 @@ def build_manifest(
         "started_at": now(),
         "finished_at": None,
         "agentflow_version": __version__,
-        "command": config.command,
+        # Secrets in `--mcp` values are masked (the manifest is shared with the results).
+        "command": redact_secrets(config.command),
         # Only when given: a manifest written before `--mcp` existed still matches a rerun.
-        **({"mcp": list(config.mcp)} if config.mcp else {}),
+        **({"mcp": [redact_secrets(spec) for spec in config.mcp]} if config.mcp else {}),
     }
 
 

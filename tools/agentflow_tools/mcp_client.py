@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from pydantic import BaseModel, ConfigDict
 
 from agentflow.exceptions import UserError
+from agentflow.redaction import redact_secrets
 from agentflow.tool import OpenTools, RetryTask, Tool, ToolError, ToolSource
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class MCPServer(ToolSource):
     """
 
     label: str
-    """The command line or the URL, as messages name the server."""
+    """The command line or the URL, as messages name the server (secrets masked)."""
     command: str | None = None
     args: tuple[str, ...] = ()
     env: Mapping[str, str] | None = None
@@ -119,7 +120,7 @@ class MCPServer(ToolSource):
         if not command.strip():
             raise UserError("an MCP server needs a command")
         return cls(
-            label=shlex.join([command, *args]),
+            label=redact_secrets(shlex.join([command, *args])),
             command=command,
             args=tuple(args),
             env=dict(env) if env is not None else None,
@@ -143,7 +144,7 @@ class MCPServer(ToolSource):
         if not url.startswith(("http://", "https://")):
             raise UserError(f"an MCP server URL starts with http:// or https://, not {url!r}")
         return cls(
-            label=url,
+            label=redact_secrets(url),
             url=url,
             headers=headers,
             timeout=timeout,
@@ -424,14 +425,14 @@ def _innermost(exc: Exception) -> Exception:
 
 
 def _describe(exc: Exception) -> str:
-    """An exception as a short line."""
+    """An exception as a short line (an HTTP error may quote the URL: its secrets are masked)."""
     exc = _innermost(exc)
     from mcp import MCPError
 
     if isinstance(exc, MCPError):
         return exc.error.message
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    return redact_secrets(f"{type(exc).__name__}: {text[0]}") if text else type(exc).__name__
 
 
 class _JSONArgs(BaseModel):

@@ -4,6 +4,7 @@ sessions, closed at shutdown), each against the test MCP server over stdio."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,9 @@ def test_ask_with_an_mcp_server_end_to_end(capsys: pytest.CaptureFixture[str]) -
     assert '<result id="s1">\nOxford: founded 1096\n</result>' in second  # fenced
 
 
-def test_eval_gives_every_sample_the_mcp_tools(tmp_path: Path) -> None:
+def test_eval_gives_every_sample_the_mcp_tools(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     questions = tmp_path / "q.jsonl"
     rows = [
         {"id": str(i), "question": "When was Oxford founded?", "answer": "1096"} for i in (1, 2)
@@ -90,13 +93,23 @@ def test_eval_gives_every_sample_the_mcp_tools(tmp_path: Path) -> None:
     out = tmp_path / "run"
     with scripted_server(react_replies) as served:
         argv = ["eval", str(questions), "--planner", "react", "--out", str(out)]
-        argv += ["--base-url", served.base_url, "--model", "m", "--mcp", COMMAND]
+        argv += [
+            "--base-url",
+            served.base_url,
+            "--model",
+            "m",
+            "--mcp",
+            f"{COMMAND} --token s3cr3t-t0k",
+        ]
+        monkeypatch.setattr(sys, "argv", ["agentflow", *argv])  # what the manifest records
         assert main(argv) == 0
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in results) == ["1", "2"]
     assert all(r["correct"] == 1.0 for r in results)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["mcp"] == [COMMAND]
+    assert manifest["mcp"] == [f"{COMMAND} --token ***"]
+    assert "s3cr3t" not in json.dumps(manifest["mcp"]) and "--token ***" in manifest["command"]
+    assert "s3cr3t" not in manifest["command"]
 
 
 def test_serve_pools_mcp_sessions_from_the_command_line_and_its_config(tmp_path: Path) -> None:

@@ -211,6 +211,20 @@ async def test_an_http_server_that_is_not_there_does_not_start() -> None:
     assert_no_tasks_left()
 
 
+async def test_secrets_in_a_url_or_a_command_line_stay_out_of_labels_and_errors() -> None:
+    server = MCPServer.http("http://me:hunter2@127.0.0.1:9/mcp?token=t0k", timeout=5)
+    assert server.url == "http://me:hunter2@127.0.0.1:9/mcp?token=t0k"  # sent as given
+    with pytest.raises(ToolError) as caught:
+        await server.open()
+    assert "did not start" in str(caught.value)
+    assert "hunter2" not in str(caught.value) and "t0k" not in str(caught.value)
+    assert server.label == "http://me:***@127.0.0.1:9/mcp?token=***"
+    stdio = MCPServer.from_spec("npx server --api-key s3cret")
+    assert stdio.args == ("server", "--api-key", "s3cret")
+    assert stdio.label == "npx server --api-key ***"
+    assert_no_tasks_left()
+
+
 def test_a_spec_is_a_url_or_a_command_line() -> None:
     http = MCPServer.from_spec("https://example.org/mcp", timeout=5)
     assert (http.url, http.command, http.timeout) == ("https://example.org/mcp", None, 5)
