@@ -93,14 +93,8 @@ def test_eval_gives_every_sample_the_mcp_tools(
     out = tmp_path / "run"
     with scripted_server(react_replies) as served:
         argv = ["eval", str(questions), "--planner", "react", "--out", str(out)]
-        argv += [
-            "--base-url",
-            served.base_url,
-            "--model",
-            "m",
-            "--mcp",
-            f"{COMMAND} --token s3cr3t-t0k",
-        ]
+        argv += ["--base-url", served.base_url, "--model", "m"]
+        argv += ["--mcp", f"{COMMAND} --token s3cr3t-t0k"]
         monkeypatch.setattr(sys, "argv", ["agentflow", *argv])  # what the manifest records
         assert main(argv) == 0
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
