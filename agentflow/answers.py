@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_answer"]
+__all__ = ["BOX_START", "extract_answer", "last_boxed"]
 
 # "Answer:", "Final answer:", "**Answer:**", and BrowseComp's "Exact Answer:" (the official answer
 # format ends with a "Confidence:" line, which must not be taken for the answer).
@@ -18,17 +18,52 @@ _ANSWER_LINE = re.compile(
 _ANSWER_IN_LINE = re.compile(r"\b(?:final\s+|exact\s+)?answer\s*\**\s*[:：]\s*(.+)$", re.I | re.M)
 
 
+BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
+"""Where a `\\boxed{` or `\\fbox{` opens (closed or not)."""
+
+# A line that only closes display math or a code block ("\]", "$$"): a reply ending "\[ x = 4
+# \]" or "$$\boxed{4}$$" over three lines has its answer above it, not in it.
+_CLOSER_ONLY = re.compile(r"^(?:\\\]|\\\)|\$\$?|```)$")
+
+
 def extract_answer(text: str) -> str:
-    """The last `Answer: ...` line; else the last non-empty line, past an `Answer:` inside it.
+    """The last `Answer: ...` line; else the last closed `\\boxed{}`; else the last line (not
+    one that only closes display math), past an `Answer:` inside it. A box in the answer is
+    opened: "Answer: $\\boxed{391}$" is 391.
 
     Used for the short answer a person reads and EM/F1 compare. Scorers of an answer format
     (boxed math, BrowseComp's judge) read the whole reply instead, never this extraction.
     """
     found = _ANSWER_LINE.findall(text)
     if found:
-        return str(found[-1]).strip().strip("*").strip()
+        answer = str(found[-1]).strip().strip("*").strip()
+        return _unboxed(answer)
+    boxed = last_boxed(text)
+    if boxed is not None and boxed.strip():
+        return boxed.strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return _after_last_label(lines[-1]) if lines else ""
+    lines = [line for line in lines if not _CLOSER_ONLY.match(line)] or lines
+    return _unboxed(_after_last_label(lines[-1])) if lines else ""
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{}` / `\\fbox{}` (braces matched), None if there is
+    none or it was cut off."""
+    matches = list(BOX_START.finditer(text))
+    if not matches:
+        return None
+    start = matches[-1].end()
+    depth = 1
+    for index in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[start:index]
+    return None  # cut off inside the box
+
+
+def _unboxed(answer: str) -> str:
+    boxed = last_boxed(answer)
+    return boxed.strip() if boxed is not None and boxed.strip() else answer
 
 
 def _after_last_label(line: str) -> str:

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 
-from agentflow.answers import extract_answer
+from agentflow.answers import BOX_START, extract_answer, last_boxed
 
 __all__ = [
     "AdaptiveConsistency",
@@ -81,7 +81,6 @@ def vote_rule(name: str, window: int) -> VoteRule | None:
     return None
 
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -90,7 +89,7 @@ def answer_key(text: str) -> str | None:
     """What two samples must share to count as one answer: the last boxed expression, else the
     `Answer:` line (else the last line), SQuAD-normalised, numbers in one form ("33.0" is "33").
     None when nothing usable is left, or when the last box was cut off (no answer yet)."""
-    if _BOXED.search(text):
+    if BOX_START.search(text):
         raw = last_boxed(text)
         if raw is None:
             return None
@@ -98,21 +97,6 @@ def answer_key(text: str) -> str | None:
         raw = extract_answer(text)
     key = _normalise(raw)
     return key or None
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last `\\boxed{}` / `\\fbox{}` (braces matched), None if there is
-    none or it was cut off."""
-    matches = list(_BOXED.finditer(text))
-    if not matches:
-        return None
-    start = matches[-1].end()
-    depth = 1
-    for index in range(start, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[index], 0)
-        if depth == 0:
-            return text[start:index]
-    return None  # cut off inside the box
 
 
 def _normalise(text: str) -> str:

@@ -211,6 +211,8 @@ async def test_short_answer_sets_through_every_planner(
         {"id": "p5", "question": "Q-p5 which year?", "answer": "1999"},
         {"id": "p6", "question": "Q-p6 which year?", "answer": "1999"},
         {"id": "p7", "question": "Q-p7 who directed it?", "answer": "Tim Burton"},
+        {"id": "p8", "question": "Q-p8 which year?", "answer": "1999"},
+        {"id": "p9", "question": "Q-p9 which year?", "answer": "1999"},
     ]
     write_jsonl(tmp_path / "data" / "planning" / "parallelqa.jsonl", parallel)
     replies = {
@@ -223,17 +225,22 @@ async def test_short_answer_sets_through_every_planner(
         "Q-p6": "The film came out in 1999, the answer is 2001",  # no label: the line as it is
         # an "answer:" earlier in the text is not the label; the last line is the answer
         "Q-p7": "The question asks for the answer: who directed Ed Wood?\nTim Burton",
+        # display math closing the reply (the 1.5B's math form): the answer is above the "\]"
+        "Q-p8": "The film came out in\n\\[\n\\boxed{1999}\n\\]",
+        "Q-p9": "So the year is\n$$\n1999\n$$",
     }
     summary, results = await evaluate(
         tmp_path, "parallelqa", planner, planner_playing_model(replies)
     )
     correct = {k: r["samples"][0]["correct"] for k, r in results.items()}
     assert correct == {
-        "p1": True, "p2": True, "p3": True, "p4": False, "p5": True, "p6": False, "p7": True
+        "p1": True, "p2": True, "p3": True, "p4": False, "p5": True, "p6": False, "p7": True,
+        "p8": True, "p9": True,
     }  # fmt: skip
-    # EM (SQuAD normalisation drops the comma of "3,200") holds for p2, p3, p5 and p7: 4/7;
-    # accuracy also compares numbers to gold's precision, which adds p1 (7.6133 -> 7.61): 5/7
-    assert summary["accuracy"] == round(5 / 7, 4) and summary["em"] == round(4 / 7, 4)
+    # EM (SQuAD normalisation drops the comma of "3,200") holds for p2, p3, p5, p7, p8 and p9:
+    # 6/9; accuracy also compares numbers to gold's precision, which adds p1 (7.6133 -> 7.61): 7/9
+    assert summary["accuracy"] == round(7 / 9, 4) and summary["em"] == round(6 / 9, 4)
+    assert results["p8"]["samples"][0]["answer"] == "1999"  # what a person reads, too
 
 
 @pytest.mark.parametrize("planner", PLANNERS)
