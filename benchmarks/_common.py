@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from agentflow.runtime.cpu import cpu_kind
+
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
@@ -22,6 +24,9 @@ def machine() -> dict[str, Any]:
             continue
     return {
         "cpus": os.cpu_count(),
+        # the same model writes other text, ~10x slower, on the AVX2 kind (float32)
+        "cpu_kind": cpu_kind(),
+        "cpu_profile_forced": os.environ.get("AGENTFLOW_CPU_PROFILE") or None,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,
