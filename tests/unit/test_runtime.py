@@ -173,3 +173,18 @@ def test_the_embedded_server_schedules_by_priority_with_the_cpus_settings(
     assert local._environment()["VLLM_CPU_KVCACHE_SPACE"] == "4"  # float32's bigger cache
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     assert local._environment()["VLLM_CPU_KVCACHE_SPACE"] == "1"  # the user's own wins
+
+
+def test_model_up_says_whether_it_starts_the_server_or_found_it_running(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for healthy, said in ((True, "already running: "), (False, "starting: ")):
+        status = server_module.ServerStatus(
+            base_url="http://127.0.0.1:1/v1", healthy=healthy, pid=None, model="m",
+            log_file=tmp_path / "server.log",
+        )  # fmt: skip
+        monkeypatch.setattr(LocalServer, "status", lambda self, s=status: s)
+        monkeypatch.setattr(LocalServer, "cpu_profile", lambda self: None)
+        monkeypatch.setattr(LocalServer, "up", lambda self, on_progress=None, s=status: s)
+        assert main(["model", "up"]) == 0
+        assert capsys.readouterr().err.startswith(f"{said}the embedded model at ")
