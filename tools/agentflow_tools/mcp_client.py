@@ -74,13 +74,14 @@ class MCPServer(ToolSource):
     """
 
     label: str
-    """The command line or the URL, as messages name the server (secrets masked)."""
+    """The command line or the URL, as messages name the server (secrets masked); the fields
+    that may hold secrets as given (args, env, url, headers) are left out of the repr."""
     command: str | None = None
-    args: tuple[str, ...] = ()
-    env: Mapping[str, str] | None = None
+    args: tuple[str, ...] = field(default=(), repr=False)
+    env: Mapping[str, str] | None = field(default=None, repr=False)
     """Extra environment for a stdio server (over the SDK's safe default: HOME, PATH, ...)."""
     cwd: Path | None = None
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] | None = field(default=None, repr=False)
     timeout: float = DEFAULT_TIMEOUT
     """Seconds a tool call may take before it fails."""

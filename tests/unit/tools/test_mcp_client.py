@@ -222,6 +222,7 @@ async def test_secrets_in_a_url_or_a_command_line_stay_out_of_labels_and_errors(
     stdio = MCPServer.from_spec("npx server --api-key s3cret")
     assert stdio.args == ("server", "--api-key", "s3cret")
     assert stdio.label == "npx server --api-key ***"
+    assert "s3cret" not in repr(stdio) and "hunter2" not in repr(server)
     assert_no_tasks_left()
 
 
