@@ -8,7 +8,8 @@ Both read an answer the same way: the last closed box; with no box, the last `An
 with neither, the whole reply only when it is nothing but the answer (AIME: an integer; math:
 one line of math, see `only_math`). A reply cut off inside its last box, reasoning that merely
 ends on a number or an equation, and a one-line reply that stops mid-sentence ("First compute
-3*11 = 33 then") have no answer and score 0.
+3*11 = 33 then") have no answer and score 0. A gold of words (`\\text{Evelyn}`, `\\text{(C)}`)
+is also met by those words as the answer: the box, the `Answer:` line or a one-line reply.
 
 math-verify bounds its parsing and comparison with `signal.alarm`, which only works in the main
 thread. `score_math` therefore uses those timeouts in the main thread and, from any other thread
@@ -252,17 +253,57 @@ def gold_latex(gold: str) -> str:
 
 def score_math(response: str, gold: str, *, timeout: int = 5) -> bool:
     """Whether the response's answer (see `extract_math_answer`) is mathematically equal to
-    `gold` (LaTeX), as decided by math-verify.
+    `gold` (LaTeX), as decided by math-verify; a gold of words (`\\text{Evelyn}`) is also met by
+    the same words as the reply's answer (`_text_answer`), which math-verify cannot parse.
 
     `timeout` bounds each of math-verify's three steps (parse gold, parse answer, compare) in
     seconds. Off the main thread the check runs in a child process, killed after
     3 * timeout + 15 seconds; a check out of time counts as wrong, a crashed one is run again
     (up to 3 times in all).
     """
+    words = _text_gold(gold)
+    if words is not None and _words(_text_answer(response)) == words:
+        return True  # math-verify reads a bare "Evelyn" as no answer: compared as words
     prediction = extract_math_answer(response)
     if prediction is None:
         return False
     return _check(gold_latex(gold), prediction, timeout)
+
+
+_TEXT_GOLD = re.compile(r"\\(?:text|textbf|textrm|mbox)\s*\{([^{}]*[A-Za-z][^{}]*)\}")
+_NOT_WORDS = re.compile(r"[\s$*().:]")
+
+
+def _text_gold(gold: str) -> str | None:
+    """A gold answer that is words, not math (MATH-500's `\\text{Evelyn}`, `\\text{(C)}`,
+    `\\text{east}`) as `_words`; None for every other gold."""
+    match = _TEXT_GOLD.fullmatch(gold.strip())
+    return _words(match.group(1)) if match else None
+
+
+def _text_answer(response: str) -> str | None:
+    """A reply's answer read as words: the last box, else the last `Answer:` line, else the
+    whole reply when it is one line (a planner's short answer: "Evelyn"). None when the last box
+    was cut off or several lines hold neither."""
+    boxed = last_boxed(response)
+    if boxed is not None or box_cut_off(response):
+        return boxed
+    lines = _ANSWER_LINE.findall(response)
+    if lines:
+        return str(lines[-1])
+    text = response.strip()
+    return text if text and "\n" not in text else None
+
+
+def _words(text: str | None) -> str | None:
+    """Lower case, `\\text{}`-like wrappers opened, spaces, `$`, `*`, `()`, `.` and `:` gone:
+    "**(C)**", "C" and `\\text{(C)}` are all "c"."""
+    if text is None:
+        return None
+    previous = None
+    while previous != text:
+        previous, text = text, _WRAPPER.sub(r"\1", text)
+    return _NOT_WORDS.sub("", text).lower() or None
 
 
 def same_math_answer(first: str, other: str, *, timeout: int = 5) -> bool:

@@ -214,6 +214,38 @@ def test_a_gold_with_an_escaped_dollar_scores(reply: str, gold: str, right: bool
     assert score_math(reply, gold) is right
 
 
+@pytest.mark.parametrize(
+    ("reply", "gold", "right"),
+    [
+        ("Evelyn", "\\text{Evelyn}", True),  # a planner's short answer: math-verify reads nothing
+        ("Answer: Evelyn.", "\\text{Evelyn}", True),
+        ("**Evelyn**", "\\text{Evelyn}", True),
+        ("Navin", "\\text{Evelyn}", False),
+        ("Evelyn, since her\nslope is largest", "\\text{Evelyn}", False),  # lines, no answer
+        ("Evelyn ran the farthest", "\\text{Evelyn}", False),  # more than the words
+        ("C", "\\text{(C)}", True),
+        ("Answer: (C)", "\\text{(C)}", True),
+        ("\\boxed{\\text{(D)}}", "\\text{(C)}", False),
+        ("\\boxed{\\text{(C", "\\text{(C)}", False),  # cut off in its box
+        ("cents", "5.4 \\text{ cents}", False),  # a number with a unit is math, not words
+        ("Answer: even", "\\text{even}", True),
+        ("Answer: odd", "\\text{even}", False),
+    ],
+)
+def test_a_gold_of_words_is_met_by_those_words(reply: str, gold: str, right: bool) -> None:
+    assert score_math(reply, gold) is right
+
+
+def test_every_math500_gold_of_words_scores_written_bare() -> None:
+    path = DATA / "math" / "math500.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} is not there")
+    golds = [json.loads(line)["answer"] for line in path.read_text(encoding="utf-8").splitlines()]
+    words = [g for g in golds if g.startswith("\\text{")]
+    assert len(words) == 8  # Evelyn, east, even, (C), (E), (B), ellipse, Navin
+    assert [g for g in words if not score_math(g[len("\\text{") : -1], g)] == []
+
+
 def test_every_math500_gold_scores_against_itself() -> None:
     path = DATA / "math" / "math500.jsonl"
     if not path.is_file():

@@ -195,6 +195,37 @@ async def test_math_through_every_planner(
     assert amc_summary["accuracy"] == 1.0
 
 
+@pytest.mark.parametrize("planner", PLANNERS)
+async def test_math_answers_of_words_through_every_planner(
+    planner: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MATH-500's golds of words (`\\text{Evelyn}`, `\\text{(C)}`): the planners' joins answer
+    "Evelyn" or "Answer: Evelyn", which math-verify could not read (every such item scored 0)."""
+    monkeypatch.setenv("AGENTFLOW_DATA", str(tmp_path / "data"))
+    forms = {  # key: (gold, reply, right)
+        "w-bare": ("\\text{Evelyn}", "Evelyn", True),
+        "w-line": ("\\text{Evelyn}", "Comparing the slopes.\nAnswer: Evelyn.", True),
+        "w-box": ("\\text{Evelyn}", "So \\boxed{\\text{Evelyn}}", True),
+        "w-other": ("\\text{Evelyn}", "Answer: Navin", False),
+        "w-prose": ("\\text{Evelyn}", "Evelyn ran the\nfarthest, I think", False),
+        "w-choice": ("\\text{(C)}", "**(C)**", True),
+        "w-choice-wrong": ("\\text{(C)}", "Answer: (D)", False),
+        "w-cut": ("\\text{(C)}", "The choice is \\boxed{\\text{(C", False),
+    }
+    rows = [
+        {"unique_id": k, "problem": f"Item {k}: who?", "answer": gold}
+        for k, (gold, _, _) in forms.items()
+    ]
+    write_jsonl(tmp_path / "data" / "math" / "math500.jsonl", rows)
+    replies = {f"Item {k}:": reply for k, (_, reply, _) in forms.items()}
+    summary, results = await evaluate(tmp_path, "math500", planner, planner_playing_model(replies))
+    assert {k: r["samples"][0]["correct"] for k, r in results.items()} == {
+        k: right for k, (_, _, right) in forms.items()
+    }
+    # right: w-bare, w-line, w-box, w-choice: 4 of 8
+    assert summary["accuracy"] == 0.5
+
+
 # --- QA: EM/F1, ParallelQA numbers, FanOutQA lists ------------------------------------------------
 
 
