@@ -27,7 +27,7 @@ import os
 import re
 import shlex
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -53,6 +53,10 @@ itself first), unless told otherwise."""
 MAX_RESULT_CHARS = 50_000
 """Characters of a tool result kept (as `fetch_page` keeps of a page): a result is pasted into
 later prompts whole, and a server may answer megabytes."""
+MAX_JSON_BYTES = 16 * 1024 * 1024
+"""Bytes of one JSON response an HTTP server may send: past them the call fails, where the SDK
+would read an endless body into memory (1.7 GB in 8 s from a lying server). Event streams are
+read event by event and left alone."""
 _STDERR_TAIL = 1200
 """Characters of a stdio server's stderr quoted when it fails."""
 _CLOSING: set[asyncio.Task[None]] = set()
@@ -190,6 +194,8 @@ class _Session:
         self.server = server
         self.client: Client | None = None
         self.dead = False
+        self.cut: str | None = None
+        """Why the HTTP transport stopped reading a response (its size cap), if it did."""
         self._scope = anyio.CancelScope()
         """Cancelled to close: the owner then leaves the SDK's contexts in its own task."""
         self._ready: asyncio.Future[list[mcp_types.Tool]] = (
@@ -250,9 +256,8 @@ class _Session:
         server = self.server
         if server.url is not None:
             from mcp.client.streamable_http import streamable_http_client
-            from mcp.shared._httpx_utils import create_mcp_http_client
 
-            http = create_mcp_http_client(headers=dict(server.headers or {}))
+            http = _http_client(server.headers or {}, MAX_JSON_BYTES, self._cut)
             await stack.enter_async_context(http)
             return streamable_http_client(server.url, http_client=http)
         from mcp import StdioServerParameters
@@ -270,6 +275,9 @@ class _Session:
             cwd=server.cwd,
         )
         return stdio_client(params, errlog=stderr.writer)
+
+    def _cut(self, why: str) -> None:
+        self.cut = why
 
     def _start_error(self, exc: Exception) -> ToolError:
         from mcp import MCPError
@@ -329,6 +337,8 @@ class _Session:
         label = self.server.label
         if isinstance(exc, MCPError) and exc.error.code == CONNECTION_CLOSED:
             self.dead = True
+            if self.cut:  # the SDK closes the session on the transport's error
+                return ToolError(f"{tool}: MCP server {label} {self.cut}; the session is closed")
             return ToolError(
                 f"{tool}: MCP server {label} closed the connection (it exited?){self.stderr_tail()}"
             )
@@ -416,6 +426,42 @@ async def _list_all(client: Client) -> list[mcp_types.Tool]:
         if cursor is None:
             break
     return tools
+
+
+def _http_client(
+    headers: Mapping[str, str], max_json_bytes: int, on_cut: Callable[[str], None]
+) -> Any:
+    """The SDK's HTTP client (its timeouts) over a transport that fails a JSON response body
+    past `max_json_bytes`, telling `on_cut` why."""
+    import httpx2
+    from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
+
+    class CappedBody(httpx2.AsyncByteStream):
+        def __init__(self, body: Any) -> None:
+            self.body = body
+
+        async def __aiter__(self) -> Any:
+            read = 0
+            async for chunk in self.body:
+                read += len(chunk)
+                if read > max_json_bytes:
+                    why = f"sent a response past {max_json_bytes:,} bytes"
+                    on_cut(why)
+                    raise httpx2.ReadError(why)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self.body.aclose()
+
+    class CappedTransport(httpx2.AsyncHTTPTransport):
+        async def handle_async_request(self, request: Any) -> Any:
+            response = await super().handle_async_request(request)
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                response.stream = CappedBody(response.stream)
+            return response
+
+    timeout = httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT)
+    return httpx2.AsyncClient(headers=dict(headers), timeout=timeout, transport=CappedTransport())
 
 
 def _innermost(exc: Exception) -> Exception:

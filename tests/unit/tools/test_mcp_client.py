@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ import pytest
 
 from agentflow.exceptions import UserError
 from agentflow.tool import OpenTools, PooledSource, RetryTask, Tool, ToolError, ToolSource
-from agentflow_tools import MCPServer
+from agentflow_tools import MCPServer, mcp_client
 from agentflow_tools.mcp_client import MAX_RESULT_CHARS, render_result
 
 from .mcp_helpers import (
@@ -295,6 +298,81 @@ async def test_an_http_server_that_dies_mid_call_fails_the_calls_at_once() -> No
         with pytest.raises(ToolError, match="is gone"):
             await tools["add"].call({"a": 1, "b": 2})
         await opened.aclose()
+    assert_no_tasks_left()
+
+
+class _EndlessJSON(http.server.BaseHTTPRequestHandler):
+    """A streamable-HTTP MCP server (JSON responses) that starts, lists one tool, and answers
+    its call with a JSON body that never ends; `sent` counts the bytes it got out."""
+
+    sent = 0
+
+    def do_POST(self) -> None:
+        message = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if "id" not in message:  # a notification
+            self.send_response(202)
+            self.end_headers()
+            return
+        if message["method"] != "tools/call":
+            result: dict[str, Any] = {
+                "tools": [{"name": "flood", "inputSchema": {"type": "object"}}]
+            }
+            if message["method"] == "initialize":
+                result = {
+                    "protocolVersion": message["params"]["protocolVersion"],
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "endless", "version": "0"},
+                }
+            self._json({"jsonrpc": "2.0", "id": message["id"], "result": result})
+            return
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        head = json.dumps({"jsonrpc": "2.0", "id": message["id"]})[:-1]
+        chunk = b"a" * 65536
+        with contextlib.suppress(OSError):
+            self.wfile.write(
+                f'{head}, "result": {{"content": [{{"type": "text", "text": "'.encode()
+            )
+            while type(self).sent < 2**31:  # stops when the client hangs up
+                self.wfile.write(chunk)
+                type(self).sent += len(chunk)
+
+    def do_GET(self) -> None:
+        self.send_response(405)
+        self.end_headers()
+
+    do_DELETE = do_GET
+
+    def _json(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_an_endless_json_body_fails_the_call_at_the_cap_not_in_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before the cap the SDK read it for the whole 20 s timeout: 6.4 GB resident."""
+    monkeypatch.setattr(mcp_client, "MAX_JSON_BYTES", 1024 * 1024)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessJSON)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/mcp"
+        opened = await MCPServer.http(url, timeout=20).open()
+        with pytest.raises(ToolError, match=r"flood: .* sent a response past 1,048,576 bytes"):
+            await by_name(opened)["flood"].call({})
+        await opened.aclose()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _EndlessJSON.sent < 64 * 1024 * 1024  # the client hung up soon after the cap
     assert_no_tasks_left()
 
 
