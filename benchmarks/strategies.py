@@ -43,6 +43,7 @@ from _common import table, write_result
 from agentflow import Agent, OpenAIModel
 from agentflow.allocation import Allocator, Budget, Constant, Strategy
 from agentflow.allocation._threads import join_instruction
+from agentflow.cli import whole_number
 from agentflow.model import Message, ModelResponse, ModelSettings
 from agentflow.runtime.vllm_metrics import snapshot
 from agentflow.settings import Settings
@@ -276,12 +277,12 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--math", type=int, default=3, help="MATH-500 dev items")
-    parser.add_argument("--multihop", type=int, default=3, help="HotpotQA dev items")
-    parser.add_argument("--budget", type=int, default=192, help="generated tokens per item")
+    parser.add_argument("--math", type=whole_number(0), default=3, help="MATH-500 dev items")
+    parser.add_argument("--multihop", type=whole_number(0), default=3, help="HotpotQA dev items")
+    parser.add_argument("--budget", type=whole_number(1), default=192, help="tokens per item")
     parser.add_argument("--strategies", default=",".join(STRATEGY_NAMES))
-    parser.add_argument("--samples", type=int, default=3, help="samples of the vote")
-    parser.add_argument("--threads", type=int, default=3, help="most threads")
+    parser.add_argument("--samples", type=whole_number(1), default=3, help="samples of the vote")
+    parser.add_argument("--threads", type=whole_number(1), default=3, help="most threads")
     parser.add_argument("--base-url")
     parser.add_argument("--model")
     parser.add_argument("--out", type=Path)

@@ -34,7 +34,7 @@ from agentflow.allocation import (
     config_path,
     read_config,
 )
-from agentflow.cli import CommandContext, Commands
+from agentflow.cli import CommandContext, Commands, whole_number
 from agentflow.exceptions import UserError
 from agentflow.models import OpenAIModel
 from agentflow_evals.datasets import EvalItem, load_dataset
@@ -68,8 +68,8 @@ def register_allocate(commands: Commands, common: CommandContext) -> None:
     calibrate.add_argument(
         "--split", default="every:25", help="the dev split: every:K (default %(default)s)"
     )
-    calibrate.add_argument("--limit", type=int, help="at most N dev items")
-    calibrate.add_argument("--concurrency", type=int, default=4, help="items at once")
+    calibrate.add_argument("--limit", type=whole_number(1), help="at most N dev items")
+    calibrate.add_argument("--concurrency", type=whole_number(1), default=4, help="items at once")
     calibrate.add_argument(
         "--tolerance",
         type=float,
@@ -82,12 +82,13 @@ def register_allocate(commands: Commands, common: CommandContext) -> None:
 
 
 def dev_split(items: tuple[EvalItem, ...], split: str, limit: int | None) -> list[EvalItem]:
-    """Items of the named split: `every:K` is items 0, K, 2K, ... (then the first `limit`)."""
+    """Items of the named split: `every:K` is items 0, K, 2K, ... (then the first `limit`; None:
+    all of them, 0: none)."""
     kind, _, every = split.partition(":")
     if kind != "every" or not every.isdigit() or int(every) < 1:
         raise UserError(f"--split must look like every:K (K >= 1), not {split!r}")
     chosen = list(items[:: int(every)])
-    return chosen[:limit] if limit else chosen
+    return chosen if limit is None else chosen[: max(limit, 0)]
 
 
 @dataclass(frozen=True, kw_only=True)

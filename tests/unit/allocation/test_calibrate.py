@@ -40,6 +40,7 @@ def test_dev_split_takes_every_kth_item() -> None:
     items = tuple(EvalItem(id=str(k), question="q", answers=("1",), task="math") for k in range(60))
     assert [i.id for i in dev_split(items, "every:25", None)] == ["0", "25", "50"]
     assert [i.id for i in dev_split(items, "every:25", 2)] == ["0", "25"]
+    assert dev_split(items, "every:25", 0) == []  # `--multihop 0` asks for none, not all
     with pytest.raises(UserError, match="every:K"):
         dev_split(items, "random", None)
 
