@@ -194,7 +194,16 @@ def extract_math_answer(response: str) -> str | None:
     without a box, the last `Answer: ...` line (as inline math when it is `only_math`); else
     the whole reply when it is `only_math` (one line of nothing but math). None for a reply
     cut off inside its last box and for reasoning with neither (several lines, or one line of
-    prose: a truncated reply that ends on a number does not score)."""
+    prose: a truncated reply that ends on a number does not score). A bare `pi` ("(3, pi/2)",
+    "2pi", as small models write it) is read as `\\pi`, which math-verify would take for p*i."""
+    answer = _math_answer(response)
+    return None if answer is None else _BARE_PI.sub(r"\\pi", answer)
+
+
+_BARE_PI = re.compile(r"(?<![\\A-Za-z])pi(?![A-Za-z])")
+
+
+def _math_answer(response: str) -> str | None:
     boxed = last_boxed(response)
     if boxed is not None:
         return f"${boxed}$"

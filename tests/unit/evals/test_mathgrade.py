@@ -246,6 +246,20 @@ def test_every_math500_gold_of_words_scores_written_bare() -> None:
     assert [g for g in words if not score_math(g[len("\\text{") : -1], g)] == []
 
 
+@pytest.mark.parametrize(
+    ("reply", "gold", "right"),
+    [
+        ("(3, pi/2)", "\\left( 3, \\frac{\\pi}{2} \\right)", True),  # the 1.5B's threads
+        ("Answer: 2pi", "2\\pi", True),
+        ("\\boxed{\\pi}", "\\pi", True),  # already LaTeX: unchanged
+        ("Answer: 2pi", "2", False),  # read as p*i it matched nothing; as pi it is still not 2
+        ("Answer: pie", "\\pi", False),  # only the word pi
+    ],
+)
+def test_a_bare_pi_is_read_as_pi(reply: str, gold: str, right: bool) -> None:
+    assert score_math(reply, gold) is right
+
+
 def test_every_math500_gold_scores_against_itself() -> None:
     path = DATA / "math" / "math500.jsonl"
     if not path.is_file():

@@ -176,6 +176,11 @@ async def test_math_through_every_planner(
         "m-cut-let": ("Let x = 5. Then 2x = 10, and", "10"),
     }
     rows.append({"unique_id": "m-line", "problem": "Item m-line: solve.", "answer": "\\frac12"})
+    # a bare pi, as the 1.5B writes it: math-verify read it as p*i
+    forms["m-pi"] = ("Answer: (3, pi/2)", True)
+    rows.append(
+        {"unique_id": "m-pi", "problem": "Item m-pi: polar?", "answer": "(3, \\frac{\\pi}{2})"}
+    )
     for k, (reply, gold) in cut_off.items():
         forms[k] = (reply, False)
         rows.append({"unique_id": k, "problem": f"Item {k}: solve.", "answer": gold})
@@ -189,8 +194,8 @@ async def test_math_through_every_planner(
     assert {k: r["samples"][0]["correct"] for k, r in results.items()} == {
         k: right for k, (_, right) in forms.items()
     }
-    # right: m-frac, m-short, m-decimal, the answer line, $36 twice, m-line: 7 of 14
-    assert summary["accuracy"] == round(7 / 14, 4)
+    # right: m-frac, m-short, m-decimal, the answer line, $36 twice, m-line, m-pi: 8 of 15
+    assert summary["accuracy"] == round(8 / 15, 4)
     amc_summary, _ = await evaluate(tmp_path / "amc", "amc23", planner, model)
     assert amc_summary["accuracy"] == 1.0
 
