@@ -214,6 +214,14 @@ def test_a_gold_with_an_escaped_dollar_scores(reply: str, gold: str, right: bool
     assert score_math(reply, gold) is right
 
 
+def math500_golds() -> list[str]:
+    """The gold answers of the shared MATH-500 file (the test is skipped without it)."""
+    path = DATA / "math" / "math500.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} is not there")
+    return [json.loads(line)["answer"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
 @pytest.mark.parametrize(
     ("reply", "gold", "right"),
     [
@@ -237,10 +245,7 @@ def test_a_gold_of_words_is_met_by_those_words(reply: str, gold: str, right: boo
 
 
 def test_every_math500_gold_of_words_scores_written_bare() -> None:
-    path = DATA / "math" / "math500.jsonl"
-    if not path.is_file():
-        pytest.skip(f"{path} is not there")
-    golds = [json.loads(line)["answer"] for line in path.read_text(encoding="utf-8").splitlines()]
+    golds = math500_golds()
     words = [g for g in golds if g.startswith("\\text{")]
     assert len(words) == 8  # Evelyn, east, even, (C), (E), (B), ellipse, Navin
     assert [g for g in words if not score_math(g[len("\\text{") : -1], g)] == []
@@ -261,10 +266,7 @@ def test_a_bare_pi_is_read_as_pi(reply: str, gold: str, right: bool) -> None:
 
 
 def test_every_math500_gold_scores_against_itself() -> None:
-    path = DATA / "math" / "math500.jsonl"
-    if not path.is_file():
-        pytest.skip(f"{path} is not there")
-    golds = [json.loads(line)["answer"] for line in path.read_text(encoding="utf-8").splitlines()]
+    golds = math500_golds()
     assert len(golds) == 500
     assert [g for g in golds if not score_math(f"\\boxed{{{g}}}", g)] == []
 
@@ -343,10 +345,7 @@ def test_a_one_line_reply_that_is_only_math_is_the_answer(reply: str, gold: str)
 
 
 def test_every_math500_gold_is_only_math() -> None:
-    path = DATA / "math" / "math500.jsonl"
-    if not path.is_file():
-        pytest.skip(f"{path} is not there")
-    golds = [json.loads(line)["answer"] for line in path.read_text(encoding="utf-8").splitlines()]
+    golds = math500_golds()
     assert [g for g in golds if not only_math(g)] == []  # any gold, written bare, is an answer
 
 
