@@ -27,7 +27,7 @@ import os
 import re
 import shlex
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 from agentflow.exceptions import UserError
 from agentflow.redaction import redact_secrets
 from agentflow.tool import OpenTools, RetryTask, Tool, ToolError, ToolSource
+from agentflow_tools._mcp_http import capped_http_client
 
 if TYPE_CHECKING:
     import mcp_types
@@ -257,7 +258,7 @@ class _Session:
         if server.url is not None:
             from mcp.client.streamable_http import streamable_http_client
 
-            http = _http_client(server.headers or {}, MAX_JSON_BYTES, self._cut)
+            http = capped_http_client(server.headers or {}, MAX_JSON_BYTES, self._cut)
             await stack.enter_async_context(http)
             return streamable_http_client(server.url, http_client=http)
         from mcp import StdioServerParameters
@@ -426,42 +427,6 @@ async def _list_all(client: Client) -> list[mcp_types.Tool]:
         if cursor is None:
             break
     return tools
-
-
-def _http_client(
-    headers: Mapping[str, str], max_json_bytes: int, on_cut: Callable[[str], None]
-) -> Any:
-    """The SDK's HTTP client (its timeouts) over a transport that fails a JSON response body
-    past `max_json_bytes`, telling `on_cut` why."""
-    import httpx2
-    from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
-
-    class CappedBody(httpx2.AsyncByteStream):
-        def __init__(self, body: Any) -> None:
-            self.body = body
-
-        async def __aiter__(self) -> Any:
-            read = 0
-            async for chunk in self.body:
-                read += len(chunk)
-                if read > max_json_bytes:
-                    why = f"sent a response past {max_json_bytes:,} bytes"
-                    on_cut(why)
-                    raise httpx2.ReadError(why)
-                yield chunk
-
-        async def aclose(self) -> None:
-            await self.body.aclose()
-
-    class CappedTransport(httpx2.AsyncHTTPTransport):
-        async def handle_async_request(self, request: Any) -> Any:
-            response = await super().handle_async_request(request)
-            if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                response.stream = CappedBody(response.stream)
-            return response
-
-    timeout = httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT)
-    return httpx2.AsyncClient(headers=dict(headers), timeout=timeout, transport=CappedTransport())
 
 
 def _innermost(exc: Exception) -> Exception:
