@@ -27,9 +27,10 @@ _CLOSER_ONLY = re.compile(r"^(?:\\\]|\\\)|\$\$?|```)$")
 
 
 def extract_answer(text: str) -> str:
-    """The last `Answer: ...` line; else the last closed `\\boxed{}`; else the last line (not
-    one that only closes display math), past an `Answer:` inside it. A box in the answer is
-    opened: "Answer: $\\boxed{391}$" is 391.
+    """The last `Answer: ...` line; else the last line (not one that only closes display math:
+    `\\]`, `$$`), past an `Answer:` inside it. A closed box in the answer is opened: "Answer:
+    $\\boxed{391}$" and "The answer is $\\boxed{391}$." are 391. A box on an earlier line is
+    not the answer: the reply may have gone on past it ("We get \\boxed{5}. But wait ...").
 
     Used for the short answer a person reads and EM/F1 compare. Scorers of an answer format
     (boxed math, BrowseComp's judge) read the whole reply instead, never this extraction.
@@ -38,9 +39,6 @@ def extract_answer(text: str) -> str:
     if found:
         answer = str(found[-1]).strip().strip("*").strip()
         return _unboxed(answer)
-    boxed = last_boxed(text)
-    if boxed is not None and boxed.strip():
-        return boxed.strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     lines = [line for line in lines if not _CLOSER_ONLY.match(line)] or lines
     return _unboxed(_after_last_label(lines[-1])) if lines else ""

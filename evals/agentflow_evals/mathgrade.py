@@ -280,7 +280,7 @@ def score_math(response: str, gold: str, *, timeout: int = 5) -> bool:
 
 
 _TEXT_GOLD = re.compile(r"\\(?:text|textbf|textrm|mbox)\s*\{([^{}]*[A-Za-z][^{}]*)\}")
-_NOT_WORDS = re.compile(r"[\s$*().:]")
+_AROUND_WORDS = " \t$*.:"
 
 
 def _text_gold(gold: str) -> str | None:
@@ -305,14 +305,18 @@ def _text_answer(response: str) -> str | None:
 
 
 def _words(text: str | None) -> str | None:
-    """Lower case, `\\text{}`-like wrappers opened, spaces, `$`, `*`, `()`, `.` and `:` gone:
-    "**(C)**", "C" and `\\text{(C)}` are all "c"."""
+    """Lower case, `\\text{}`-like wrappers opened, `$ * . :` and spaces trimmed from the ends,
+    one pair of brackets around it dropped, spaces inside collapsed: "**(C)**", "C." and
+    `\\text{(C)}` are all "c"; "Eve lyn" and "e*a*s*t" stay what they are."""
     if text is None:
         return None
     previous = None
     while previous != text:
         previous, text = text, _WRAPPER.sub(r"\1", text)
-    return _NOT_WORDS.sub("", text).lower() or None
+    text = text.strip(_AROUND_WORDS)
+    if text.startswith("(") and text.endswith(")") and "(" not in text[1:-1]:
+        text = text[1:-1]
+    return " ".join(text.split()).lower() or None
 
 
 def same_math_answer(first: str, other: str, *, timeout: int = 5) -> bool:

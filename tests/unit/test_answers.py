@@ -24,6 +24,7 @@ from agentflow.answers import extract_answer, last_boxed
             "The film came out in 1999, the answer is 2001",
             "The film came out in 1999, the answer is 2001",
         ),
+        ("We get \\boxed{5}. But wait.\nActually it is 6.", "Actually it is 6."),  # the last line
         ("\\]", "\\]"),  # nothing else: what there is
         ("", ""),
     ],

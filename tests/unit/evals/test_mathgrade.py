@@ -236,6 +236,7 @@ def math500_golds() -> list[str]:
         ("\\boxed{\\text{(D)}}", "\\text{(C)}", False),
         ("\\boxed{\\text{(C", "\\text{(C)}", False),  # cut off in its box
         ("cents", "5.4 \\text{ cents}", False),  # a number with a unit is math, not words
+        ("Eve lyn", "\\text{Evelyn}", False),  # other words, not the same ones spaced out
         ("Answer: even", "\\text{even}", True),
         ("Answer: odd", "\\text{even}", False),
     ],
