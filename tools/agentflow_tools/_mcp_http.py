@@ -37,7 +37,14 @@ def capped_http_client(
 
     class CappedTransport(httpx2.AsyncHTTPTransport):
         async def handle_async_request(self, request: Any) -> Any:
+            # The cap counts bytes as they arrive: a compressed body would unpack past it.
+            request.headers["accept-encoding"] = "identity"
             response = await super().handle_async_request(request)
+            if response.headers.get("content-encoding", "identity").lower() != "identity":
+                await response.aclose()
+                why = "sent a compressed response it was not asked for"
+                on_cut(why)
+                raise httpx2.ReadError(why)
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 response.stream = CappedBody(response.stream)
             return response

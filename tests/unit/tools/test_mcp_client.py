@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import http.server
 import importlib.util
 import json
@@ -325,6 +326,9 @@ class _EndlessJSON(http.server.BaseHTTPRequestHandler):
                 }
             self._json({"jsonrpc": "2.0", "id": message["id"], "result": result})
             return
+        self.answer_the_call(message)
+
+    def answer_the_call(self, message: dict[str, Any]) -> None:
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.end_headers()
@@ -373,6 +377,41 @@ async def test_an_endless_json_body_fails_the_call_at_the_cap_not_in_memory(
         server.shutdown()
         server.server_close()
     assert _EndlessJSON.sent < 64 * 1024 * 1024  # the client hung up soon after the cap
+    assert_no_tasks_left()
+
+
+class _GzipBomb(_EndlessJSON):
+    """Answers the call with 51 KB of gzip that unpacks to 50 MB (a cap on bytes received
+    alone would let it through)."""
+
+    def answer_the_call(self, message: dict[str, Any]) -> None:
+        text = "a" * 50_000_000
+        body = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {"content": [
+            {"type": "text", "text": text}]}})  # fmt: skip
+        packed = gzip.compress(body.encode())
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-encoding", "gzip")
+        self.send_header("content-length", str(len(packed)))
+        self.end_headers()
+        self.wfile.write(packed)
+
+
+async def test_a_compressed_answer_is_refused_rather_than_unpacked_past_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mcp_client, "MAX_JSON_BYTES", 1024 * 1024)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GzipBomb)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/mcp"
+        opened = await MCPServer.http(url, timeout=20).open()
+        with pytest.raises(ToolError, match=r"flood: .* sent a compressed response"):
+            await by_name(opened)["flood"].call({})
+        await opened.aclose()
+    finally:
+        server.shutdown()
+        server.server_close()
     assert_no_tasks_left()
 
 
