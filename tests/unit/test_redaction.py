@@ -20,6 +20,14 @@ from agentflow.redaction import redact_secrets
         ("GITHUB_TOKEN=ghp_1 node s.js", "GITHUB_TOKEN=*** node s.js"),
         ("docker run -e DB_PASSWORD=pw img", "docker run -e DB_PASSWORD=*** img"),
         ('curl -H "Authorization: Bearer sk-abc.def"', 'curl -H "Authorization: Bearer ***"'),
+        # found by review: quoted by shlex.join, other header forms, values with spaces
+        ("docker run -e 'API_KEY=ab#cd'", "docker run -e 'API_KEY=***'"),
+        ("server '--api-key=ab$cd'", "server '--api-key=***'"),
+        ("--header 'Authorization: token ghp_abc'", "--header 'Authorization: token ***'"),
+        ("--header 'X-API-Key: abc'", "--header 'X-API-Key: ***'"),
+        ("server --password 'my pass phrase'", "server --password ***"),
+        ("postgres://user:pa/ss@host/db", "postgres://user:***@host/db"),
+        ("https://x/mcp#access_token=abc", "https://x/mcp#access_token=***"),
     ],
 )
 def test_secret_values_are_masked(given: str, shown: str) -> None:
@@ -36,6 +44,11 @@ def test_secret_values_are_masked(given: str, shown: str) -> None:
         "python tokenizer.py data.txt",
         "http://h/mcp?tokens=1",
         "server --password --verbose",  # a flag with no value
+        # settings that only look like secrets: masked alike, two runs would resume as one
+        "uvx srv --token-limit 500",
+        "srv --sort-key name --primary-key id",
+        "srv --auth none --pass-through true",
+        "the bearer of bad news",
     ],
 )
 def test_everything_else_is_left_as_written(given: str) -> None:
