@@ -166,7 +166,9 @@ class MCPServer(ToolSource):
         try:
             words = shlex.split(spec)
         except ValueError as exc:
-            raise UserError(f"cannot read the MCP server command {spec!r}: {exc}") from None
+            raise UserError(
+                f"cannot read the MCP server command {redact_secrets(spec)!r}: {exc}"
+            ) from None
         if not words:
             raise UserError("--mcp needs a command line or a URL")
         return cls.stdio(words[0], words[1:], timeout=timeout)

@@ -227,6 +227,9 @@ async def test_secrets_in_a_url_or_a_command_line_stay_out_of_labels_and_errors(
     assert stdio.args == ("server", "--api-key", "s3cret")
     assert stdio.label == "npx server --api-key ***"
     assert "s3cret" not in repr(stdio) and "hunter2" not in repr(server)
+    with pytest.raises(UserError, match="cannot read") as unreadable:
+        MCPServer.from_spec("srv --api-key s3cret 'unterminated")
+    assert "s3cret" not in str(unreadable.value)
     assert_no_tasks_left()
 
 
