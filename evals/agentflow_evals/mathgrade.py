@@ -26,7 +26,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from multiprocessing.context import ForkServerContext, SpawnContext
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 __all__ = [
     "avg_at_k",
@@ -203,18 +203,29 @@ def extract_math_answer(response: str) -> str | None:
 _BARE_PI = re.compile(r"(?<![\\A-Za-z])pi(?![A-Za-z])")
 
 
-def _math_answer(response: str) -> str | None:
+def _answer_part(response: str) -> tuple[Literal["box", "line", "reply"], str] | None:
+    """Where a reply's answer is, as written: the last box's content, else the last `Answer:`
+    line's text, else the whole reply (stripped). None when the last box was cut off."""
     boxed = last_boxed(response)
     if boxed is not None:
-        return f"${boxed}$"
+        return "box", boxed
     if box_cut_off(response):
         return None
     answer_lines = _ANSWER_LINE.findall(response)
     if answer_lines:
-        line = str(answer_lines[-1]).strip().strip("*").strip()
-        return (_as_math(line) if only_math(line) else line) or None
-    text = response.strip()
-    return _as_math(text) if only_math(text) else None
+        return "line", str(answer_lines[-1]).strip().strip("*").strip()
+    return "reply", response.strip()
+
+
+def _math_answer(response: str) -> str | None:
+    match _answer_part(response):
+        case ("box", boxed):
+            return f"${boxed}$"
+        case ("line", line):
+            return (_as_math(line) if only_math(line) else line) or None
+        case ("reply", text):
+            return _as_math(text) if only_math(text) else None
+    return None
 
 
 def only_math(text: str) -> bool:
@@ -294,14 +305,10 @@ def _text_answer(response: str) -> str | None:
     """A reply's answer read as words: the last box, else the last `Answer:` line, else the
     whole reply when it is one line (a planner's short answer: "Evelyn"). None when the last box
     was cut off or several lines hold neither."""
-    boxed = last_boxed(response)
-    if boxed is not None or box_cut_off(response):
-        return boxed
-    lines = _ANSWER_LINE.findall(response)
-    if lines:
-        return str(lines[-1])
-    text = response.strip()
-    return text if text and "\n" not in text else None
+    part = _answer_part(response)
+    if part is None or (part[0] == "reply" and "\n" in part[1]):
+        return None
+    return part[1] or None
 
 
 def _words(text: str | None) -> str | None:
