@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _common import table, write_result
-from latency import DATA, question_set, run_one
+from latency import DATA, VARIANTS, question_set, run_one
 
 from agentflow import Agent, ModelSettings, OpenAIModel
 from agentflow.runtime.vllm_metrics import snapshot
@@ -59,7 +59,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     fifo = model.with_overrides(ModelSettings(priority=0))  # every request equal: arrival order
     search = make_search_tool(LocalIndex.open(sorted((DATA / "corpus").glob("*.jsonl"))))
     agents = {
-        mode: Agent(model=m, planner=args.planner, tools=[search])
+        mode: Agent(model=m, planner=VARIANTS.get(args.planner, args.planner), tools=[search])
         for mode, m in (("priority", model), ("fifo", fifo))
     }
     per_type = args.in_flight * args.rounds  # two batches per round, half of each type
@@ -132,7 +132,12 @@ def main() -> None:
     )
     parser.add_argument("--base-url")
     parser.add_argument("--model")
-    parser.add_argument("--planner", default="dag")
+    parser.add_argument(
+        "--planner",
+        default="dag",
+        help="a planner, or dag-answer-steps: dag running its reasoning steps as llm nodes "
+        "(default %(default)s)",
+    )
     parser.add_argument("--in-flight", type=int, default=8, help="questions at once (default 8)")
     parser.add_argument("--rounds", type=int, default=2, help="batches per mode (default 2)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per model call")
