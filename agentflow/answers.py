@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["BOX_START", "extract_answer", "last_boxed"]
+__all__ = ["BOX_START", "extract_answer", "has_answer", "last_boxed"]
 
 # "Answer:", "Final answer:", "**Answer:**", and BrowseComp's "Exact Answer:" (the official answer
 # format ends with a "Confidence:" line, which must not be taken for the answer).
@@ -42,6 +42,12 @@ def extract_answer(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     lines = [line for line in lines if not _CLOSER_ONLY.match(line)] or lines
     return _unboxed(_after_last_label(lines[-1])) if lines else ""
+
+
+def has_answer(text: str) -> bool:
+    """Whether `text` states an answer: an `Answer:` line or a closed box. A reply cut off
+    before either has none, though `extract_answer` would still give its last line."""
+    return bool(_ANSWER_LINE.search(text)) or last_boxed(text) is not None
 
 
 def last_boxed(text: str) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, ClassVar, Literal
 
-from agentflow.answers import extract_answer
+from agentflow.answers import extract_answer, has_answer
 from agentflow.context import RunContext
 from agentflow.model import ModelSettings
 from agentflow.passages import is_passages, render_passages
@@ -22,6 +22,7 @@ from agentflow.plan import TaskId, TaskNode
 from agentflow.tool import delimit, render_output
 
 __all__ = [
+    "NO_ANSWER",
     "Answer",
     "Continue",
     "Planner",
@@ -163,7 +164,15 @@ class Planner(ABC):
         response = await ctx.complete(
             [{"role": "user", "content": prompt}], self.step_settings, node_id=node.id
         )
+        if response.choices[0].finish_reason == "length" and not has_answer(response.text):
+            return NO_ANSWER
         return extract_answer(response.text)
+
+
+NO_ANSWER = "[no answer: the step was cut off at its token limit before it answered]"
+"""A reasoning step's output when its reply ran out of tokens before an answer: its last line
+would pass for one (on MATH-500 the 1.5B's "4. \\(2*(3*4+5)+1 =" reached the join as a finding
+and the join gave it as the answer)."""
 
 
 @functools.cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentflow.answers import extract_answer, last_boxed
+from agentflow.answers import extract_answer, has_answer, last_boxed
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,18 @@ def test_last_boxed_matches_braces_and_knows_a_cut_off_box() -> None:
     assert last_boxed("\\boxed{1} then \\fbox{\\sqrt{2}}") == "\\sqrt{2}"
     assert last_boxed("\\boxed{1} then \\boxed{2") is None
     assert last_boxed("no box") is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "stated"),
+    [
+        ("17 * 23 = 391\nAnswer: 391", True),
+        ("So the total is $\\boxed{391}$ and", True),
+        ("**Final answer:** Rome", True),
+        ("Let me count.\n4. \\(2*(3*4+5)+1 =", False),  # cut off: its last line is no answer
+        ("The box is \\boxed{39", False),  # cut off inside the box
+        ("", False),
+    ],
+)
+def test_has_answer_tells_a_stated_answer_from_a_cut_off_reply(reply: str, stated: bool) -> None:
+    assert has_answer(reply) is stated
