@@ -236,8 +236,11 @@ class PlanBuilder:
         tools: Iterable[str],
         limits: PlanLimits = PlanLimits(),
         known: Iterable[TaskId] = (),
+        finished: Iterable[TaskNode] = (),
         raw: str = "",
     ) -> None:
+        """`known`: ids of earlier rounds' nodes a node may use. `finished`: earlier rounds'
+        nodes that succeeded; a node that repeats one is merged into it, its result reused."""
         self.tools = set(tools)
         self.limits = limits
         self.raw = raw
@@ -248,6 +251,9 @@ class PlanBuilder:
         self._signatures: dict[str, TaskId] = {}
         self._too_deep: set[TaskId] = set()
         self._dropped = 0
+        for done in finished:
+            self._signatures.setdefault(_signature(done), done.id)
+            self._depth.setdefault(done.id, 0)
 
     def add(self, node: TaskNode) -> TaskNode | None:
         """The repaired node, or None when it was merged into an earlier one or dropped."""
@@ -263,7 +269,7 @@ class PlanBuilder:
             self._too_deep.add(node.id)
             return None
         node = self._drop_bad_refs(node)
-        signature = json.dumps([node.kind, node.tool, _normalise(node.args)], sort_keys=True)
+        signature = _signature(node)
         if signature in self._signatures:
             first = self._signatures[signature]
             self._renames[node.id] = first
@@ -364,6 +370,11 @@ def _fresh_id(base: TaskId, taken: set[TaskId]) -> TaskId:
     while TaskId(f"{base}_{index}") in taken:
         index += 1
     return TaskId(f"{base}_{index}")
+
+
+def _signature(node: TaskNode) -> str:
+    """What makes two nodes the same work: kind, tool and arguments, case and spacing aside."""
+    return json.dumps([node.kind, node.tool, _normalise(node.args)], sort_keys=True)
 
 
 def _normalise(value: Any) -> Any:

@@ -16,6 +16,7 @@ such a step cost its question 15-90 s of decoding the join then repeated: issue 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -55,14 +56,17 @@ class DagPlanner(Planner):
     async def plan(self, state: RunState, ctx: RunContext) -> AsyncIterator[TaskNode]:
         await summarize_if_long(state, ctx)
         messages = [{"role": "user", "content": self._prompt(state, ctx)}]
-        builder = PlanBuilder(tools=ctx.tools.names, limits=self.limits, known=state.results)
+        finished = [state.nodes[i] for i, r in state.results.items() if r.ok and i in state.nodes]
+        builder = PlanBuilder(
+            tools=ctx.tools.names, limits=self.limits, known=state.results, finished=finished
+        )
         steps = _StepExpander(state.round, lookup_tool=lookup_tool(ctx))
         lookups, items = ArrayItemStream("lookups"), ArrayItemStream("steps")
         schema = plan_schema([*ctx.tools.names, "llm"])
         block: list[TaskNode] = []
         held = _HeldSteps(enabled=not self.answer_steps)
         async for piece in ctx.stream(messages, self.plan_settings, json_schema=schema):
-            block += [steps.lookup(q, ctx) for q in lookups.feed(piece)]
+            block += [n for q in lookups.feed(piece) for n in steps.lookup(q, ctx, builder)]
             ready = block if lookups.closed else []
             step_nodes = [n for item in items.feed(piece) for n in steps.expand(item, ctx, builder)]
             ready += [n for n in step_nodes if not held.take(n)]
@@ -79,8 +83,10 @@ class DagPlanner(Planner):
             if (added := builder.add(node)) is not None:
                 yield added
         builder.raw = items.text
-        if not builder.nodes:
+        if not builder.nodes and not state.round:
             builder.build()  # raises PlanError with the raw text
+        # A replan with nothing new to run (each look-up a repeat of a finished one, or none
+        # usable) goes to the join with what was found: an error would lose those findings.
         ctx.trace.emit("plan", round=state.round, raw=items.text, repairs=builder.repairs)
 
     def _prompt(self, state: RunState, ctx: RunContext) -> str:
@@ -159,11 +165,16 @@ class _StepExpander:
         self.groups: dict[str, list[str]] = {}
         self.lookups = 0
 
-    def lookup(self, query: Any, ctx: RunContext) -> TaskNode:
+    def lookup(self, query: Any, ctx: RunContext, builder: PlanBuilder) -> list[TaskNode]:
+        """The look-up's node; none when its text holds nothing to look up."""
+        text = _without_call_syntax(str(query), [*ctx.tools.names, self.lookup_tool])
+        if not any(c.isalnum() for c in text):
+            builder.repairs.append(f"skipped a look-up with nothing to look up: {str(query)!r}")
+            return []
         self.lookups += 1
         node_id = f"{self.prefix}l{self.lookups}"
         self.groups[f"l{self.lookups}"] = [node_id]
-        return step_to_node(node_id, self.lookup_tool, self._rewrite(str(query)), ctx.tools)
+        return [step_to_node(node_id, self.lookup_tool, self._rewrite(text), ctx.tools)]
 
     def expand(self, item: Any, ctx: RunContext, builder: PlanBuilder) -> list[TaskNode]:
         inputs = item.get("inputs") if isinstance(item, dict) else None
@@ -187,6 +198,15 @@ class _StepExpander:
         for step_id, ids in self.groups.items():
             text = text.replace("{" + step_id + "}", "; ".join("{" + i + "}" for i in ids))
         return text
+
+
+def _without_call_syntax(text: str, tools: list[str]) -> str:
+    """`text` without a tool call's syntax around it. The 1.5B wrote look-ups as
+    `search(query: "...")` inside a JSON string, whose inner quote ended the string: the
+    look-ups came as `search(query: `, the query, and `)`."""
+    names = "|".join(re.escape(t) for t in tools)
+    match = re.fullmatch(rf"\s*(?:{names})\s*\(\s*(?:\w+\s*[:=]\s*)?(.*?)\)?\s*", text, re.S)
+    return match.group(1).strip().strip("\"'").strip() if match else text.strip()
 
 
 def plan_schema(tools: list[str]) -> dict[str, Any]:

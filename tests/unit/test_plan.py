@@ -125,6 +125,18 @@ def test_builder_accepts_references_to_earlier_rounds() -> None:
     assert added is not None and added.deps == {"old"}
 
 
+def test_builder_merges_a_repeat_of_a_finished_node_and_points_its_users_at_it() -> None:
+    done = TaskNode(id=TaskId("l1"), kind="tool", tool="search", args={"query": "Oxford founded"})
+    builder = PlanBuilder(tools=TOOLS, known=[done.id], finished=[done])
+    repeat = TaskNode(
+        id=TaskId("r1l1"), kind="tool", tool="search", args={"query": "oxford  FOUNDED"}
+    )
+    assert builder.add(repeat) is None
+    user = builder.add(node("r1s1", "r1l1"))
+    assert user is not None and user.deps == {"l1"}
+    assert builder.repairs == ["merged r1l1 into its duplicate l1"]
+
+
 def test_renders_as_json_and_mermaid() -> None:
     plan = validate_plan([node("a"), node("b"), node("c", "a", "b", tool="calc")], tools=TOOLS)
     assert plan.to_json()["nodes"][2]["deps"] == ["a", "b"]

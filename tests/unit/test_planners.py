@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from agentflow import Agent, PlanError
-from agentflow.model import Message, ModelSettings
+from agentflow.model import Choice, Message, ModelResponse, ModelSettings, Usage
+from agentflow.planner import NO_ANSWER
 from agentflow.testing import FunctionModel, ScriptedModel
 from agentflow.tool import tool
 from agentflow_planners.dag import DagPlanner
@@ -122,6 +123,43 @@ async def test_dag_runs_a_plan_of_reasoning_steps_alone() -> None:
     assert list(result.trace.nodes) == ["s1"] and result.answer == "391"
 
 
+async def test_a_reasoning_step_cut_off_before_its_answer_gives_the_join_no_answer() -> None:
+    """The 1.5B's MATH-500 reply "4. \\(2*(3*4+5)+1 =" (cut at the step's token limit) used to
+    reach the join as the step's answer, and the join gave it as the question's."""
+    cut = "Let me count.\n4. \\(2*(3*4+5)+1 ="
+    replies = [plan(("s1", "llm", ["How many values?"])), cut, JOIN_391]
+    finishes = iter([None, "length", None])
+
+    def model_fn(*_: Any) -> ModelResponse:
+        text, finish = replies.pop(0), next(finishes)
+        usage = Usage(prompt_tokens=1, completion_tokens=1, calls=1)
+        return ModelResponse(
+            choices=(Choice(text=text, finish_reason=finish),), usage=usage, model="m"
+        )
+
+    model = FunctionModel(model_fn)
+    result = await Agent(model=model, planner="dag").run("How many values?")
+    join_prompt = str(model.calls[2][0]["content"])
+    assert result.trace.nodes["s1"].output == NO_ANSWER
+    assert NO_ANSWER in join_prompt and "(3*4+5)+1 =" not in join_prompt
+
+
+async def test_a_reasoning_step_cut_off_after_its_answer_line_keeps_it() -> None:
+    replies = [plan(("s1", "llm", ["What is 17 * 23?"])), "Answer: 391\nCheck: 17 * 2", JOIN_391]
+
+    def model_fn(*_: Any) -> ModelResponse:
+        text = replies.pop(0)
+        usage = Usage(prompt_tokens=1, completion_tokens=1, calls=1)
+        choice = Choice(text=text, finish_reason="length" if text.startswith("Answer") else None)
+        return ModelResponse(choices=(choice,), usage=usage, model="m")
+
+    result = await Agent(model=FunctionModel(model_fn), planner="dag").run("What is 17 * 23?")
+    assert result.trace.nodes["s1"].output == "391"
+
+
+JOIN_391 = json.dumps({"enough": True, "answer": "391", "missing": ""})
+
+
 async def test_dag_replans_with_what_it_found_and_answers_in_the_final_round() -> None:
     model = ScriptedModel(
         [
@@ -138,6 +176,40 @@ async def test_dag_replans_with_what_it_found_and_answers_in_the_final_round() -
     replan_prompt = str(model.calls[2][0]["content"])
     assert "founded 1096" in replan_prompt and "Cambridge's founding" in replan_prompt
     assert sorted(result.trace.nodes) == ["r1s1", "s1"]  # later rounds' ids carry the round
+
+
+async def test_a_replan_that_repeats_a_finished_look_up_reuses_it_and_still_answers() -> None:
+    """The 1.5B's replans repeated the first look-up word for word; the repeat is merged into
+    the finished node (not run again), and a replan of repeats alone goes to the join."""
+    model = ScriptedModel(
+        [
+            plan(lookups=("Oxford founded",)),
+            json.dumps({"enough": False, "answer": "?", "missing": "Cambridge"}),
+            plan(lookups=("oxford founded",)),
+            "Oxford was founded in 1096.\nAnswer: Oxford",
+        ]
+    )
+    agent = Agent(model=model, planner=DagPlanner(), tools=[lookup_tool()])
+    agent.planner.max_rounds = 2
+    result = await agent.run("Which was founded first?")
+    assert result.answer == "Oxford"
+    assert list(result.trace.nodes) == ["l1"]  # nothing run twice
+    assert result.trace.replans == 1
+
+
+async def test_look_ups_written_as_tool_calls_are_read_as_their_query() -> None:
+    """`search(query: "...")` inside a JSON string: the inner quote ends it, so the look-ups
+    come as `lookup(query: `, the query, and `)`."""
+    model = ScriptedModel(
+        [
+            plan(lookups=("lookup(query: ", "Oxford founded", ")", 'lookup("Cambridge founded")')),
+            json.dumps({"enough": True, "answer": "Oxford", "missing": ""}),
+        ]
+    )
+    agent = Agent(model=model, planner="dag", tools=[lookup_tool()])
+    result = await agent.run("Which was founded first?")
+    labels = [n.label for n in result.trace.nodes.values()]
+    assert labels == ['lookup("Oxford founded")', 'lookup("Cambridge founded")']
 
 
 async def test_dag_without_a_plan_raises_plan_error_with_the_raw_text() -> None:
