@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["BOX_START", "extract_answer", "has_answer", "last_boxed"]
+__all__ = ["BOX_START", "extract_answer", "last_boxed", "stated_answer"]
 
 # "Answer:", "Final answer:", "**Answer:**", and BrowseComp's "Exact Answer:" (the official answer
 # format ends with a "Confidence:" line, which must not be taken for the answer).
@@ -44,10 +44,23 @@ def extract_answer(text: str) -> str:
     return _unboxed(_after_last_label(lines[-1])) if lines else ""
 
 
-def has_answer(text: str) -> bool:
-    """Whether `text` states an answer: an `Answer:` line or a closed box. A reply cut off
-    before either has none, though `extract_answer` would still give its last line."""
-    return bool(_ANSWER_LINE.search(text)) or last_boxed(text) is not None
+def stated_answer(text: str) -> str | None:
+    """The answer a reply that may have been cut off states: what `extract_answer` reads when
+    it reads an `Answer:` label or a closed box, None when it would only fall back on the last
+    line (a reply cut off mid-thought has no answer, though its last line looks like one) or
+    the answer's box was cut off inside."""
+    found = _ANSWER_LINE.findall(text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not _CLOSER_ONLY.match(line)] or lines
+    if found:
+        answer = str(found[-1]).strip().strip("*").strip()
+    elif lines and (_ANSWER_IN_LINE.search(lines[-1]) or BOX_START.search(lines[-1])):
+        answer = _after_last_label(lines[-1])
+    else:
+        return None
+    if BOX_START.search(answer) and last_boxed(answer) is None:
+        return None
+    return _unboxed(answer) or None
 
 
 def last_boxed(text: str) -> str | None:

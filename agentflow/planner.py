@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, ClassVar, Literal
 
-from agentflow.answers import extract_answer, has_answer
+from agentflow.answers import extract_answer, stated_answer
 from agentflow.context import RunContext
 from agentflow.model import ModelSettings
 from agentflow.passages import is_passages, render_passages
@@ -164,8 +164,8 @@ class Planner(ABC):
         response = await ctx.complete(
             [{"role": "user", "content": prompt}], self.step_settings, node_id=node.id
         )
-        if response.choices[0].finish_reason == "length" and not has_answer(response.text):
-            return NO_ANSWER
+        if response.choices[0].finish_reason == "length":
+            return stated_answer(response.text) or NO_ANSWER
         return extract_answer(response.text)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from agentflow.allocation._budget import Budget
 from agentflow.allocation._vote import VoteRule, answer_key
+from agentflow.answers import stated_answer
 from agentflow.exceptions import ModelHTTPError
 from agentflow.model import Choice, ModelResponse, Usage
 from agentflow.slots import lend_slot
@@ -52,8 +53,16 @@ class _Tally:
         self.model = response.model
         for choice in response.choices:
             self.choices.append(choice)
-            self.keys.append(answer_key(choice.text))
+            self.keys.append(_vote_key(choice))
             self.settled = self.settled or self.rule.settled(self.keys)
+
+
+def _vote_key(choice: Choice) -> str | None:
+    """The sample's vote; none (it abstains) when it was cut off before it stated an answer:
+    its last line is where it stopped, not what it concluded."""
+    if choice.finish_reason == "length" and stated_answer(choice.text) is None:
+        return None
+    return answer_key(choice.text)
 
 
 async def draw_and_vote(send: Send, budget: Budget, rule: VoteRule) -> VoteOutcome:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentflow.answers import extract_answer, has_answer, last_boxed
+from agentflow.answers import extract_answer, last_boxed, stated_answer
 
 
 @pytest.mark.parametrize(
@@ -42,13 +42,19 @@ def test_last_boxed_matches_braces_and_knows_a_cut_off_box() -> None:
 @pytest.mark.parametrize(
     ("reply", "stated"),
     [
-        ("17 * 23 = 391\nAnswer: 391", True),
-        ("So the total is $\\boxed{391}$ and", True),
-        ("**Final answer:** Rome", True),
-        ("Let me count.\n4. \\(2*(3*4+5)+1 =", False),  # cut off: its last line is no answer
-        ("The box is \\boxed{39", False),  # cut off inside the box
-        ("", False),
+        ("17 * 23 = 391\nAnswer: 391", "391"),
+        ("So the total is $\\boxed{391}$ and", "391"),
+        ("**Final answer:** Rome", "Rome"),
+        ("So, therefore the final answer: 391", "391"),  # a label inside the last line
+        ("We get \\boxed{5}\n\\]", "5"),  # display math's closer is not the last line
+        ("Let me count.\n4. \\(2*(3*4+5)+1 =", None),  # cut off: its last line is no answer
+        ("We get \\boxed{5}. But wait, let me check.\n4. \\(2*(3*4+5) =", None),  # went on
+        ("The box is \\boxed{39", None),  # cut off inside the box
+        ("Answer: \\boxed{39", None),  # the same, on the Answer line
+        ("", None),
     ],
 )
-def test_has_answer_tells_a_stated_answer_from_a_cut_off_reply(reply: str, stated: bool) -> None:
-    assert has_answer(reply) is stated
+def test_stated_answer_tells_an_answer_from_where_a_cut_off_reply_stopped(
+    reply: str, stated: str | None
+) -> None:
+    assert stated_answer(reply) == stated

@@ -152,3 +152,22 @@ async def test_a_vote_where_nothing_parses_keeps_the_first_sample_and_says_so() 
     outcome = await draw_and_vote(send, budget, AdaptiveConsistency())
     assert outcome.drawn == 3 and not outcome.stopped_early
     assert "none of 3 samples had a parseable answer" in outcome.notes[0]
+
+
+async def test_a_sample_cut_off_before_its_answer_abstains_and_a_finished_one_wins() -> None:
+    """A cut-off sample's last line is where it stopped: it used to vote "391" with a finished
+    sample and, drawn first, be the winner whose text had no answer."""
+    samples = [
+        Choice(text="17 * 23 is 340 + 51\n391", finish_reason="length"),
+        Choice(text="17 * 23 = 391\nAnswer: 391", finish_reason="stop"),
+        Choice(text="17 * 23 = 391\nAnswer: 391", finish_reason="stop"),
+        Choice(text="We get \\boxed{390}.\nBut wait, 17 *", finish_reason="length"),
+    ]
+
+    async def send(index: int, n: int) -> ModelResponse:
+        return ModelResponse(choices=(samples[index],), usage=Usage(calls=1), model="m")
+
+    budget = Budget(mode="think", max_tokens=10, samples=4, vote="adaptive", window=1)
+    outcome = await draw_and_vote(send, budget, AdaptiveConsistency())
+    assert outcome.drawn == 4 and outcome.counts == {"391": 2}
+    assert outcome.response.choices[0].finish_reason == "stop"
