@@ -251,6 +251,8 @@ class PlanBuilder:
         self._signatures: dict[str, TaskId] = {}
         self._too_deep: set[TaskId] = set()
         self._dropped = 0
+        self.merged = 0
+        """Nodes merged into an earlier one (this round's or a finished one)."""
         for done in finished:
             self._signatures.setdefault(_signature(done), done.id)
             self._depth.setdefault(done.id, 0)
@@ -273,6 +275,7 @@ class PlanBuilder:
         if signature in self._signatures:
             first = self._signatures[signature]
             self._renames[node.id] = first
+            self.merged += 1
             self.repairs.append(f"merged {node.id} into its duplicate {first}")
             return None
         depth = 1 + max((self._depth[d] for d in node.deps), default=0)

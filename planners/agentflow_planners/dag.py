@@ -147,8 +147,8 @@ class _HeldSteps:
         """The held steps worth running, in plan order; the others noted as repairs."""
         used = {dep for node in self.nodes for dep in node.deps}
         unused = {n.id for n in self.nodes if n.kind == LLM_KIND and n.id not in used}
-        if len(unused) == len(self.nodes) and not builder.nodes:
-            return self.nodes
+        if len(unused) == len(self.nodes) and not builder.nodes and not builder.merged:
+            return self.nodes  # a plan of reasoning steps alone (a replan of repeats is not)
         for node_id in sorted(unused):
             builder.repairs.append(f"{node_id}: a reasoning step nothing uses, left to the join")
         return [n for n in self.nodes if n.id not in unused]
@@ -166,13 +166,19 @@ class _StepExpander:
         self.lookups = 0
 
     def lookup(self, query: Any, ctx: RunContext, builder: PlanBuilder) -> list[TaskNode]:
-        """The look-up's node; none when its text holds nothing to look up."""
-        text = _without_call_syntax(str(query), [*ctx.tools.names, self.lookup_tool])
-        if not any(c.isalnum() for c in text):
-            builder.repairs.append(f"skipped a look-up with nothing to look up: {str(query)!r}")
+        """The look-up's node; none for a piece of tool-call syntax (not counted: the model
+        numbered the call it meant) or a look-up with nothing to look up (counted, so later
+        look-ups keep the numbers the model gave them; its references are dropped)."""
+        text = _without_call_syntax(str(query), self.lookup_tool)
+        if text is None:
+            builder.repairs.append(f"read {str(query)!r} as part of a tool call, not a look-up")
             return []
         self.lookups += 1
         node_id = f"{self.prefix}l{self.lookups}"
+        if not any(c.isalnum() for c in text):
+            self.groups[f"l{self.lookups}"] = []
+            builder.repairs.append(f"skipped {node_id}: nothing to look up in {text!r}")
+            return []
         self.groups[f"l{self.lookups}"] = [node_id]
         return [step_to_node(node_id, self.lookup_tool, self._rewrite(text), ctx.tools)]
 
@@ -200,13 +206,21 @@ class _StepExpander:
         return text
 
 
-def _without_call_syntax(text: str, tools: list[str]) -> str:
-    """`text` without a tool call's syntax around it. The 1.5B wrote look-ups as
-    `search(query: "...")` inside a JSON string, whose inner quote ended the string: the
-    look-ups came as `search(query: `, the query, and `)`."""
-    names = "|".join(re.escape(t) for t in tools)
-    match = re.fullmatch(rf"\s*(?:{names})\s*\(\s*(?:\w+\s*[:=]\s*)?(.*?)\)?\s*", text, re.S)
-    return match.group(1).strip().strip("\"'").strip() if match else text.strip()
+_KEYWORD = r"(?:(?:query|q|question|input|text)\s*[:=]\s*)?"
+
+
+def _without_call_syntax(text: str, tool: str) -> str | None:
+    """`text` without a call of `tool` written around it; None when it is only a piece of one.
+
+    The 1.5B wrote look-ups as `search(query: "...")` inside a JSON string, whose inner quote
+    ended the string: the look-ups came as `search(query: `, the query, and `)`. Only a call
+    written as one (`search(` with no space, an optional `query:`) is read so: "search
+    (disambiguation)" and "Dune: Part Two" stay as they are."""
+    text, name = text.strip(), re.escape(tool)
+    if whole := re.fullmatch(rf"{name}\(\s*{_KEYWORD}[\"']?(.*?)[\"']?\s*\)", text, re.I | re.S):
+        return whole.group(1).strip()
+    opening = re.fullmatch(rf"{name}\(\s*{_KEYWORD}[\"']?", text, re.I)
+    return None if opening or re.fullmatch(r"[\"']?\s*\)", text) else text
 
 
 def plan_schema(tools: list[str]) -> dict[str, Any]:

@@ -212,6 +212,38 @@ async def test_look_ups_written_as_tool_calls_are_read_as_their_query() -> None:
     assert labels == ['lookup("Oxford founded")', 'lookup("Cambridge founded")']
 
 
+async def test_a_look_up_with_nothing_in_it_keeps_the_numbers_of_the_others() -> None:
+    model = ScriptedModel(
+        [
+            plan(
+                ("s1", "lookup", ["{l3} vs {l2}"]),
+                lookups=("?", "Oxford founded", "Cambridge founded"),
+            ),
+            json.dumps({"enough": True, "answer": "Oxford", "missing": ""}),
+        ]
+    )
+    result = await Agent(model=model, planner="dag", tools=[lookup_tool()]).run("Which first?")
+    assert result.trace.nodes["s1"].label == 'lookup("{l3} vs {l2}")'
+    assert sorted(result.trace.nodes) == ["l2", "l3", "s1"]
+
+
+async def test_a_replan_of_repeats_and_an_answer_step_runs_neither() -> None:
+    """The answer step is left to the join, as in a first plan: every look-up of the replan
+    was merged into a finished one, which does not make it a plan of reasoning steps alone."""
+    model = ScriptedModel(
+        [
+            plan(lookups=("Oxford founded",)),
+            json.dumps({"enough": False, "answer": "?", "missing": "Cambridge"}),
+            plan(("s1", "llm", ["Which was founded first? {l1}"]), lookups=("oxford founded",)),
+            "Answer: Oxford",
+        ]
+    )
+    agent = Agent(model=model, planner=DagPlanner(), tools=[lookup_tool()])
+    agent.planner.max_rounds = 2
+    result = await agent.run("Which was founded first?")
+    assert list(result.trace.nodes) == ["l1"] and result.answer == "Oxford"
+
+
 async def test_dag_without_a_plan_raises_plan_error_with_the_raw_text() -> None:
     agent = Agent(model=ScriptedModel(["I would rather not."]), planner="dag")
     with pytest.raises(PlanError) as caught:
