@@ -17,7 +17,7 @@ from agentflow.model import ModelSettings
 from agentflow.plan import PlanBuilder, PlanLimits, TaskNode
 from agentflow.planner import Answer, Continue, Planner, Replan, RunState
 from agentflow_planners._common import (
-    MAX_REPLY_CHARS,
+    AnswerText,
     final_answer,
     findings,
     join,
@@ -37,7 +37,7 @@ class Round(BaseModel):
     # Length caps are part of the schema vLLM enforces: a model stuck repeating itself is
     # cut off inside a string and the JSON still closes.
     queries: list[Query] = Field(max_length=5)
-    answer: Annotated[str, StringConstraints(max_length=MAX_REPLY_CHARS)]
+    answer: AnswerText
 
 
 class HybridPlanner(Planner):

@@ -268,6 +268,31 @@ async def test_dag_sends_its_schema_with_the_tool_names() -> None:
     assert properties["lookups"]["items"]["type"] == "string"
 
 
+@pytest.mark.parametrize("planner", ["dag", "hybrid"])
+async def test_a_json_answer_may_be_a_number_and_is_read_as_its_text(planner: str) -> None:
+    """Held to a string, the 1.5B wrote `"answer":",28"` for a number: the schema sent lets the
+    answer be a number, which reaches the scorers as "28" (0.5 as "0.5")."""
+    schemas: list[Mapping[str, Any] | None] = []
+
+    def model_fn(
+        messages: Sequence[Message], settings: ModelSettings, schema: Mapping[str, Any] | None
+    ) -> str:
+        schemas.append(schema)
+        if len(schemas) == 1 and planner == "dag":
+            return plan(lookups=("Oxford founded",))
+        if len(schemas) == 1:
+            return json.dumps({"queries": ["Oxford founded"], "answer": ""})
+        if planner == "dag":
+            return '{"enough": true, "answer": 28, "missing": ""}'
+        return '{"queries": [], "answer": 28.0}'
+
+    agent = Agent(model=FunctionModel(model_fn), planner=planner, tools=[lookup_tool()])
+    result = await agent.run("How many?")
+    answer_schema = schemas[-1]["properties"]["answer"]  # type: ignore[index]
+    assert {"type": "number"} in answer_schema["anyOf"]
+    assert (result.answer, result.reply) == ("28", "28")
+
+
 async def test_react_takes_one_step_at_a_time_until_it_finishes() -> None:
     model = ScriptedModel(
         [
