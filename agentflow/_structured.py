@@ -89,9 +89,11 @@ def salvage(text: str, schema: type[SchemaT]) -> SchemaT | None:
 
 def best_effort_text(text: str, field: str) -> str:
     """`field`'s text in a JSON reply that did not parse, unfinished or not, a loop cut to one
-    repeat ("10.5,10.5,10.5,1" -> "10.5"); "" if there is none."""
+    repeat ("10.5,10.5,10.5,1" -> "10.5"), a number as its text; "" if there is none."""
     partial = _partial_json(text, trailing_strings=True)
     value = partial.get(field) if isinstance(partial, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
     return _one_repeat(value.strip()) if isinstance(value, str) else ""
 
 
