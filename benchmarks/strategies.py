@@ -23,12 +23,17 @@ model calls; for threads also whether a node's threads overlapped in time and th
 hit rate of the thread requests, read from vLLM's `/metrics` just before the first thread is
 sent and just after the last one returns (the requests counter in between says whether anyone
 else's requests were counted too).
+
+Rows are appended to OUT.rows.jsonl as they finish; the same command resumes a killed run from
+them. A run that fails (a call past `--timeout` on a loaded server) is a row with its error,
+counted apart from accuracy ("failed runs").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
@@ -38,12 +43,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import table, write_result
+from _common import RESULTS_DIR, table, write_result
 
 from agentflow import Agent, OpenAIModel
 from agentflow.allocation import Allocator, Budget, Constant, Strategy
 from agentflow.allocation._threads import join_instruction
 from agentflow.cli import whole_number
+from agentflow.exceptions import ExecutionError
 from agentflow.model import Message, ModelResponse, ModelSettings
 from agentflow.runtime.vllm_metrics import snapshot
 from agentflow.settings import Settings
@@ -133,12 +139,43 @@ def overlapped(trace: Trace) -> bool | None:
     )
 
 
+def rows_path(args: argparse.Namespace) -> Path:
+    """Where rows go as they finish: beside `--out`, so a killed run resumes from them."""
+    out = args.out or RESULTS_DIR / "strategies.json"
+    return out.with_suffix(".rows.jsonl")
+
+
+def read_rows(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Rows of an earlier run of the same budgets (resumed), none if there is no such file."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    same = {"budget": args.budget, "samples": args.samples, "threads": args.threads}
+    other = [r for r in rows if any(r.get(k) != v for k, v in same.items())]
+    if other:
+        raise SystemExit(f"{path} holds rows of other budgets ({other[0]}): use another --out")
+    print(f"resuming: {len(rows)} rows from {path}", file=sys.stderr)
+    return rows
+
+
+async def run_or_record(
+    model: MeteredModel, item: EvalItem, strategy: Strategy, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The item's row; a run that failed (a timeout on a loaded server) is a row with its
+    error, counted apart from accuracy, instead of the end of the benchmark."""
+    same = {"budget": args.budget, "samples": args.samples, "threads": args.threads}
+    try:
+        return {**same, **await run_one(model, item, strategy, args)}
+    except ExecutionError as exc:
+        return {**same, "id": item.id, "strategy": strategy, "error": str(exc)}
+
+
 async def run_one(
     model: MeteredModel, item: EvalItem, strategy: Strategy, args: argparse.Namespace
 ) -> dict[str, Any]:
     think = budget(strategy, args.budget, args.samples, args.threads)
     allocator = Allocator(estimator=Constant("uniform-think", 1.0), think=think)
-    agent = Agent(model=model, planner="direct", allocation=allocator, node_timeout=900)
+    agent = Agent(model=model, planner="direct", allocation=allocator, node_timeout=args.timeout)
     windows = len(model.windows)
     started = time.perf_counter()
     result = await agent.run(format_question(item))
@@ -169,16 +206,20 @@ async def run_one(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings.from_env(base_url=args.base_url, model=args.model)
-    model = MeteredModel(settings.model, settings.base_url, timeout=900)
+    model = MeteredModel(settings.model, settings.base_url, timeout=args.timeout)
     strategies: list[Strategy] = [s for s in STRATEGY_NAMES if s in args.strategies.split(",")]
     chosen = items(args.math, args.multihop)
-    rows: list[dict[str, Any]] = []
+    rows_file = rows_path(args)
+    rows = read_rows(rows_file, args)
+    done = {(r["id"], r["strategy"]) for r in rows}
     try:
         for index, (name, item) in enumerate(chosen):
             order = strategies[index % len(strategies) :] + strategies[: index % len(strategies)]
-            for strategy in order:
-                row = {"set": name, **await run_one(model, item, strategy, args)}
+            for strategy in (s for s in order if (item.id, s) not in done):
+                row = {"set": name, **await run_or_record(model, item, strategy, args)}
                 rows.append(row)
+                with rows_file.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(row) + "\n")
                 print(f"{item.id} {strategy}: {row}", file=sys.stderr)
     finally:
         await model.aclose()
@@ -197,7 +238,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
     for strategy in STRATEGY_NAMES:
-        mine = [r for r in rows if r["strategy"] == strategy]
+        mine = [r for r in rows if r["strategy"] == strategy and not r.get("error")]
+        errors = sum(1 for r in rows if r["strategy"] == strategy and r.get("error"))
         if not mine:
             continue
         correct = sum(r["correct"] for r in mine)
@@ -211,6 +253,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "seconds_mean": statistics.mean(r["seconds"] for r in mine),
             "seconds_median": statistics.median(r["seconds"] for r in mine),
             "calls": statistics.mean(r["calls"] for r in mine),
+            "errors": errors,
             "by_set": {
                 name: f"{sum(r['correct'] for r in mine if r['set'] == name)}/"
                 f"{sum(1 for r in mine if r['set'] == name)}"
@@ -255,7 +298,7 @@ def _hit_rate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render(summary: dict[str, dict[str, Any]]) -> str:
     headers = ["strategy", "n", "accuracy [95% CI]", "by set", "generated tokens"]
-    headers += ["critical-path tokens", "mean s", "median s", "calls"]
+    headers += ["critical-path tokens", "mean s", "median s", "calls", "failed runs"]
     body = []
     for strategy, s in summary.items():
         low, high = s["interval"]
@@ -270,6 +313,7 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
                 f"{s['seconds_mean']:.1f}",
                 f"{s['seconds_median']:.1f}",
                 f"{s['calls']:.1f}",
+                s["errors"],
             ]
         )
     return table(headers, body)
@@ -283,6 +327,12 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGY_NAMES))
     parser.add_argument("--samples", type=whole_number(1), default=3, help="samples of the vote")
     parser.add_argument("--threads", type=whole_number(1), default=3, help="most threads")
+    parser.add_argument(
+        "--timeout",
+        type=whole_number(1),
+        default=900,
+        help="seconds a model call and a node may take (default %(default)s)",
+    )
     parser.add_argument("--base-url")
     parser.add_argument("--model")
     parser.add_argument("--out", type=Path)

@@ -1,0 +1,56 @@
+"""benchmarks/strategies.py: a failed run is a row, not the end of the benchmark, and a killed
+run resumes from its rows (a 2,048-token chain past 900 s on a loaded server ended a 2-hour run
+and lost every row but the log's)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+
+from strategies import read_rows, rows_path, run_or_record, summarize
+
+from agentflow.exceptions import ModelHTTPError
+from agentflow.testing import FunctionModel
+from agentflow_evals.datasets import EvalItem
+
+
+def args(tmp_path: Path, **changes: Any) -> argparse.Namespace:
+    values = {"out": tmp_path / "s.json", "budget": 64, "samples": 2, "threads": 2, "timeout": 5}
+    return argparse.Namespace(**{**values, **changes})
+
+
+class DeadModel(FunctionModel):
+    def __init__(self) -> None:
+        def refuse(*_: Any) -> str:
+            raise ModelHTTPError("server overloaded", status_code=503, body="")
+
+        super().__init__(refuse)
+        self.windows: list[dict[str, float]] = []  # what strategies.MeteredModel measures
+
+
+async def test_a_failed_run_is_a_row_with_its_error_counted_apart(tmp_path: Path) -> None:
+    item = EvalItem(id="q1", question="What is 17 * 23?", answers=("391",), task="math")
+    row = await run_or_record(DeadModel(), item, "chain", args(tmp_path))  # type: ignore[arg-type]
+    assert row["id"] == "q1" and "overloaded" in row["error"]
+    finished = {"strategy": "chain", "set": "math500", "correct": True, "completion_tokens": 10,
+                "critical_path_tokens": 10, "seconds": 1.0, "calls": 1}  # fmt: skip
+    summary = summarize([{**row, "set": "math500"}, finished])
+    assert (summary["chain"]["n"], summary["chain"]["errors"]) == (1, 1)
+    assert summary["chain"]["accuracy"] == 1.0
+
+
+def test_rows_of_the_same_budgets_resume_and_others_are_refused(tmp_path: Path) -> None:
+    path = rows_path(args(tmp_path))
+    assert path == tmp_path / "s.rows.jsonl" and read_rows(path, args(tmp_path)) == []
+    path.write_text(json.dumps({"id": "q1", "strategy": "vote", "budget": 64, "samples": 2,
+                                "threads": 2}) + "\n")  # fmt: skip
+    assert [r["strategy"] for r in read_rows(path, args(tmp_path))] == ["vote"]
+    with pytest.raises(SystemExit, match="other budgets"):
+        read_rows(path, args(tmp_path, budget=128))
