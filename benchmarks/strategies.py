@@ -150,8 +150,7 @@ def read_rows(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    same = {"budget": args.budget, "samples": args.samples, "threads": args.threads}
-    other = [r for r in rows if any(r.get(k) != v for k, v in same.items())]
+    other = [r for r in rows if r.get("config") != config(args)]
     if other:
         raise SystemExit(f"{path} holds rows of other budgets ({other[0]}): use another --out")
     print(f"resuming: {len(rows)} rows from {path}", file=sys.stderr)
@@ -163,11 +162,15 @@ async def run_or_record(
 ) -> dict[str, Any]:
     """The item's row; a run that failed (a timeout on a loaded server) is a row with its
     error, counted apart from accuracy, instead of the end of the benchmark."""
-    same = {"budget": args.budget, "samples": args.samples, "threads": args.threads}
     try:
-        return {**same, **await run_one(model, item, strategy, args)}
+        return {**await run_one(model, item, strategy, args), "config": config(args)}
     except ExecutionError as exc:
-        return {**same, "id": item.id, "strategy": strategy, "error": str(exc)}
+        return {"id": item.id, "strategy": strategy, "error": str(exc), "config": config(args)}
+
+
+def config(args: argparse.Namespace) -> dict[str, int]:
+    """What rows must share to be one run's."""
+    return {"budget": args.budget, "samples": args.samples, "threads": args.threads}
 
 
 async def run_one(

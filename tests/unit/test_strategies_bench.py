@@ -49,8 +49,8 @@ async def test_a_failed_run_is_a_row_with_its_error_counted_apart(tmp_path: Path
 def test_rows_of_the_same_budgets_resume_and_others_are_refused(tmp_path: Path) -> None:
     path = rows_path(args(tmp_path))
     assert path == tmp_path / "s.rows.jsonl" and read_rows(path, args(tmp_path)) == []
-    path.write_text(json.dumps({"id": "q1", "strategy": "vote", "budget": 64, "samples": 2,
-                                "threads": 2}) + "\n")  # fmt: skip
+    config = {"budget": 64, "samples": 2, "threads": 2}
+    path.write_text(json.dumps({"id": "q1", "strategy": "vote", "samples": 1, "config": config}))
     assert [r["strategy"] for r in read_rows(path, args(tmp_path))] == ["vote"]
     with pytest.raises(SystemExit, match="other budgets"):
         read_rows(path, args(tmp_path, budget=128))
