@@ -5,7 +5,8 @@ steps that use their results, each step one tool on one or more inputs. The plan
 the look-up block is handed to the executor the moment its JSON array closes, all of it at once
 (siblings start together, however fast the tool), and then each step the moment its own JSON
 object closes, so look-ups run while the model is still writing the steps. The joiner answers
-or asks for a replan; a replan sees every finding and never reruns a node.
+or asks for a replan; a replan sees every finding and never reruns a node (a look-up that repeats
+a finished one is merged into it).
 
 The joiner writes the answer from every finding, so by default a plan does not end in a
 reasoning step that answers the question: the prompt's examples have none, and a reasoning step
