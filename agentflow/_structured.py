@@ -93,7 +93,7 @@ def best_effort_text(text: str, field: str) -> str:
     partial = _partial_json(text, trailing_strings=True)
     value = partial.get(field) if isinstance(partial, dict) else None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
+        return "" if _CUT_NUMBER.search(text) else str(value)  # `{"answer": 2` may be 28
     return _one_repeat(value.strip()) if isinstance(value, str) else ""
 
 

@@ -145,16 +145,32 @@ def rows_path(args: argparse.Namespace) -> Path:
     return out.with_suffix(".rows.jsonl")
 
 
-def read_rows(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Rows of an earlier run of the same budgets (resumed), none if there is no such file."""
+def read_rows(path: Path, args: argparse.Namespace, ids: set[str]) -> list[dict[str, Any]]:
+    """The finished rows of an earlier run of the same config, for the items `ids` (resumed);
+    none if there is no such file. Failed runs are dropped to run again, and a last line cut
+    by a kill is skipped; the file is written back as what is kept."""
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise SystemExit(f"{path}:{number} is not a JSON row: fix or delete it") from None
+            print(f"skipped {path}'s last line, cut off: {line[:60]!r}", file=sys.stderr)
     other = [r for r in rows if r.get("config") != config(args)]
     if other:
-        raise SystemExit(f"{path} holds rows of other budgets ({other[0]}): use another --out")
-    print(f"resuming: {len(rows)} rows from {path}", file=sys.stderr)
-    return rows
+        raise SystemExit(f"{path} holds rows of another run ({other[0]}): use another --out")
+    kept = [r for r in rows if r["id"] in ids and not r.get("error")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    print(
+        f"resuming: {len(kept)} finished rows from {path} (delete it to start over)",
+        file=sys.stderr,
+    )
+    return kept
 
 
 async def run_or_record(
@@ -168,9 +184,10 @@ async def run_or_record(
         return {"id": item.id, "strategy": strategy, "error": str(exc), "config": config(args)}
 
 
-def config(args: argparse.Namespace) -> dict[str, int]:
+def config(args: argparse.Namespace) -> dict[str, Any]:
     """What rows must share to be one run's."""
-    return {"budget": args.budget, "samples": args.samples, "threads": args.threads}
+    names = ("budget", "samples", "threads", "timeout", "model", "base_url")
+    return {name: getattr(args, name) for name in names}
 
 
 async def run_one(
@@ -213,7 +230,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     strategies: list[Strategy] = [s for s in STRATEGY_NAMES if s in args.strategies.split(",")]
     chosen = items(args.math, args.multihop)
     rows_file = rows_path(args)
-    rows = read_rows(rows_file, args)
+    rows = read_rows(rows_file, args, {item.id for _, item in chosen})
     done = {(r["id"], r["strategy"]) for r in rows}
     try:
         for index, (name, item) in enumerate(chosen):
@@ -244,6 +261,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         mine = [r for r in rows if r["strategy"] == strategy and not r.get("error")]
         errors = sum(1 for r in rows if r["strategy"] == strategy and r.get("error"))
         if not mine:
+            if errors:
+                summary[strategy] = {"n": 0, "errors": errors}
             continue
         correct = sum(r["correct"] for r in mine)
         low, high = wilson_interval(correct, len(mine))
@@ -277,7 +296,7 @@ def thread_cache(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if r["thread_cache"]["vllm:prefix_cache_queries_total"] == r["thread_prompt_tokens"]
     ]
     return {
-        "threads_nodes": sum(1 for r in rows if r["strategy"] == "threads"),
+        "threads_nodes": sum(1 for r in rows if r["strategy"] == "threads" and not r.get("error")),
         "overlapped": sum(1 for r in rows if r.get("overlapped")),
         "all_windows": _hit_rate(measured),
         "clean_windows": _hit_rate(clean),
@@ -304,6 +323,9 @@ def render(summary: dict[str, dict[str, Any]]) -> str:
     headers += ["critical-path tokens", "mean s", "median s", "calls", "failed runs"]
     body = []
     for strategy, s in summary.items():
+        if not s["n"]:  # every run of it failed
+            body.append([strategy, 0, *["-"] * 7, s["errors"]])
+            continue
         low, high = s["interval"]
         body.append(
             [

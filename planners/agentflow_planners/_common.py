@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -86,8 +87,15 @@ off inside the string and the JSON still closes."""
 
 
 def _number_as_text(value: Any) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(int(value)) if float(value).is_integer() else repr(value)
+    """A JSON number as the text of an answer: an integer exactly (however long: the length cap
+    then refuses a looping one), a float as Python writes it, 28.0 as "28"; anything else
+    (a string, or NaN and infinity, which are not answers) is left to the string check."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(int(value)) if value.is_integer() else repr(value)
     return value
 
 

@@ -8,12 +8,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from agentflow import Agent, PlanError
 from agentflow.model import Choice, Message, ModelResponse, ModelSettings, Usage
 from agentflow.planner import NO_ANSWER
 from agentflow.testing import FunctionModel, ScriptedModel
 from agentflow.tool import tool
+from agentflow_planners._common import JoinDecision
 from agentflow_planners.dag import DagPlanner
 
 FACTS = {"oxford founded": "Oxford: founded 1096", "cambridge founded": "Cambridge: founded 1209"}
@@ -291,6 +293,24 @@ async def test_a_json_answer_may_be_a_number_and_is_read_as_its_text(planner: st
     answer_schema = schemas[-1]["properties"]["answer"]  # type: ignore[index]
     assert {"type": "number"} in answer_schema["anyOf"]
     assert (result.answer, result.reply) == ("28", "28")
+
+
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [("28", "28"), ("0.5", "0.5"), ("28.0", "28"), ("1" * 400, "1" * 400), ("-3", "-3")],
+)
+def test_a_number_answer_is_read_as_its_exact_text(number: str, text: str) -> None:
+    reply = '{"enough": true, "answer": ' + number + ', "missing": ""}'
+    assert JoinDecision.model_validate_json(reply).answer == text
+
+
+@pytest.mark.parametrize("value", ["true", "NaN", "1e400", "9" * 801])
+def test_a_value_that_is_no_answer_fails_like_any_bad_field(value: str) -> None:
+    """A bool, NaN and infinity are no answer; a number longer than the string cap is cut
+    like a looping string (an int past 308 digits used to raise OverflowError, not a
+    validation error, and end the run)."""
+    with pytest.raises(ValidationError):
+        JoinDecision.model_validate_json('{"enough": true, "answer": ' + value + ', "missing": ""}')
 
 
 async def test_react_takes_one_step_at_a_time_until_it_finishes() -> None:

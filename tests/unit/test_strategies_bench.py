@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 
-from strategies import read_rows, rows_path, run_or_record, summarize
+from strategies import read_rows, render, rows_path, run_or_record, summarize
 
 from agentflow.exceptions import ModelHTTPError
 from agentflow.testing import FunctionModel
@@ -22,7 +22,8 @@ from agentflow_evals.datasets import EvalItem
 
 
 def args(tmp_path: Path, **changes: Any) -> argparse.Namespace:
-    values = {"out": tmp_path / "s.json", "budget": 64, "samples": 2, "threads": 2, "timeout": 5}
+    values = {"out": tmp_path / "s.json", "budget": 64, "samples": 2, "threads": 2,
+              "timeout": 5, "model": "m", "base_url": None}  # fmt: skip
     return argparse.Namespace(**{**values, **changes})
 
 
@@ -46,11 +47,33 @@ async def test_a_failed_run_is_a_row_with_its_error_counted_apart(tmp_path: Path
     assert summary["chain"]["accuracy"] == 1.0
 
 
-def test_rows_of_the_same_budgets_resume_and_others_are_refused(tmp_path: Path) -> None:
+def test_a_resume_keeps_finished_rows_and_runs_failed_ones_and_a_cut_line_again(
+    tmp_path: Path,
+) -> None:
     path = rows_path(args(tmp_path))
-    assert path == tmp_path / "s.rows.jsonl" and read_rows(path, args(tmp_path)) == []
-    config = {"budget": 64, "samples": 2, "threads": 2}
-    path.write_text(json.dumps({"id": "q1", "strategy": "vote", "samples": 1, "config": config}))
-    assert [r["strategy"] for r in read_rows(path, args(tmp_path))] == ["vote"]
-    with pytest.raises(SystemExit, match="other budgets"):
-        read_rows(path, args(tmp_path, budget=128))
+    assert path == tmp_path / "s.rows.jsonl" and read_rows(path, args(tmp_path), {"q1"}) == []
+    config = {"budget": 64, "samples": 2, "threads": 2, "timeout": 5, "model": "m",
+              "base_url": None}  # fmt: skip
+    finished = {"id": "q1", "strategy": "vote", "samples": 1, "config": config}  # drawn: 1
+    failed = {"id": "q1", "strategy": "chain", "error": "timed out", "config": config}
+    other_item = {**finished, "id": "q9"}
+    lines = [json.dumps(r) for r in (finished, failed, other_item)]
+    path.write_text("\n".join(lines) + '\n{"id": "q1", "strat')  # killed mid-write
+    assert read_rows(path, args(tmp_path), {"q1"}) == [finished]
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [finished]
+
+
+@pytest.mark.parametrize("change", [{"budget": 128}, {"model": "other"}])
+def test_rows_of_another_run_are_refused(tmp_path: Path, change: dict[str, Any]) -> None:
+    path = rows_path(args(tmp_path))
+    config = vars(args(tmp_path, **change))
+    del config["out"]
+    path.write_text(json.dumps({"id": "q1", "strategy": "vote", "config": config}) + "\n")
+    with pytest.raises(SystemExit, match="another run"):
+        read_rows(path, args(tmp_path), {"q1"})
+
+
+def test_a_strategy_whose_every_run_failed_still_shows_its_failures() -> None:
+    summary = summarize([{"id": "q1", "strategy": "vote", "error": "timed out"}])
+    assert summary["vote"] == {"n": 0, "errors": 1}
+    assert "| vote | 0 |" in render(summary)
