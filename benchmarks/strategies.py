@@ -185,8 +185,8 @@ async def run_or_record(
 
 
 def config(args: argparse.Namespace) -> dict[str, Any]:
-    """What rows must share to be one run's."""
-    names = ("budget", "samples", "threads", "timeout", "model", "base_url")
+    """What rows must share to be one run's (not the timeout: a resume may well raise it)."""
+    names = ("budget", "samples", "threads", "model", "base_url")
     return {name: getattr(args, name) for name in names}
 
 
