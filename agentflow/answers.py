@@ -35,13 +35,8 @@ def extract_answer(text: str) -> str:
     Used for the short answer a person reads and EM/F1 compare. Scorers of an answer format
     (boxed math, BrowseComp's judge) read the whole reply instead, never this extraction.
     """
-    found = _ANSWER_LINE.findall(text)
-    if found:
-        answer = str(found[-1]).strip().strip("*").strip()
-        return _unboxed(answer)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    lines = [line for line in lines if not _CLOSER_ONLY.match(line)] or lines
-    return _unboxed(_after_last_label(lines[-1])) if lines else ""
+    answer, _ = _read_answer(text)
+    return _unboxed(answer)
 
 
 def stated_answer(text: str) -> str | None:
@@ -49,18 +44,26 @@ def stated_answer(text: str) -> str | None:
     it reads an `Answer:` label or a closed box, None when it would only fall back on the last
     line (a reply cut off mid-thought has no answer, though its last line looks like one) or
     the answer's box was cut off inside."""
-    found = _ANSWER_LINE.findall(text)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    lines = [line for line in lines if not _CLOSER_ONLY.match(line)] or lines
-    if found:
-        answer = str(found[-1]).strip().strip("*").strip()
-    elif lines and (_ANSWER_IN_LINE.search(lines[-1]) or BOX_START.search(lines[-1])):
-        answer = _after_last_label(lines[-1])
-    else:
-        return None
-    if BOX_START.search(answer) and last_boxed(answer) is None:
+    answer, stated = _read_answer(text)
+    if not stated or (BOX_START.search(answer) and last_boxed(answer) is None):
         return None
     return _unboxed(answer) or None
+
+
+def _read_answer(text: str) -> tuple[str, bool]:
+    """Where `extract_answer` finds the answer (its box not yet opened), and whether a label or
+    a box states it there: the last `Answer:` line; else the last line that does not only close
+    display math, past an `Answer:` inside it."""
+    found = _ANSWER_LINE.findall(text)
+    if found:
+        return str(found[-1]).strip().strip("*").strip(), True
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not _CLOSER_ONLY.match(line)] or lines
+    if not lines:
+        return "", False
+    last = lines[-1]
+    stated = bool(_ANSWER_IN_LINE.search(last) or BOX_START.search(last))
+    return _after_last_label(last), stated
 
 
 def last_boxed(text: str) -> str | None:
