@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["BOX_START", "extract_answer", "last_boxed", "stated_answer"]
+__all__ = ["BOX_START", "extract_answer", "last_boxed", "number_text", "stated_answer"]
 
 # "Answer:", "Final answer:", "**Answer:**", and BrowseComp's "Exact Answer:" (the official answer
 # format ends with a "Confidence:" line, which must not be taken for the answer).
@@ -64,6 +64,11 @@ def _read_answer(text: str) -> tuple[str, bool]:
     last = lines[-1]
     stated = bool(_ANSWER_IN_LINE.search(last) or BOX_START.search(last))
     return _after_last_label(last), stated
+
+
+def number_text(value: float) -> str:
+    """A finite number as an answer's text: a whole number without ".0" ("33.0" is "33")."""
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def last_boxed(text: str) -> str | None:

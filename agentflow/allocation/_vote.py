@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 
-from agentflow.answers import BOX_START, extract_answer, last_boxed
+from agentflow.answers import BOX_START, extract_answer, last_boxed, number_text
 
 __all__ = [
     "AdaptiveConsistency",
@@ -103,7 +103,7 @@ def _normalise(text: str) -> str:
     text = text.replace("$", "").replace("\\!", "").replace(",", "").lower()
     if _NUMBER.fullmatch(text.strip()):
         value = float(text)
-        return str(int(value)) if value.is_integer() else repr(value)
+        return number_text(value)
     keep_math = set("+-*/^=()[]{}\\.")
     text = "".join(c for c in text if c not in string.punctuation or c in keep_math)
     text = _ARTICLES.sub(" ", text)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
-from agentflow.answers import extract_answer
+from agentflow.answers import extract_answer, number_text
 from agentflow.context import RunContext
 from agentflow.model import ModelSettings
 from agentflow.plan import LLM_KIND, TaskId, TaskNode
@@ -95,7 +95,7 @@ def _number_as_text(value: Any) -> Any:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float) and math.isfinite(value):
-        return str(int(value)) if value.is_integer() else repr(value)
+        return number_text(value)
     return value
 
 
